@@ -1,0 +1,240 @@
+//! `triage.toml`: the server's settings, its keys, and the providers and models it adds to or
+//! changes in the built-in catalog.
+//!
+//! Configuration is data with defaults. It is parsed and validated once at start-up, and every
+//! error names the file, the key and what is wrong. Resolving providers and models against the
+//! built-in catalog happens in `catalog`; this module only reads and checks the file.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::catalog::{ModelEntry, ProviderEntry};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the server listens on.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub dispatch: DispatchConfig,
+    /// Providers added to the built-in ones, or replacing fields of one with the same name.
+    #[serde(default)]
+    pub providers: Vec<ProviderEntry>,
+    /// Models added to the built-in catalog, or overriding fields of one with the same id.
+    #[serde(default)]
+    pub models: Vec<ModelEntry>,
+}
+
+/// Who may call the router.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Bearer keys accepted. Empty (and no `TRIAGE_KEYS`) means no authentication.
+    #[serde(default)]
+    pub keys: Vec<String>,
+}
+
+/// Limits on what a client may send.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest accepted request body; larger ones get 413.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: default_max_body_bytes(),
+        }
+    }
+}
+
+/// Retries, backoff and circuit breakers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatchConfig {
+    /// Retries on the same model after a retryable failure, before moving to the next sibling.
+    pub max_retries: u32,
+    /// First backoff; it doubles each retry, with full jitter.
+    pub backoff_base_ms: u64,
+    /// Cap on one backoff.
+    pub backoff_max_ms: u64,
+    /// A `Retry-After` longer than this moves on to the next sibling instead of waiting.
+    pub max_retry_after_ms: u64,
+    /// Consecutive failures that open a model's circuit.
+    pub breaker_failures: u32,
+    /// How long an open circuit stays open before one probe request is let through.
+    pub breaker_cooldown_ms: u64,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            max_retries: 2,
+            backoff_base_ms: 100,
+            backoff_max_ms: 2_000,
+            max_retry_after_ms: 10_000,
+            breaker_failures: 5,
+            breaker_cooldown_ms: 30_000,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: default_listen(),
+            auth: AuthConfig::default(),
+            limits: Limits::default(),
+            dispatch: DispatchConfig::default(),
+            providers: Vec::new(),
+            models: Vec::new(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".to_string()
+}
+
+fn default_max_body_bytes() -> usize {
+    10 * 1024 * 1024
+}
+
+/// A configuration error; its message names the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {file}: {source}")]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {file}: key `{key}`: {message}")]
+    Invalid {
+        file: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and parses a config file. Semantic checks against the catalog come later, in
+    /// `catalog::Catalog::build`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses TOML text; `file` is only used in error messages.
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            file: file.to_path_buf(),
+            key,
+            message,
+        };
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| invalid("(syntax)".into(), e.to_string()))?;
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            invalid(key, e.into_inner().to_string().trim_end().to_string())
+        })?;
+        config.check(file)?;
+        Ok(config)
+    }
+
+    /// Checks that need no catalog.
+    fn check(&self, file: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            file: file.to_path_buf(),
+            key: key.to_string(),
+            message,
+        };
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                "listen",
+                format!("`{}` is not an address like 127.0.0.1:8080", self.listen),
+            ));
+        }
+        if self.limits.max_body_bytes == 0 {
+            return Err(invalid("limits.max_body_bytes", "must be above 0".into()));
+        }
+        if self.dispatch.breaker_failures == 0 {
+            return Err(invalid("dispatch.breaker_failures", "must be above 0".into()));
+        }
+        if let Some(i) = self.auth.keys.iter().position(|k| k.trim().is_empty()) {
+            return Err(invalid(&format!("auth.keys[{i}]"), "empty key".into()));
+        }
+        Ok(())
+    }
+
+    /// The accepted router keys: the file's plus those in `TRIAGE_KEYS` (comma separated).
+    pub fn router_keys(&self, env_keys: Option<&str>) -> Vec<String> {
+        let mut keys = self.auth.keys.clone();
+        if let Some(env) = env_keys {
+            keys.extend(
+                env.split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(String::from),
+            );
+        }
+        keys.dedup();
+        keys
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("triage.toml"))
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8080");
+        assert_eq!(c.limits.max_body_bytes, 10 * 1024 * 1024);
+        assert_eq!(c.dispatch.max_retries, 2);
+    }
+
+    #[test]
+    fn type_error_names_file_and_key() {
+        let err = parse("[[models]]\nid = \"a/b\"\ninput_per_mtok = \"cheap\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("triage.toml"), "{err}");
+        assert!(err.contains("models[0].input_per_mtok"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_its_name() {
+        let err = parse("[auth]\nkey = [\"x\"]\n").unwrap_err().to_string();
+        assert!(err.contains("unknown field `key`"), "{err}");
+    }
+
+    #[test]
+    fn bad_listen_address_is_rejected() {
+        let err = parse("listen = \"localhost\"\n").unwrap_err().to_string();
+        assert!(err.contains("key `listen`"), "{err}");
+    }
+
+    #[test]
+    fn env_keys_are_added() {
+        let c = parse("[auth]\nkeys = [\"a\"]\n").unwrap();
+        assert_eq!(c.router_keys(Some(" b, ,c")), vec!["a", "b", "c"]);
+    }
+}

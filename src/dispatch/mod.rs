@@ -1,0 +1,267 @@
+//! Calls a ranked chain of models until one answers: timeouts, retries with jittered backoff
+//! (honouring `Retry-After`), then the next sibling; a circuit breaker per model.
+//!
+//! A model counts as having answered once its first byte is in (the first SSE event when
+//! streaming); from then on the client has the stream and nothing falls back. Pricing and
+//! response shaping are the server's job.
+
+mod breaker;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use rand::Rng;
+use serde_json::{Map, Value};
+use tokio::time::{Instant, timeout_at};
+
+use crate::catalog::{Catalog, Model};
+use crate::config::DispatchConfig;
+use crate::metrics::{ErrorLabels, Metrics, ModelLabels};
+use crate::providers::{ChunkStream, ProviderError, Upstream};
+pub use breaker::{Breakers, State as BreakerState};
+
+/// One model given up on, and why.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub model: String,
+    pub error: ProviderError,
+}
+
+/// A stream whose first chunk has arrived.
+pub struct Streamed {
+    pub first: Value,
+    pub rest: ChunkStream,
+    /// When the model's total timeout runs out.
+    pub deadline: Instant,
+    pub total: Duration,
+}
+
+pub enum Answer {
+    Full(Value),
+    Stream(Streamed),
+}
+
+/// The model that answered, and those tried before it.
+pub struct Dispatched {
+    pub model: Arc<Model>,
+    pub failures: Vec<Failure>,
+    pub answer: Answer,
+}
+
+/// Every model failed, or the request was rejected as the client's fault; the last failure
+/// decides the status the client sees.
+#[derive(Debug)]
+pub struct DispatchError {
+    pub failures: Vec<Failure>,
+}
+
+pub struct Dispatcher {
+    upstreams: HashMap<String, Upstream>,
+    settings: DispatchConfig,
+    breakers: Breakers,
+    metrics: Arc<Metrics>,
+}
+
+impl Dispatcher {
+    pub fn new(
+        catalog: &Catalog,
+        settings: DispatchConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Dispatcher, reqwest::Error> {
+        let upstreams = catalog
+            .providers
+            .iter()
+            .map(|(name, provider)| Ok((name.clone(), Upstream::new(provider.clone())?)))
+            .collect::<Result<_, reqwest::Error>>()?;
+        let breakers = Breakers::new(
+            settings.breaker_failures,
+            Duration::from_millis(settings.breaker_cooldown_ms),
+        );
+        Ok(Dispatcher {
+            upstreams,
+            settings,
+            breakers,
+            metrics,
+        })
+    }
+
+    /// Tries `chain` in order. `body` is the OpenAI-shaped request without triage's fields.
+    pub async fn dispatch(
+        &self,
+        chain: &[Arc<Model>],
+        body: &Map<String, Value>,
+        stream: bool,
+    ) -> Result<Dispatched, DispatchError> {
+        let mut failures = Vec::new();
+        for (index, model) in chain.iter().enumerate() {
+            match self.try_model(model, body, stream).await {
+                Ok(answer) => {
+                    return Ok(Dispatched {
+                        model: model.clone(),
+                        failures,
+                        answer,
+                    });
+                }
+                Err(error) => {
+                    let final_for_client = error.is_client_error();
+                    failures.push(Failure {
+                        model: model.id.clone(),
+                        error,
+                    });
+                    if final_for_client {
+                        break;
+                    }
+                    if index + 1 < chain.len() {
+                        self.metrics.fallbacks.get_or_create(&labels(model)).inc();
+                    }
+                }
+            }
+        }
+        Err(DispatchError { failures })
+    }
+
+    /// One model: its circuit breaker, then the call with retries.
+    async fn try_model(
+        &self,
+        model: &Model,
+        body: &Map<String, Value>,
+        stream: bool,
+    ) -> Result<Answer, ProviderError> {
+        let upstream = self
+            .upstreams
+            .get(&model.provider)
+            .expect("the catalog checked every model's provider");
+        let (allowed, state) = self.breakers.allow(&model.id, std::time::Instant::now());
+        self.set_gauge(model, state);
+        if !allowed {
+            return Err(ProviderError::CircuitOpen);
+        }
+        let mut attempt = 0;
+        loop {
+            let error = match self.call(upstream, model, body, stream).await {
+                Ok(answer) => {
+                    self.set_gauge(model, self.breakers.record_success(&model.id));
+                    return Ok(answer);
+                }
+                Err(error) => error,
+            };
+            self.record_error(model, &error);
+            if error.is_client_error() {
+                self.set_gauge(model, self.breakers.record_success(&model.id));
+                return Err(error);
+            }
+            if error.counts_as_failure() {
+                let state = self
+                    .breakers
+                    .record_failure(&model.id, std::time::Instant::now());
+                self.set_gauge(model, state);
+                if !matches!(state, BreakerState::Closed { .. }) {
+                    return Err(error);
+                }
+            }
+            match self.pause_before_retry(attempt, &error) {
+                Some(pause) => tokio::time::sleep(pause).await,
+                None => return Err(error),
+            }
+            attempt += 1;
+        }
+    }
+
+    /// One call, bounded by the model's first-byte and total timeouts.
+    async fn call(
+        &self,
+        upstream: &Upstream,
+        model: &Model,
+        body: &Map<String, Value>,
+        stream: bool,
+    ) -> Result<Answer, ProviderError> {
+        let t = model.timeouts;
+        let start = Instant::now();
+        let deadline = start + t.total;
+        let (first_byte_deadline, first_byte_error) = if t.first_byte < t.total {
+            (start + t.first_byte, ProviderError::FirstByteTimeout(t.first_byte))
+        } else {
+            (deadline, ProviderError::TotalTimeout(t.total))
+        };
+        let response = timeout_at(first_byte_deadline, upstream.send(model, body, stream))
+            .await
+            .map_err(|_| first_byte_error.clone())??;
+        if !stream {
+            let full = timeout_at(deadline, upstream.read_full(response))
+                .await
+                .map_err(|_| ProviderError::TotalTimeout(t.total))??;
+            return Ok(Answer::Full(full));
+        }
+        let mut chunks = upstream.into_chunks(response);
+        match timeout_at(first_byte_deadline, chunks.next()).await {
+            Err(_) => Err(first_byte_error),
+            Ok(None) => Err(ProviderError::Protocol(
+                "the stream ended before its first event".into(),
+            )),
+            Ok(Some(Err(error))) => Err(error),
+            Ok(Some(Ok(first))) => Ok(Answer::Stream(Streamed {
+                first,
+                rest: chunks,
+                deadline,
+                total: t.total,
+            })),
+        }
+    }
+
+    /// How long to wait before retrying, or `None` to move on to the next model.
+    fn pause_before_retry(&self, attempt: u32, error: &ProviderError) -> Option<Duration> {
+        if attempt >= self.settings.max_retries || !error.is_retryable() {
+            return None;
+        }
+        if let ProviderError::Status {
+            retry_after: Some(wait),
+            ..
+        } = error
+        {
+            let max = Duration::from_millis(self.settings.max_retry_after_ms);
+            return (*wait <= max).then_some(*wait);
+        }
+        let ceiling = self
+            .settings
+            .backoff_base_ms
+            .saturating_mul(1 << attempt.min(20))
+            .min(self.settings.backoff_max_ms);
+        Some(Duration::from_millis(rand::rng().random_range(0..=ceiling)))
+    }
+
+    /// A stream that failed after its first byte: the client got an error event; the model's
+    /// breaker and the error metrics still need to hear of it.
+    pub fn record_stream_failure(&self, model: &Model, error: &ProviderError) {
+        self.record_error(model, error);
+        let state = self
+            .breakers
+            .record_failure(&model.id, std::time::Instant::now());
+        self.set_gauge(model, state);
+    }
+
+    fn record_error(&self, model: &Model, error: &ProviderError) {
+        tracing::warn!(model = %model.id, reason = %error.label(), "upstream call failed: {error}");
+        self.metrics
+            .upstream_errors
+            .get_or_create(&ErrorLabels {
+                model: model.id.clone(),
+                reason: error.label(),
+            })
+            .inc();
+    }
+
+    fn set_gauge(&self, model: &Model, state: BreakerState) {
+        self.metrics
+            .circuit_state
+            .get_or_create(&labels(model))
+            .set(state.gauge());
+    }
+}
+
+fn labels(model: &Model) -> ModelLabels {
+    ModelLabels {
+        model: model.id.clone(),
+    }
+}

@@ -1,0 +1,14 @@
+//! triage: a self-hosted LLM router. One OpenAI-compatible endpoint in front of many providers,
+//! with explicit routing, fallbacks and transparent cost.
+//!
+//! The request path reads top to bottom: `server` → `router` → `dispatch` → `providers`, with
+//! `catalog` and `config` as the data they share.
+
+pub mod catalog;
+pub mod config;
+pub mod dispatch;
+pub mod metrics;
+pub mod mock;
+pub mod providers;
+pub mod router;
+pub mod server;

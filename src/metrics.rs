@@ -1,0 +1,161 @@
+//! Prometheus metrics: requests, latency, time to first token, upstream errors, tokens, cost and
+//! circuit-breaker state, by model and by router key.
+//!
+//! Labels carry model ids and a short hash of the router key, never a key itself.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub model: String,
+    pub key: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    pub model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub model: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    pub model: String,
+    pub key: String,
+    pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CostLabels {
+    pub model: String,
+    pub key: String,
+}
+
+type LatencyFamily = Family<ModelLabels, Histogram, fn() -> Histogram>;
+
+/// Every metric triage exports, registered once at start-up.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub latency: LatencyFamily,
+    pub ttft: LatencyFamily,
+    pub upstream_errors: Family<ErrorLabels, Counter>,
+    pub fallbacks: Family<ModelLabels, Counter>,
+    pub tokens: Family<TokenLabels, Counter>,
+    pub cost: Family<CostLabels, Counter<f64, AtomicU64>>,
+    /// 0 closed, 1 open, 2 half-open.
+    pub circuit_state: Family<ModelLabels, Gauge>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 ms … ~131 s
+    Histogram::new(exponential_buckets(0.001, 2.0, 18))
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("triage");
+        let requests = Family::default();
+        registry.register(
+            "requests",
+            "Chat requests answered, by model, key and HTTP status",
+            requests.clone(),
+        );
+        let latency: LatencyFamily = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "request_duration_seconds",
+            "Time from request to the last byte of the answer",
+            latency.clone(),
+        );
+        let ttft: LatencyFamily = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "ttft_seconds",
+            "Time from request to the first streamed chunk",
+            ttft.clone(),
+        );
+        let upstream_errors = Family::default();
+        registry.register(
+            "upstream_errors",
+            "Failed upstream calls, by model and reason (HTTP status, timeout, connect…)",
+            upstream_errors.clone(),
+        );
+        let fallbacks = Family::default();
+        registry.register(
+            "fallbacks",
+            "Requests that moved past a model to a sibling",
+            fallbacks.clone(),
+        );
+        let tokens = Family::default();
+        registry.register(
+            "tokens",
+            "Tokens reported by upstreams, by model, key and direction",
+            tokens.clone(),
+        );
+        let cost = Family::default();
+        registry.register("cost_usd", "US$ spent at catalog prices", cost.clone());
+        let circuit_state = Family::default();
+        registry.register(
+            "circuit_state",
+            "Circuit breaker per model: 0 closed, 1 open, 2 half-open",
+            circuit_state.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            ttft,
+            upstream_errors,
+            fallbacks,
+            tokens,
+            cost,
+            circuit_state,
+        }
+    }
+
+    /// The metrics in the Prometheus/OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    pub fn record_usage(&self, model: &str, key: &str, usage: &crate::catalog::Usage, cost: f64) {
+        for (direction, count) in [
+            ("input", usage.prompt_tokens),
+            ("output", usage.completion_tokens),
+        ] {
+            self.tokens
+                .get_or_create(&TokenLabels {
+                    model: model.to_string(),
+                    key: key.to_string(),
+                    direction,
+                })
+                .inc_by(count);
+        }
+        self.cost
+            .get_or_create(&CostLabels {
+                model: model.to_string(),
+                key: key.to_string(),
+            })
+            .inc_by(cost);
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

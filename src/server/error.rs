@@ -1,0 +1,191 @@
+//! The one place where a failure becomes an HTTP status and OpenAI's error body
+//! `{"error":{"message","type","param","code"}}`.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header::RETRY_AFTER};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::dispatch::DispatchError;
+use crate::providers::ProviderError;
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub kind: &'static str,
+    pub param: Option<String>,
+    pub code: Option<String>,
+    pub retry_after: Option<Duration>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            kind,
+            param: None,
+            code: None,
+            retry_after: None,
+        }
+    }
+
+    fn with_code(mut self, code: &str) -> ApiError {
+        self.code = Some(code.to_string());
+        self
+    }
+
+    pub fn invalid_request(message: impl Into<String>, param: Option<&str>) -> ApiError {
+        let mut error = ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", message);
+        error.param = param.map(String::from);
+        error
+    }
+
+    pub fn invalid_json(detail: &str) -> ApiError {
+        ApiError::invalid_request(
+            format!("The request body is not valid JSON: {detail}"),
+            None,
+        )
+        .with_code("invalid_json")
+    }
+
+    pub fn unauthorized(message: &str) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "invalid_request_error", message)
+            .with_code("invalid_api_key")
+    }
+
+    pub fn model_not_found(id: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            format!(
+                "The model `{id}` does not exist on this router. List the available models \
+                 with GET /v1/models."
+            ),
+        )
+        .with_code("model_not_found")
+        .with_param("model")
+    }
+
+    pub fn not_found(path: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            format!("Unknown path {path}. triage serves /v1/chat/completions and /v1/models."),
+        )
+        .with_code("unknown_url")
+    }
+
+    pub fn payload_too_large(limit: usize) -> ApiError {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            format!("The request body is larger than this router's limit of {limit} bytes."),
+        )
+        .with_code("request_too_large")
+    }
+
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
+    }
+
+    fn with_param(mut self, param: &str) -> ApiError {
+        self.param = Some(param.to_string());
+        self
+    }
+
+    /// The status and message for a request no model could answer. The last failure decides
+    /// the status; the message lists every model tried.
+    pub fn from_dispatch(error: &DispatchError) -> ApiError {
+        let Some(last) = error.failures.last() else {
+            return ApiError::internal("no model was tried");
+        };
+        if last.error.is_client_error() {
+            return upstream_rejection(&last.error);
+        }
+        let tried = error
+            .failures
+            .iter()
+            .map(|f| format!("{}: {}", f.model, f.error))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let message = format!("No model could answer. Tried {tried}");
+        let (status, kind, code) = match &last.error {
+            ProviderError::Status { status, .. } if status.as_u16() == 429 => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "rate_limit_exceeded",
+            ),
+            ProviderError::Status { status, .. } if status.as_u16() == 503 => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_error",
+                "upstream_unavailable",
+            ),
+            ProviderError::FirstByteTimeout(_) | ProviderError::TotalTimeout(_) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_error",
+                "upstream_timeout",
+            ),
+            ProviderError::CircuitOpen => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_error",
+                "circuit_open",
+            ),
+            ProviderError::MissingKey { .. } | ProviderError::Unsupported(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_error",
+                "provider_not_configured",
+            ),
+            _ => (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_error"),
+        };
+        let mut api = ApiError::new(status, kind, message).with_code(code);
+        if let ProviderError::Status { retry_after, .. } = &last.error {
+            api.retry_after = *retry_after;
+        }
+        api
+    }
+
+    /// The body, also used as the data of an SSE error event.
+    pub fn body(&self) -> Value {
+        json!({"error": {
+            "message": self.message,
+            "type": self.kind,
+            "param": self.param,
+            "code": self.code,
+        }})
+    }
+}
+
+/// An upstream that rejected the request itself (400/413/422): its status and message go back.
+fn upstream_rejection(error: &ProviderError) -> ApiError {
+    match error {
+        ProviderError::Status {
+            status,
+            message,
+            code,
+            ..
+        } => {
+            let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_REQUEST);
+            let mut api = ApiError::new(status, "invalid_request_error", message.clone());
+            api.code = code.clone();
+            api
+        }
+        other => ApiError::invalid_request(other.to_string(), None),
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(self.body())).into_response();
+        if let Some(wait) = self.retry_after {
+            let secs = wait.as_secs_f64().ceil() as u64;
+            if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert(RETRY_AFTER, value);
+            }
+        }
+        response
+    }
+}

@@ -1,0 +1,379 @@
+//! The HTTP face of triage: axum routes, authentication, error mapping, SSE, `/v1/models`,
+//! `/health` and `/metrics`.
+//!
+//! Handlers parse and check the request, ask `router` for the chain of models, hand it to
+//! `dispatch`, and shape the answer: pricing, `x-triage-*` headers, metrics and logs.
+
+mod error;
+mod request;
+mod stream;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+pub use error::ApiError;
+pub use request::ChatRequest;
+
+use crate::catalog::{Catalog, Model, Usage};
+use crate::config::Config;
+use crate::dispatch::{Answer, DispatchError, Dispatched, Dispatcher, Failure};
+use crate::metrics::{Metrics, ModelLabels, RequestLabels};
+use crate::router::{self, RouteError};
+
+/// Everything the handlers share; built once at start-up.
+pub struct AppState {
+    pub catalog: Arc<Catalog>,
+    pub dispatcher: Dispatcher,
+    pub metrics: Arc<Metrics>,
+    /// SHA-256 of each accepted router key → the short id used in metrics and logs.
+    keys: HashMap<[u8; 32], String>,
+    max_body_bytes: usize,
+}
+
+impl AppState {
+    pub fn new(
+        config: &Config,
+        catalog: Catalog,
+        router_keys: &[String],
+    ) -> Result<Arc<AppState>, reqwest::Error> {
+        let metrics = Arc::new(Metrics::new());
+        let dispatcher = Dispatcher::new(&catalog, config.dispatch.clone(), metrics.clone())?;
+        let keys = router_keys
+            .iter()
+            .map(|key| {
+                let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+                let id = format!("key-{:02x}{:02x}{:02x}{:02x}", digest[0], digest[1], digest[2], digest[3]);
+                (digest, id)
+            })
+            .collect();
+        Ok(Arc::new(AppState {
+            catalog: Arc::new(catalog),
+            dispatcher,
+            metrics,
+            keys,
+            max_body_bytes: config.limits.max_body_bytes,
+        }))
+    }
+
+    /// The caller's key id, or 401. With no keys configured every caller is `anonymous`.
+    fn authenticate(&self, headers: &HeaderMap) -> Result<String, ApiError> {
+        if self.keys.is_empty() {
+            return Ok("anonymous".into());
+        }
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+            .map(str::trim);
+        let Some(presented) = presented else {
+            return Err(ApiError::unauthorized(
+                "Missing API key: send it as `Authorization: Bearer <key>`.",
+            ));
+        };
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        self.keys
+            .get(&digest)
+            .cloned()
+            .ok_or_else(|| ApiError::unauthorized("Incorrect API key provided."))
+    }
+
+    /// Metrics and a log line for a finished request.
+    fn record(&self, finished: &Finished, model: Option<&Model>) {
+        let model_id = model.map_or(finished.requested.as_str(), |m| m.id.as_str());
+        let elapsed = finished.started.elapsed();
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                model: model_id.to_string(),
+                key: finished.key_id.clone(),
+                status: finished.status,
+            })
+            .inc();
+        let labels = ModelLabels {
+            model: model_id.to_string(),
+        };
+        self.metrics
+            .latency
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+        if let Some(ttft) = finished.ttft {
+            self.metrics
+                .ttft
+                .get_or_create(&labels)
+                .observe(ttft.as_secs_f64());
+        }
+        if let Some((usage, cost)) = &finished.usage {
+            self.metrics
+                .record_usage(model_id, &finished.key_id, usage, *cost);
+        }
+        tracing::info!(
+            request_id = %finished.request_id,
+            key = %finished.key_id,
+            model = %model_id,
+            status = finished.status,
+            fallbacks = %finished.fallbacks,
+            cost_usd = finished.usage.map(|(_, c)| c),
+            latency_ms = elapsed.as_secs_f64() * 1e3,
+            "request finished"
+        );
+    }
+}
+
+/// A request's bookkeeping, filled in as it goes.
+pub struct Finished {
+    request_id: String,
+    key_id: String,
+    requested: String,
+    started: Instant,
+    status: u16,
+    ttft: Option<Duration>,
+    usage: Option<(Usage, f64)>,
+    fallbacks: String,
+}
+
+impl Finished {
+    fn first_chunk(&mut self) {
+        if self.ttft.is_none() {
+            self.ttft = Some(self.started.elapsed());
+        }
+    }
+}
+
+/// The axum application.
+pub fn app(state: Arc<AppState>) -> Router {
+    let limit = state.max_body_bytes;
+    Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/models", get(list_models))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .fallback(unknown_path)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
+        .with_state(state)
+}
+
+async fn chat_completions(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let mut finished = Finished {
+        request_id: format!("req_{}", uuid::Uuid::new_v4().simple()),
+        key_id: String::new(),
+        requested: String::new(),
+        started: Instant::now(),
+        status: 200,
+        ttft: None,
+        usage: None,
+        fallbacks: String::new(),
+    };
+    let request_id = finished.request_id.clone();
+    let mut response = match chat(&state, &headers, body, &mut finished).await {
+        Ok(response) => response,
+        Err((error, model)) => {
+            finished.status = error.status.as_u16();
+            state.record(&finished, model.as_deref());
+            let mut response = error.into_response();
+            set_header(&mut response, "x-triage-fallbacks", &finished.fallbacks);
+            response
+        }
+    };
+    set_header(&mut response, "x-triage-request-id", &request_id);
+    response
+}
+
+type ChatFailure = (ApiError, Option<Arc<Model>>);
+
+async fn chat(
+    state: &Arc<AppState>,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    finished: &mut Finished,
+) -> Result<Response, ChatFailure> {
+    finished.key_id = state.authenticate(headers).map_err(|e| (e, None))?;
+    let body = body.map_err(|rejection| (body_rejection(&rejection, state.max_body_bytes), None))?;
+    let request = ChatRequest::parse(&body).map_err(|e| (e, None))?;
+    finished.requested = request.requested[0].clone();
+    let chain = router::explicit_chain(&state.catalog, &request.requested).map_err(|e| {
+        let error = match e {
+            RouteError::UnknownModel(id) => ApiError::model_not_found(&id),
+            RouteError::NoModel => ApiError::invalid_request("No model requested.", Some("model")),
+        };
+        (error, None)
+    })?;
+    let dispatched = state
+        .dispatcher
+        .dispatch(&chain, &request.body, request.stream)
+        .await
+        .map_err(|e: DispatchError| {
+            finished.fallbacks = describe_failures(&e.failures);
+            (ApiError::from_dispatch(&e), chain.first().cloned())
+        })?;
+    let Dispatched {
+        model,
+        failures,
+        answer,
+    } = dispatched;
+    finished.fallbacks = describe_failures(&failures);
+    let mut response = match answer {
+        Answer::Full(value) => full_response(state, value, &model, finished),
+        Answer::Stream(streamed) => {
+            let context = stream::StreamContext {
+                state: state.clone(),
+                model: model.clone(),
+                finished: std::mem::replace(finished, finished.copy_ids()),
+                include_usage: request.include_usage,
+            };
+            stream::respond(context, streamed)
+        }
+    };
+    set_header(&mut response, "x-triage-model", &model.id);
+    set_header(&mut response, "x-triage-fallbacks", &finished.fallbacks);
+    Ok(response)
+}
+
+impl Finished {
+    /// What the handler still needs once the stream task owns the original.
+    fn copy_ids(&self) -> Finished {
+        Finished {
+            request_id: self.request_id.clone(),
+            key_id: self.key_id.clone(),
+            requested: self.requested.clone(),
+            started: self.started,
+            status: self.status,
+            ttft: None,
+            usage: None,
+            fallbacks: self.fallbacks.clone(),
+        }
+    }
+}
+
+/// A whole answer: price it, record it, add the cost header.
+fn full_response(
+    state: &AppState,
+    mut value: Value,
+    model: &Arc<Model>,
+    finished: &mut Finished,
+) -> Response {
+    let usage = value.get("usage").and_then(Usage::from_openai);
+    if let Some(usage) = usage {
+        let cost = model.cost(&usage);
+        value["usage"]["cost"] = json!(cost);
+        finished.usage = Some((usage, cost));
+    }
+    state.record(finished, Some(model));
+    let mut response = Json(value).into_response();
+    if let Some((_, cost)) = finished.usage {
+        set_header(&mut response, "x-triage-cost-usd", &format_usd(cost));
+    }
+    response
+}
+
+/// `model-a (503), model-b (connect)`: the models that failed before the answering one.
+fn describe_failures(failures: &[Failure]) -> String {
+    failures
+        .iter()
+        .map(|f| format!("{} ({})", f.model, f.error.label()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Dollars as a plain decimal (no exponent), to the nano-dollar.
+fn format_usd(cost: f64) -> String {
+    let text = format!("{cost:.9}");
+    let text = text.trim_end_matches('0');
+    text.strip_suffix('.').unwrap_or(text).to_string()
+}
+
+fn set_header(response: &mut Response, name: &'static str, value: &str) {
+    if value.is_empty() {
+        return;
+    }
+    if let Ok(value) = HeaderValue::from_str(value) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(name), value);
+    }
+}
+
+fn body_rejection(rejection: &BytesRejection, limit: usize) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::payload_too_large(limit)
+    } else {
+        ApiError::invalid_request(
+            format!("Could not read the request body: {}", rejection.body_text()),
+            None,
+        )
+    }
+}
+
+async fn list_models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(error) = state.authenticate(&headers) {
+        return error.into_response();
+    }
+    let data: Vec<Value> = state
+        .catalog
+        .models
+        .values()
+        .map(|m| m.to_openai_json())
+        .collect();
+    Json(json!({"object": "list", "data": data})).into_response()
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn unknown_path(uri: Uri) -> ApiError {
+    ApiError::not_found(uri.path())
+}
+
+async fn method_not_allowed() -> ApiError {
+    let mut error = ApiError::invalid_request("Method not allowed on this path.", None);
+    error.status = StatusCode::METHOD_NOT_ALLOWED;
+    error
+}
+
+fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    ApiError::internal("Internal error while handling the request.").into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usd_is_a_plain_decimal() {
+        assert_eq!(format_usd(0.000_012_5), "0.0000125");
+        assert_eq!(format_usd(1.5), "1.5");
+        assert_eq!(format_usd(0.0), "0");
+        assert_eq!(format_usd(3e-10), "0");
+    }
+}
