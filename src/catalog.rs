@@ -206,7 +206,11 @@ fn per_token(per_mtok: f64) -> String {
     let digits = format!("{int}{frac}");
     let point = int.len() as i64 - 6;
     let shifted = if point > 0 {
-        format!("{}.{}", &digits[..point as usize], &digits[point as usize..])
+        format!(
+            "{}.{}",
+            &digits[..point as usize],
+            &digits[point as usize..]
+        )
     } else {
         format!("0.{}{digits}", "0".repeat((-point) as usize))
     };
@@ -266,7 +270,13 @@ impl Catalog {
                     section: "providers",
                     index,
                 };
-                overlay(&mut providers, entry.name.clone(), entry, origin, merge_provider);
+                overlay(
+                    &mut providers,
+                    entry.name.clone(),
+                    entry,
+                    origin,
+                    merge_provider,
+                );
             }
             for (index, entry) in model_entries.iter().enumerate() {
                 let origin = Origin {
@@ -291,10 +301,9 @@ impl Catalog {
         for (entry, origin) in models.values() {
             for fallback in entry.fallbacks.iter().flatten() {
                 if !resolved.contains_key(fallback) {
-                    return Err(origin.error(
-                        "fallbacks",
-                        format!("`{fallback}` is not a known model id"),
-                    ));
+                    return Err(
+                        origin.error("fallbacks", format!("`{fallback}` is not a known model id"))
+                    );
                 }
             }
         }
@@ -556,7 +565,11 @@ mod tests {
             );
         }
         for model in catalog.models.values() {
-            assert!(model.price_source.is_some(), "{} has no price source", model.id);
+            assert!(
+                model.price_source.is_some(),
+                "{} has no price source",
+                model.id
+            );
             assert!(model.price_date.is_some(), "{} has no price date", model.id);
             assert!(model.output_per_mtok >= model.input_per_mtok || model.input_per_mtok == 0.0);
         }
@@ -570,7 +583,10 @@ mod tests {
         assert_eq!(small.timeouts.first_byte, Duration::from_millis(1000));
         assert_eq!(small.timeouts.total, Duration::from_millis(2000));
         let big = catalog.model("local/big").unwrap();
-        assert_eq!(big.upstream, "big", "upstream defaults to the id's model part");
+        assert_eq!(
+            big.upstream, "big",
+            "upstream defaults to the id's model part"
+        );
         let provider = catalog.provider("local").unwrap();
         assert_eq!(provider.base_url, "http://127.0.0.1:9000/v1");
         assert_eq!(provider.api_key.as_ref().unwrap().expose(), "secret");
@@ -581,7 +597,10 @@ mod tests {
     fn config_overrides_one_field_of_a_builtin_model() {
         let builtin = build("").unwrap();
         let (id, original) = builtin.models.first().unwrap();
-        let catalog = build(&format!("[[models]]\nid = \"{id}\"\ninput_per_mtok = 99.0\n")).unwrap();
+        let catalog = build(&format!(
+            "[[models]]\nid = \"{id}\"\ninput_per_mtok = 99.0\n"
+        ))
+        .unwrap();
         let changed = catalog.model(id).unwrap();
         assert_eq!(changed.input_per_mtok, 99.0);
         assert_eq!(changed.output_per_mtok, original.output_per_mtok);
@@ -592,15 +611,24 @@ mod tests {
     fn errors_name_the_key() {
         let unknown_provider = "[[models]]\nid = \"x/y\"\nprovider = \"nope\"\ninput_per_mtok = 1\noutput_per_mtok = 1\ncontext = 10\n";
         let err = build(unknown_provider).unwrap_err().to_string();
-        assert!(err.contains("t.toml") && err.contains("models[0].provider"), "{err}");
+        assert!(
+            err.contains("t.toml") && err.contains("models[0].provider"),
+            "{err}"
+        );
 
         let bad_fallback = LOCAL.replace("[\"local/big\"]", "[\"local/nope\"]");
         let err = build(&bad_fallback).unwrap_err().to_string();
-        assert!(err.contains("models[0].fallbacks") && err.contains("local/nope"), "{err}");
+        assert!(
+            err.contains("models[0].fallbacks") && err.contains("local/nope"),
+            "{err}"
+        );
 
         let missing_price = "[[providers]]\nname = \"p\"\nkind = \"openai\"\nbase_url = \"http://x\"\n[[models]]\nid = \"p/m\"\nprovider = \"p\"\noutput_per_mtok = 1\ncontext = 10\n";
         let err = build(missing_price).unwrap_err().to_string();
-        assert!(err.contains("models[0].input_per_mtok") && err.contains("missing"), "{err}");
+        assert!(
+            err.contains("models[0].input_per_mtok") && err.contains("missing"),
+            "{err}"
+        );
 
         let bad_url = "[[providers]]\nname = \"p\"\nkind = \"openai\"\nbase_url = \"ftp://x\"\n";
         let err = build(bad_url).unwrap_err().to_string();
@@ -619,7 +647,10 @@ mod tests {
         let expected = 0.6 * 0.15 + 0.4 * 0.075 + 0.60;
         assert!((small.cost(&usage) - expected).abs() < 1e-12);
         let big = catalog.model("local/big").unwrap();
-        assert!((big.cost(&usage) - (2.5 + 10.0)).abs() < 1e-12, "no cached price: full input price");
+        assert!(
+            (big.cost(&usage) - (2.5 + 10.0)).abs() < 1e-12,
+            "no cached price: full input price"
+        );
     }
 
     #[test]
@@ -627,7 +658,10 @@ mod tests {
         let u = Usage::from_openai(&json!({"prompt_tokens": 10, "completion_tokens": 5,
             "prompt_tokens_details": {"cached_tokens": 4}}))
         .unwrap();
-        assert_eq!((u.prompt_tokens, u.completion_tokens, u.cached_tokens), (10, 5, 4));
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.cached_tokens),
+            (10, 5, 4)
+        );
         assert!(Usage::from_openai(&Value::Null).is_none());
     }
 

@@ -171,7 +171,10 @@ impl Config {
             return Err(invalid("limits.max_body_bytes", "must be above 0".into()));
         }
         if self.dispatch.breaker_failures == 0 {
-            return Err(invalid("dispatch.breaker_failures", "must be above 0".into()));
+            return Err(invalid(
+                "dispatch.breaker_failures",
+                "must be above 0".into(),
+            ));
         }
         if let Some(i) = self.auth.keys.iter().position(|k| k.trim().is_empty()) {
             return Err(invalid(&format!("auth.keys[{i}]"), "empty key".into()));

@@ -79,7 +79,9 @@ async fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyh
     }
     let keys = config.router_keys(std::env::var("TRIAGE_KEYS").ok().as_deref());
     if keys.is_empty() {
-        tracing::warn!("no router keys configured ([auth] keys or TRIAGE_KEYS): every caller is accepted");
+        tracing::warn!(
+            "no router keys configured ([auth] keys or TRIAGE_KEYS): every caller is accepted"
+        );
     }
     let models = catalog.models.len();
     let state = AppState::new(&config, catalog, &keys)?;
@@ -104,7 +106,8 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };

@@ -92,7 +92,10 @@ mod tests {
     #[test]
     fn fallbacks_follow_transitively_without_repeats() {
         let c = catalog();
-        assert_eq!(ids(&explicit_chain(&c, &["p/a".into()]).unwrap()), ["p/a", "p/b", "p/c"]);
+        assert_eq!(
+            ids(&explicit_chain(&c, &["p/a".into()]).unwrap()),
+            ["p/a", "p/b", "p/c"]
+        );
     }
 
     #[test]

@@ -181,7 +181,10 @@ impl Dispatcher {
         let start = Instant::now();
         let deadline = start + t.total;
         let (first_byte_deadline, first_byte_error) = if t.first_byte < t.total {
-            (start + t.first_byte, ProviderError::FirstByteTimeout(t.first_byte))
+            (
+                start + t.first_byte,
+                ProviderError::FirstByteTimeout(t.first_byte),
+            )
         } else {
             (deadline, ProviderError::TotalTimeout(t.total))
         };

@@ -213,7 +213,10 @@ mod tests {
         assert!(status(429).is_retryable() && status(503).is_retryable());
         assert!(!status(401).is_retryable() && !status(400).is_retryable());
         assert!(status(400).is_client_error() && !status(400).counts_as_failure());
-        assert!(!status(404).is_client_error(), "a wrong upstream model name is the provider's problem");
+        assert!(
+            !status(404).is_client_error(),
+            "a wrong upstream model name is the provider's problem"
+        );
         assert!(ProviderError::Connect("x".into()).is_retryable());
         assert!(!ProviderError::CircuitOpen.counts_as_failure());
     }

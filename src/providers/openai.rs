@@ -27,9 +27,7 @@ pub(super) async fn send(
     body.insert("model".into(), Value::String(model.upstream.clone()));
     if stream {
         body.insert("stream".into(), Value::Bool(true));
-        let options = body
-            .entry("stream_options")
-            .or_insert_with(|| json!({}));
+        let options = body.entry("stream_options").or_insert_with(|| json!({}));
         if let Some(options) = options.as_object_mut() {
             options.insert("include_usage".into(), Value::Bool(true));
         }
@@ -86,11 +84,16 @@ async fn error_from_response(response: reqwest::Response, provider: &Provider) -
 }
 
 pub(super) async fn read_full(response: reqwest::Response) -> Result<Value, ProviderError> {
-    let bytes = response.bytes().await.map_err(ProviderError::from_reqwest)?;
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(ProviderError::from_reqwest)?;
     let value: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ProviderError::Protocol(format!("answer is not JSON: {e}")))?;
     if value.get("choices").is_none_or(|c| !c.is_array()) {
-        return Err(ProviderError::Protocol("answer has no `choices` array".into()));
+        return Err(ProviderError::Protocol(
+            "answer has no `choices` array".into(),
+        ));
     }
     Ok(value)
 }

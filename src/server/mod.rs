@@ -54,7 +54,10 @@ impl AppState {
             .iter()
             .map(|key| {
                 let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-                let id = format!("key-{:02x}{:02x}{:02x}{:02x}", digest[0], digest[1], digest[2], digest[3]);
+                let id = format!(
+                    "key-{:02x}{:02x}{:02x}{:02x}",
+                    digest[0], digest[1], digest[2], digest[3]
+                );
                 (digest, id)
             })
             .collect();
@@ -75,7 +78,10 @@ impl AppState {
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
             .map(str::trim);
         let Some(presented) = presented else {
@@ -206,7 +212,8 @@ async fn chat(
     finished: &mut Finished,
 ) -> Result<Response, ChatFailure> {
     finished.key_id = state.authenticate(headers).map_err(|e| (e, None))?;
-    let body = body.map_err(|rejection| (body_rejection(&rejection, state.max_body_bytes), None))?;
+    let body =
+        body.map_err(|rejection| (body_rejection(&rejection, state.max_body_bytes), None))?;
     let request = ChatRequest::parse(&body).map_err(|e| (e, None))?;
     finished.requested = request.requested[0].clone();
     let chain = router::explicit_chain(&state.catalog, &request.requested).map_err(|e| {

@@ -17,7 +17,14 @@ pub struct ChatRequest {
     pub include_usage: bool,
 }
 
-const ROLES: [&str; 6] = ["system", "developer", "user", "assistant", "tool", "function"];
+const ROLES: [&str; 6] = [
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
 
 impl ChatRequest {
     pub fn parse(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
@@ -78,7 +85,12 @@ fn string_list(value: &Value) -> Result<Vec<String>, ApiError> {
 
 fn check_messages(messages: Option<&Value>) -> Result<(), ApiError> {
     let messages = match messages {
-        None => return Err(invalid("Missing required parameter: `messages`.", "messages")),
+        None => {
+            return Err(invalid(
+                "Missing required parameter: `messages`.",
+                "messages",
+            ));
+        }
         Some(Value::Array(list)) if !list.is_empty() => list,
         Some(_) => {
             return Err(invalid(
@@ -137,16 +149,24 @@ mod tests {
 
     #[test]
     fn models_alone_is_enough() {
-        let r = ChatRequest::parse(br#"{"models":["c/d"],"messages":[{"role":"user","content":"hi"}]}"#)
-            .unwrap();
+        let r = ChatRequest::parse(
+            br#"{"models":["c/d"],"messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .unwrap();
         assert_eq!(r.requested, ["c/d"]);
     }
 
     #[test]
     fn errors_name_the_field() {
-        assert_eq!(param_of(r#"{"messages":[{"role":"user","content":"hi"}]}"#).as_deref(), Some("model"));
+        assert_eq!(
+            param_of(r#"{"messages":[{"role":"user","content":"hi"}]}"#).as_deref(),
+            Some("model")
+        );
         assert_eq!(param_of(r#"{"model":"a"}"#).as_deref(), Some("messages"));
-        assert_eq!(param_of(r#"{"model":"a","messages":[]}"#).as_deref(), Some("messages"));
+        assert_eq!(
+            param_of(r#"{"model":"a","messages":[]}"#).as_deref(),
+            Some("messages")
+        );
         assert_eq!(
             param_of(r#"{"model":"a","messages":[{"role":"user","content":"x"},{"role":"robot","content":"x"}]}"#).as_deref(),
             Some("messages[1].role")
@@ -156,10 +176,14 @@ mod tests {
             Some("messages[0].content")
         );
         assert_eq!(
-            param_of(r#"{"model":"a","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#).as_deref(),
+            param_of(r#"{"model":"a","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#)
+                .as_deref(),
             Some("stream")
         );
-        assert_eq!(param_of(r#"{"model":"a","models":"b","messages":[]}"#).as_deref(), Some("models"));
+        assert_eq!(
+            param_of(r#"{"model":"a","models":"b","messages":[]}"#).as_deref(),
+            Some("models")
+        );
     }
 
     #[test]

@@ -32,7 +32,9 @@ pub fn respond(context: StreamContext, streamed: Streamed) -> Response {
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     tokio::spawn(forward(context, streamed, tx));
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|bytes| (Ok::<_, Infallible>(bytes), rx))
+        rx.recv()
+            .await
+            .map(|bytes| (Ok::<_, Infallible>(bytes), rx))
     });
     let mut response = Response::new(Body::from_stream(body));
     let headers = response.headers_mut();

@@ -1,0 +1,165 @@
+//! A router and a fake upstream, both real HTTP servers on loopback, started inside the test.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use triage::catalog::Catalog;
+use triage::config::Config;
+use triage::mock::{Fault, MockUpstream, RecordedRequest};
+use triage::server::{self, AppState};
+
+pub const ROUTER_KEY: &str = "sk-triage-test";
+pub const UPSTREAM_KEY: &str = "sk-upstream-SECRET-0123456789";
+
+/// Two models with a fallback between them, one without fallbacks; retries and breakers fast.
+pub const CONFIG: &str = r#"
+[auth]
+keys = ["sk-triage-test"]
+[limits]
+max_body_bytes = 65536
+[dispatch]
+max_retries = 1
+backoff_base_ms = 1
+backoff_max_ms = 5
+max_retry_after_ms = 1000
+breaker_failures = 3
+breaker_cooldown_ms = 400
+[[providers]]
+name = "local"
+kind = "openai"
+base_url = "MOCK_URL"
+api_key_env = "LOCAL_API_KEY"
+first_byte_timeout_ms = 2000
+total_timeout_ms = 5000
+[[models]]
+id = "local/small"
+provider = "local"
+upstream = "small-model"
+input_per_mtok = 0.15
+output_per_mtok = 0.60
+cached_input_per_mtok = 0.075
+context = 128000
+tools = true
+fallbacks = ["local/big"]
+[[models]]
+id = "local/big"
+provider = "local"
+upstream = "big-model"
+input_per_mtok = 2.5
+output_per_mtok = 10.0
+context = 128000
+[[models]]
+id = "local/solo"
+provider = "local"
+upstream = "solo-model"
+input_per_mtok = 1.0
+output_per_mtok = 2.0
+context = 8000
+"#;
+
+pub struct Harness {
+    pub url: String,
+    pub mock: MockUpstream,
+    pub state: Arc<AppState>,
+    pub client: reqwest::Client,
+}
+
+impl Harness {
+    /// The standard config, with `extra` TOML appended.
+    pub async fn start(extra: &str) -> Harness {
+        Harness::start_with(&format!("{CONFIG}\n{extra}")).await
+    }
+
+    /// Any config; `MOCK_URL` in it becomes the mock's base URL.
+    pub async fn start_with(config: &str) -> Harness {
+        let mock = MockUpstream::start(Some(UPSTREAM_KEY.into()))
+            .await
+            .unwrap();
+        let text = config.replace("MOCK_URL", &mock.base_url());
+        let config = Config::parse(&text, Path::new("test.toml")).unwrap();
+        let catalog = Catalog::build(&config, Path::new("test.toml"), |var| {
+            (var == "LOCAL_API_KEY").then(|| UPSTREAM_KEY.to_string())
+        })
+        .unwrap();
+        let state = AppState::new(&config, catalog, &config.router_keys(None)).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let app = server::app(state.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Harness {
+            url: format!("http://{addr}"),
+            mock,
+            state,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// POST /v1/chat/completions with the router key.
+    pub async fn chat(&self, body: &Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}/v1/chat/completions", self.url))
+            .bearer_auth(ROUTER_KEY)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(ROUTER_KEY)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Chat requests the mock received for one upstream model.
+    pub fn upstream_calls(&self, upstream_model: &str) -> Vec<RecordedRequest> {
+        self.mock
+            .requests()
+            .into_iter()
+            .filter(|r| r.body["model"] == upstream_model)
+            .collect()
+    }
+
+    pub fn fail(&self, upstream_model: &str, steps: Vec<Fault>) {
+        self.mock.script(Some(upstream_model), steps);
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics").await.text().await.unwrap()
+    }
+}
+
+/// A fault answering with `status`.
+pub fn status(code: u16) -> Fault {
+    Fault {
+        status: Some(code),
+        ..Fault::default()
+    }
+}
+
+pub fn hello(model: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "hello there"}]})
+}
+
+/// The `data:` payloads of an SSE body, in order.
+pub fn sse_data(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter_map(|event| {
+            event
+                .lines()
+                .find_map(|line| line.strip_prefix("data: ").or(line.strip_prefix("data:")))
+        })
+        .map(|d| d.trim().to_string())
+        .collect()
+}
+
+pub fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    response.headers().get(name).and_then(|v| v.to_str().ok())
+}
