@@ -56,6 +56,9 @@ pub struct ModelEntry {
     pub input_per_mtok: Option<f64>,
     pub output_per_mtok: Option<f64>,
     pub cached_input_per_mtok: Option<f64>,
+    /// Price of input tokens written to the prompt cache (Anthropic bills cache writes above the
+    /// input price); the input price when absent.
+    pub cache_write_per_mtok: Option<f64>,
     pub context: Option<u32>,
     pub max_output: Option<u32>,
     pub tools: Option<bool>,
@@ -66,6 +69,15 @@ pub struct ModelEntry {
     pub price_source: Option<String>,
     pub first_byte_timeout_ms: Option<u64>,
     pub total_timeout_ms: Option<u64>,
+    /// Public MMLU-Pro accuracy (0–1): mapped onto the classifier's ability scale for `auto`.
+    pub mmlu_pro: Option<f32>,
+    pub mmlu_pro_source: Option<String>,
+    /// Public GPQA Diamond accuracy (0–1), the other benchmark mapped onto abilities.
+    pub gpqa: Option<f32>,
+    pub gpqa_source: Option<String>,
+    /// Explicit abilities per skill name, overriding the mapping from public scores.
+    pub abilities: Option<IndexMap<String, f32>>,
+    pub ability_source: Option<String>,
 }
 
 /// The shape of `catalog.toml`.
@@ -124,6 +136,7 @@ pub struct Model {
     pub input_per_mtok: f64,
     pub output_per_mtok: f64,
     pub cached_input_per_mtok: Option<f64>,
+    pub cache_write_per_mtok: Option<f64>,
     pub context: u32,
     pub max_output: Option<u32>,
     pub tools: bool,
@@ -134,6 +147,12 @@ pub struct Model {
     pub price_source: Option<String>,
     /// The provider's timeouts with this model's overrides applied.
     pub timeouts: Timeouts,
+    pub mmlu_pro: Option<f32>,
+    pub mmlu_pro_source: Option<String>,
+    pub gpqa: Option<f32>,
+    pub gpqa_source: Option<String>,
+    pub abilities: Option<IndexMap<String, f32>>,
+    pub ability_source: Option<String>,
 }
 
 /// Token counts of one answer, as the provider reported them.
@@ -144,6 +163,8 @@ pub struct Usage {
     pub completion_tokens: u64,
     /// The part of `prompt_tokens` served from the provider's prompt cache.
     pub cached_tokens: u64,
+    /// The part of `prompt_tokens` written to the provider's prompt cache.
+    pub cache_write_tokens: u64,
 }
 
 impl Usage {
@@ -151,25 +172,43 @@ impl Usage {
     pub fn from_openai(usage: &Value) -> Option<Usage> {
         let obj = usage.as_object()?;
         let count = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0);
+        let details = obj.get("prompt_tokens_details");
         Some(Usage {
             prompt_tokens: count(obj.get("prompt_tokens")),
             completion_tokens: count(obj.get("completion_tokens")),
-            cached_tokens: count(
-                obj.get("prompt_tokens_details")
-                    .and_then(|d| d.get("cached_tokens")),
-            ),
+            cached_tokens: count(details.and_then(|d| d.get("cached_tokens"))),
+            cache_write_tokens: count(details.and_then(|d| d.get("cache_write_tokens"))),
+        })
+    }
+
+    /// The OpenAI `usage` object for these counts. Cache reads and writes go in
+    /// `prompt_tokens_details` (`cached_tokens`, and OpenRouter's `cache_write_tokens`).
+    pub fn to_openai(&self) -> Value {
+        json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "prompt_tokens_details": {
+                "cached_tokens": self.cached_tokens,
+                "cache_write_tokens": self.cache_write_tokens,
+            },
         })
     }
 }
 
 impl Model {
     /// The US$ cost of an answer with this usage, at catalog prices. Cached input tokens are
-    /// charged at the cached price where the model has one.
+    /// charged at the cached price and cache writes at the cache-write price, where the model
+    /// has them.
     pub fn cost(&self, usage: &Usage) -> f64 {
         let cached = usage.cached_tokens.min(usage.prompt_tokens);
+        let written = usage.cache_write_tokens.min(usage.prompt_tokens - cached);
+        let plain = usage.prompt_tokens - cached - written;
         let cached_price = self.cached_input_per_mtok.unwrap_or(self.input_per_mtok);
-        let input = (usage.prompt_tokens - cached) as f64 * self.input_per_mtok
-            + cached as f64 * cached_price;
+        let write_price = self.cache_write_per_mtok.unwrap_or(self.input_per_mtok);
+        let input = plain as f64 * self.input_per_mtok
+            + cached as f64 * cached_price
+            + written as f64 * write_price;
         (input + usage.completion_tokens as f64 * self.output_per_mtok) / 1e6
     }
 
@@ -182,6 +221,9 @@ impl Model {
         });
         if let Some(cached) = self.cached_input_per_mtok {
             pricing["input_cache_read"] = json!(per_token(cached));
+        }
+        if let Some(write) = self.cache_write_per_mtok {
+            pricing["input_cache_write"] = json!(per_token(write));
         }
         json!({
             "id": self.id,
@@ -379,6 +421,7 @@ fn merge_model(base: &mut ModelEntry, over: &ModelEntry) {
         input_per_mtok,
         output_per_mtok,
         cached_input_per_mtok,
+        cache_write_per_mtok,
         context,
         max_output,
         tools,
@@ -388,7 +431,13 @@ fn merge_model(base: &mut ModelEntry, over: &ModelEntry) {
         price_date,
         price_source,
         first_byte_timeout_ms,
-        total_timeout_ms
+        total_timeout_ms,
+        mmlu_pro,
+        mmlu_pro_source,
+        gpqa,
+        gpqa_source,
+        abilities,
+        ability_source
     );
 }
 
@@ -404,13 +453,6 @@ fn resolve_provider(
     let kind = entry
         .kind
         .ok_or_else(|| origin.error("kind", "missing: one of openai, anthropic, gemini"))?;
-    if kind != ProviderKind::Openai {
-        return Err(origin.error(
-            "kind",
-            "only `openai` (any OpenAI-compatible API) is implemented so far; Anthropic and \
-             Google both serve OpenAI-compatible endpoints meanwhile",
-        ));
-    }
     let base_url = entry
         .base_url
         .ok_or_else(|| origin.error("base_url", "missing"))?;
@@ -469,6 +511,10 @@ fn resolve_model(
         .cached_input_per_mtok
         .map(|p| price(Some(p), "cached_input_per_mtok"))
         .transpose()?;
+    let cache_write_per_mtok = entry
+        .cache_write_per_mtok
+        .map(|p| price(Some(p), "cache_write_per_mtok"))
+        .transpose()?;
     let context = entry
         .context
         .ok_or_else(|| origin.error("context", format!("missing{required}")))?;
@@ -483,6 +529,11 @@ fn resolve_model(
             .map(|(_, name)| name.to_string())
             .ok_or_else(|| origin.error("upstream", format!("missing{required}")))?,
     };
+    for (field, score) in [("mmlu_pro", entry.mmlu_pro), ("gpqa", entry.gpqa)] {
+        if score.is_some_and(|s| !(0.0..=1.0).contains(&s)) {
+            return Err(origin.error(field, "must be an accuracy between 0 and 1"));
+        }
+    }
     let ms = Duration::from_millis;
     let timeouts = Timeouts {
         first_byte: entry
@@ -498,6 +549,7 @@ fn resolve_model(
         input_per_mtok,
         output_per_mtok,
         cached_input_per_mtok,
+        cache_write_per_mtok,
         context,
         max_output: entry.max_output,
         tools: entry.tools.unwrap_or(false),
@@ -507,6 +559,12 @@ fn resolve_model(
         price_date: entry.price_date,
         price_source: entry.price_source,
         timeouts,
+        mmlu_pro: entry.mmlu_pro,
+        mmlu_pro_source: entry.mmlu_pro_source,
+        gpqa: entry.gpqa,
+        gpqa_source: entry.gpqa_source,
+        abilities: entry.abilities,
+        ability_source: entry.ability_source,
     })
 }
 
@@ -573,6 +631,15 @@ mod tests {
             assert!(model.price_date.is_some(), "{} has no price date", model.id);
             assert!(model.output_per_mtok >= model.input_per_mtok || model.input_per_mtok == 0.0);
         }
+    }
+
+    #[test]
+    fn example_config_is_valid() {
+        let catalog = build(include_str!("../triage.example.toml")).unwrap();
+        assert_eq!(catalog.model("local/small").unwrap().fallbacks, ["local/big"]);
+        let mini = catalog.model("openai/gpt-4o-mini").unwrap();
+        assert_eq!(mini.fallbacks, ["local/small"], "one field overridden");
+        assert!(mini.vision, "the rest kept");
     }
 
     #[test]
@@ -643,6 +710,7 @@ mod tests {
             prompt_tokens: 1_000_000,
             completion_tokens: 1_000_000,
             cached_tokens: 400_000,
+            cache_write_tokens: 0,
         };
         let expected = 0.6 * 0.15 + 0.4 * 0.075 + 0.60;
         assert!((small.cost(&usage) - expected).abs() < 1e-12);

@@ -24,6 +24,10 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub dispatch: DispatchConfig,
+    #[serde(default)]
+    pub classifier: ClassifierConfig,
+    #[serde(default)]
+    pub routing: RoutingConfig,
     /// Providers added to the built-in ones, or replacing fields of one with the same name.
     #[serde(default)]
     pub providers: Vec<ProviderEntry>,
@@ -89,6 +93,55 @@ impl Default for DispatchConfig {
     }
 }
 
+/// Which classifier model adaptive routing (`auto`) uses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifierConfig {
+    /// A model directory, or a Hugging Face repo id (fetched through the hub cache).
+    #[serde(default = "default_classifier_model")]
+    pub model: String,
+}
+
+impl Default for ClassifierConfig {
+    fn default() -> Self {
+        ClassifierConfig {
+            model: default_classifier_model(),
+        }
+    }
+}
+
+fn default_classifier_model() -> String {
+    "models/default".to_string()
+}
+
+/// Quality targets of the `auto` profiles, as fractions of the best predicted quality among
+/// the eligible models (`auto:best` takes the best; `auto:q0.8` sets its own floor).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    pub balanced_target: f32,
+    pub cheap_target: f32,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        let targets = crate::policy::Targets::default();
+        RoutingConfig {
+            balanced_target: targets.balanced,
+            cheap_target: targets.cheap,
+        }
+    }
+}
+
+impl RoutingConfig {
+    pub fn targets(&self) -> crate::policy::Targets {
+        crate::policy::Targets {
+            balanced: self.balanced_target,
+            cheap: self.cheap_target,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -96,6 +149,8 @@ impl Default for Config {
             auth: AuthConfig::default(),
             limits: Limits::default(),
             dispatch: DispatchConfig::default(),
+            classifier: ClassifierConfig::default(),
+            routing: RoutingConfig::default(),
             providers: Vec::new(),
             models: Vec::new(),
         }
@@ -175,6 +230,14 @@ impl Config {
                 "dispatch.breaker_failures",
                 "must be above 0".into(),
             ));
+        }
+        for (key, value) in [
+            ("routing.balanced_target", self.routing.balanced_target),
+            ("routing.cheap_target", self.routing.cheap_target),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(invalid(key, "must be between 0 and 1".into()));
+            }
         }
         if let Some(i) = self.auth.keys.iter().position(|k| k.trim().is_empty()) {
             return Err(invalid(&format!("auth.keys[{i}]"), "empty key".into()));

@@ -4,11 +4,16 @@
 //! The request path reads top to bottom: `server` → `router` → `dispatch` → `providers`, with
 //! `catalog` and `config` as the data they share.
 
+pub mod bench;
 pub mod catalog;
+pub mod classifier;
 pub mod config;
 pub mod dispatch;
+pub mod eval;
 pub mod metrics;
 pub mod mock;
+pub mod policy;
 pub mod providers;
 pub mod router;
 pub mod server;
+pub mod train;

@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use triage::catalog::Catalog;
+use triage::classifier::{Classifier, ClassifierInput};
+use triage::router::AdaptiveRouter;
 use triage::config::Config;
 use triage::server::{self, AppState};
 
@@ -40,6 +42,19 @@ enum Command {
         #[arg(long)]
         api_key: Option<String>,
     },
+    /// Measure the latency the router adds over calling a mock upstream directly.
+    BenchOverhead(triage::bench::Options),
+    /// Print the classifier's view of a prompt: difficulty, skills, tool need.
+    Classify {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Model directory or Hugging Face repo id (default: the config default, models/default).
+        #[arg(long)]
+        model: Option<String>,
+        /// The prompt; `-` reads it from standard input.
+        text: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -50,12 +65,19 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    if matches!(cli.command, Command::Serve { .. }) && std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        // One thread per classification, several requests in parallel: the better shape for
+        // a server on few cores (CANDLE.md). SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", "1") };
+    }
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    };
     match cli.command {
-        Command::Serve { config, listen } => runtime.block_on(serve(config, listen)),
-        Command::MockUpstream { listen, api_key } => runtime.block_on(async move {
+        Command::Serve { config, listen } => runtime()?.block_on(serve(config, listen)),
+        Command::MockUpstream { listen, api_key } => runtime()?.block_on(async move {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
@@ -63,7 +85,48 @@ fn main() -> anyhow::Result<()> {
             triage::mock::serve(listener, api_key).await?;
             Ok(())
         }),
+        // It builds a single-threaded runtime of its own, leaving the cores to its children.
+        Command::BenchOverhead(options) => triage::bench::run(options),
+        Command::Classify { json, model, text } => classify(json, model, &text),
     }
+}
+
+fn classify(json: bool, model: Option<String>, text: &str) -> anyhow::Result<()> {
+    let text = if text == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading the prompt from stdin")?
+    } else {
+        text.to_string()
+    };
+    let source = model.unwrap_or_else(|| Config::default().classifier.model);
+    let classifier = Classifier::load(&source)?;
+    let prediction = classifier.predict_one(&ClassifierInput::from_text(text))?;
+    let names = classifier.skills();
+    let mix = prediction.skill_mix(names);
+    if json {
+        let skills: serde_json::Map<String, serde_json::Value> = names
+            .iter()
+            .zip(&mix)
+            .map(|(name, weight)| (name.clone(), serde_json::json!(weight)))
+            .collect();
+        let out = serde_json::json!({
+            "difficulty": prediction.difficulty,
+            "skills": skills,
+            "tool_need": prediction.tool_need,
+            "tokens": prediction.tokens,
+        });
+        println!("{out}");
+        return Ok(());
+    }
+    println!("model       {}", classifier.source);
+    println!("difficulty  {:.3}", prediction.difficulty);
+    println!("tool need   {:.3}", prediction.tool_need);
+    println!("tokens      {}", prediction.tokens);
+    let mut ranked: Vec<_> = names.iter().zip(&mix).collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(a.1));
+    for (name, weight) in ranked {
+        println!("  {name:<12} {weight:.3}");
+    }
+    Ok(())
 }
 
 async fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<()> {
@@ -84,7 +147,8 @@ async fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyh
         );
     }
     let models = catalog.models.len();
-    let state = AppState::new(&config, catalog, &keys)?;
+    let adaptive = load_adaptive(&config, &catalog);
+    let state = AppState::new(&config, catalog, &keys, adaptive)?;
     let addr = match listen {
         Some(addr) => addr,
         None => config.listen.parse()?,
@@ -97,6 +161,28 @@ async fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyh
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     Ok(())
+}
+
+/// The classifier for `auto`. A missing or broken model disables adaptive routing with a
+/// warning; explicit routing works without it.
+fn load_adaptive(config: &Config, catalog: &Catalog) -> Option<AdaptiveRouter> {
+    let started = std::time::Instant::now();
+    match Classifier::load(&config.classifier.model) {
+        Ok(classifier) => {
+            let router = AdaptiveRouter::new(classifier, catalog, config.routing.targets());
+            tracing::info!(
+                model = %config.classifier.model,
+                routable_models = router.routable(),
+                load_ms = started.elapsed().as_millis() as u64,
+                "classifier loaded: adaptive routing (model \"auto\") is on"
+            );
+            Some(router)
+        }
+        Err(error) => {
+            tracing::warn!("adaptive routing is off: {error}");
+            None
+        }
+    }
 }
 
 /// Ctrl-C or SIGTERM: stop accepting, finish what is in flight.

@@ -51,6 +51,8 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub latency: LatencyFamily,
     pub ttft: LatencyFamily,
+    /// Classifier + policy time of adaptive requests, by profile (in the `model` label).
+    pub classify: LatencyFamily,
     pub upstream_errors: Family<ErrorLabels, Counter>,
     pub fallbacks: Family<ModelLabels, Counter>,
     pub tokens: Family<TokenLabels, Counter>,
@@ -62,6 +64,11 @@ pub struct Metrics {
 fn latency_histogram() -> Histogram {
     // 1 ms … ~131 s
     Histogram::new(exponential_buckets(0.001, 2.0, 18))
+}
+
+fn classify_histogram() -> Histogram {
+    // 50 µs … ~100 ms
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 12))
 }
 
 impl Metrics {
@@ -84,6 +91,12 @@ impl Metrics {
             "ttft_seconds",
             "Time from request to the first streamed chunk",
             ttft.clone(),
+        );
+        let classify: LatencyFamily = Family::new_with_constructor(classify_histogram);
+        registry.register(
+            "classify_seconds",
+            "Time to classify a prompt and rank the models (adaptive routing)",
+            classify.clone(),
         );
         let upstream_errors = Family::default();
         registry.register(
@@ -116,6 +129,7 @@ impl Metrics {
             requests,
             latency,
             ttft,
+            classify,
             upstream_errors,
             fallbacks,
             tokens,

@@ -1,10 +1,19 @@
-//! Turns a request into the ordered chain of models to try. Explicit routing resolves the ids a
-//! client named (`model`, then OpenRouter-style `models`) through the catalog and appends their
-//! configured fallbacks; adaptive routing (`auto`) will meet it here.
+//! Turns a request into the ordered chain of models to try; the one place where explicit and
+//! adaptive routing meet.
+//!
+//! Explicit routing resolves the ids a client named (`model`, then OpenRouter-style `models`)
+//! through the catalog and appends their configured fallbacks. Adaptive routing (`auto…`) asks
+//! the classifier about the prompt and the policy for a ranked list.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use serde::Serialize;
+use serde_json::{Map, Value};
+
 use crate::catalog::{Catalog, Model};
+use crate::classifier::{AbilityMap, Classifier, ClassifierError, ClassifierInput, Prediction};
+use crate::policy::{self, Constraints, Decision, ModelView, Needs, Profile, PromptView, Targets};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RouteError {
@@ -46,6 +55,155 @@ fn push_unique(chain: &mut Vec<Arc<Model>>, model: &Arc<Model>) {
     if !chain.iter().any(|m| m.id == model.id) {
         chain.push(model.clone());
     }
+}
+
+/// The classifier and every catalog model's abilities in its skill order.
+pub struct AdaptiveRouter {
+    pub classifier: Classifier,
+    abilities: HashMap<String, Vec<f32>>,
+    targets: Targets,
+}
+
+/// What adaptive routing decided for one request, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct AutoDecision {
+    pub prediction: Prediction,
+    /// Skill name → weight (g(x) with tool need folded in).
+    pub skills: Vec<(String, f32)>,
+    pub top_skill: String,
+    pub decision: Decision,
+}
+
+fn logit(p: f32) -> f32 {
+    let p = p.clamp(0.01, 0.99);
+    (p / (1.0 - p)).ln()
+}
+
+impl AdaptiveRouter {
+    pub fn new(classifier: Classifier, catalog: &Catalog, targets: Targets) -> AdaptiveRouter {
+        let skills = classifier.skills().to_vec();
+        let abilities = catalog
+            .models
+            .values()
+            .filter_map(|m| {
+                abilities_of(m, &skills, classifier.metadata.ability_map.as_ref())
+                    .map(|a| (m.id.clone(), a))
+            })
+            .collect();
+        AdaptiveRouter {
+            classifier,
+            abilities,
+            targets,
+        }
+    }
+
+    /// Models with abilities: only these can be chosen by `auto`.
+    pub fn routable(&self) -> usize {
+        self.abilities.len()
+    }
+
+    /// Classifies the prompt and ranks the catalog's models. CPU-bound: call it off the async
+    /// runtime.
+    pub fn decide(
+        &self,
+        catalog: &Catalog,
+        body: &Map<String, Value>,
+        profile: Profile,
+        constraints: &Constraints,
+        healthy: impl Fn(&str) -> bool,
+    ) -> Result<AutoDecision, ClassifierError> {
+        let input = ClassifierInput::from_chat(body);
+        let prediction = self.classifier.predict_one(&input)?;
+        let names = self.classifier.skills();
+        let mix = prediction.skill_mix(names);
+        let view = PromptView {
+            difficulty: prediction.difficulty,
+            skill_mix: mix.clone(),
+        };
+        let needs = needs_of(body, &input, prediction.tokens);
+        let options: Vec<ModelView> = catalog
+            .models
+            .values()
+            .map(|model| ModelView {
+                model,
+                abilities: self.abilities.get(&model.id).map(Vec::as_slice),
+                healthy: healthy(&model.id),
+            })
+            .collect();
+        let decision = policy::decide(&options, &view, &needs, profile, constraints, self.targets);
+        Ok(AutoDecision {
+            top_skill: prediction.top_skill(names).to_string(),
+            skills: names.iter().cloned().zip(mix).collect(),
+            prediction,
+            decision,
+        })
+    }
+}
+
+/// θ for a model in the classifier's skill order: explicit abilities (missing skills take the
+/// mean of those given), else its public benchmark score through the model directory's fitted
+/// map, else none.
+///
+/// Without a fitted map, a documented placeholder applies: θ_k = logit(score) + 1 for every
+/// skill, from GPQA Diamond where known, else MMLU-Pro — it ranks models by one public number
+/// and puts a 50%-scoring model at 50% predicted quality on a prompt of difficulty 1.
+fn abilities_of(model: &Model, skills: &[String], map: Option<&AbilityMap>) -> Option<Vec<f32>> {
+    if let Some(given) = model.abilities.as_ref().filter(|a| !a.is_empty()) {
+        let mean = given.values().sum::<f32>() / given.len() as f32;
+        return Some(skills.iter().map(|s| *given.get(s).unwrap_or(&mean)).collect());
+    }
+    match map {
+        Some(map) => {
+            let score = match map.benchmark.as_str() {
+                "gpqa" => model.gpqa,
+                "mmlu_pro" => model.mmlu_pro,
+                _ => None,
+            }?;
+            let x = logit(score);
+            Some(map.intercept.iter().zip(&map.slope).map(|(a, b)| a + b * x).collect())
+        }
+        None => {
+            let value = logit(model.gpqa.or(model.mmlu_pro)?) + 1.0;
+            Some(vec![value; skills.len()])
+        }
+    }
+}
+
+/// What the request demands of a model: tools, images, JSON mode, room in the context.
+pub fn needs_of(body: &Map<String, Value>, input: &ClassifierInput, classifier_tokens: usize) -> Needs {
+    let has_images = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .is_some_and(|messages| {
+            messages.iter().any(|m| {
+                m.get("content").and_then(Value::as_array).is_some_and(|parts| {
+                    parts.iter().any(|p| p.get("type").and_then(Value::as_str) == Some("image_url"))
+                })
+            })
+        });
+    let json = body
+        .get("response_format")
+        .and_then(|f| f.get("type"))
+        .and_then(Value::as_str)
+        .is_some_and(|t| t != "text");
+    let max_output_tokens = ["max_completion_tokens", "max_tokens"]
+        .iter()
+        .find_map(|k| body.get(*k).and_then(Value::as_u64));
+    Needs {
+        tools: input.tools_offered,
+        vision: has_images,
+        json,
+        prompt_tokens: estimate_prompt_tokens(body).max(classifier_tokens as u64),
+        max_output_tokens,
+    }
+}
+
+/// A provider-independent estimate of prompt tokens: about four characters a token.
+fn estimate_prompt_tokens(body: &Map<String, Value>) -> u64 {
+    let chars = body
+        .get("messages")
+        .map_or(0, |m| m.to_string().chars().count());
+    (chars / 4) as u64
 }
 
 #[cfg(test)]

@@ -74,6 +74,12 @@ impl Breakers {
         }
     }
 
+    /// Whether calls to `model` are being refused right now (the policy leaves such models out).
+    pub fn is_open(&self, model: &str, now: Instant) -> bool {
+        let states = self.states.lock().expect("breaker lock");
+        matches!(states.get(model), Some(State::Open { until }) if now < *until)
+    }
+
     pub fn record_success(&self, model: &str) -> State {
         self.set(model, |_| State::Closed { failures: 0 })
     }

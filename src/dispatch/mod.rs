@@ -19,7 +19,7 @@ use tokio::time::{Instant, timeout_at};
 use crate::catalog::{Catalog, Model};
 use crate::config::DispatchConfig;
 use crate::metrics::{ErrorLabels, Metrics, ModelLabels};
-use crate::providers::{ChunkStream, ProviderError, Upstream};
+use crate::providers::{Body, ChunkStream, Format, ProviderError, Upstream};
 pub use breaker::{Breakers, State as BreakerState};
 
 /// One model given up on, and why.
@@ -94,15 +94,29 @@ impl Dispatcher {
         body: &Map<String, Value>,
         stream: bool,
     ) -> Result<Dispatched, DispatchError> {
+        let (dispatched, _) = self.dispatch_body(chain, Body::Chat(body), stream).await?;
+        Ok(dispatched)
+    }
+
+    /// Tries `chain` in order with a body in either wire format. The [`Format`] says the shape
+    /// of the answer: always [`Format::Chat`] for a chat body; for a Messages body,
+    /// [`Format::Messages`] when an Anthropic upstream answered it natively.
+    pub async fn dispatch_body(
+        &self,
+        chain: &[Arc<Model>],
+        body: Body<'_>,
+        stream: bool,
+    ) -> Result<(Dispatched, Format), DispatchError> {
         let mut failures = Vec::new();
         for (index, model) in chain.iter().enumerate() {
             match self.try_model(model, body, stream).await {
-                Ok(answer) => {
-                    return Ok(Dispatched {
+                Ok((answer, format)) => {
+                    let dispatched = Dispatched {
                         model: model.clone(),
                         failures,
                         answer,
-                    });
+                    };
+                    return Ok((dispatched, format));
                 }
                 Err(error) => {
                     let final_for_client = error.is_client_error();
@@ -126,13 +140,14 @@ impl Dispatcher {
     async fn try_model(
         &self,
         model: &Model,
-        body: &Map<String, Value>,
+        body: Body<'_>,
         stream: bool,
-    ) -> Result<Answer, ProviderError> {
+    ) -> Result<(Answer, Format), ProviderError> {
         let upstream = self
             .upstreams
             .get(&model.provider)
             .expect("the catalog checked every model's provider");
+        let format = upstream.answer_format(body);
         let (allowed, state) = self.breakers.allow(&model.id, std::time::Instant::now());
         self.set_gauge(model, state);
         if !allowed {
@@ -140,10 +155,10 @@ impl Dispatcher {
         }
         let mut attempt = 0;
         loop {
-            let error = match self.call(upstream, model, body, stream).await {
+            let error = match self.call(upstream, model, body, format, stream).await {
                 Ok(answer) => {
                     self.set_gauge(model, self.breakers.record_success(&model.id));
-                    return Ok(answer);
+                    return Ok((answer, format));
                 }
                 Err(error) => error,
             };
@@ -174,7 +189,8 @@ impl Dispatcher {
         &self,
         upstream: &Upstream,
         model: &Model,
-        body: &Map<String, Value>,
+        body: Body<'_>,
+        format: Format,
         stream: bool,
     ) -> Result<Answer, ProviderError> {
         let t = model.timeouts;
@@ -192,12 +208,12 @@ impl Dispatcher {
             .await
             .map_err(|_| first_byte_error.clone())??;
         if !stream {
-            let full = timeout_at(deadline, upstream.read_full(response))
+            let full = timeout_at(deadline, upstream.read_full(response, format))
                 .await
                 .map_err(|_| ProviderError::TotalTimeout(t.total))??;
             return Ok(Answer::Full(full));
         }
-        let mut chunks = upstream.into_chunks(response);
+        let mut chunks = upstream.into_chunks(response, format);
         match timeout_at(first_byte_deadline, chunks.next()).await {
             Err(_) => Err(first_byte_error),
             Ok(None) => Err(ProviderError::Protocol(
@@ -232,6 +248,11 @@ impl Dispatcher {
             .saturating_mul(1 << attempt.min(20))
             .min(self.settings.backoff_max_ms);
         Some(Duration::from_millis(rand::rng().random_range(0..=ceiling)))
+    }
+
+    /// False while the model's circuit is open.
+    pub fn is_healthy(&self, model: &str) -> bool {
+        !self.breakers.is_open(model, std::time::Instant::now())
     }
 
     /// A stream that failed after its first byte: the client got an error event; the model's

@@ -2,27 +2,24 @@
 //! (xAI, DeepSeek, Mistral, Groq, Together, OpenRouter, vLLM, Ollama…).
 //!
 //! The client's body passes through faithfully: only `model` is rewritten to the upstream's name,
-//! and streaming requests always ask for usage so that triage can price them.
+//! and streaming requests always ask for usage so that triage can price them. A body that triage
+//! translated itself (from `/v1/messages`) also gets OpenAI's own name for the token limit when
+//! it goes to OpenAI. Not for translation of any other format: that lives with that format.
 
-use eventsource_stream::Eventsource;
-use futures_util::StreamExt;
-use reqwest::StatusCode;
-use reqwest::header::{AUTHORIZATION, RETRY_AFTER};
+use reqwest::header::AUTHORIZATION;
 use serde_json::{Map, Value, json};
 
-use super::{ChunkStream, ProviderError, parse_retry_after, scrub};
+use super::{ErrorDetails, EventTranslator, ProviderError, parse_event};
 use crate::catalog::{Model, Provider};
 
-/// Error bodies longer than this are cut before they are parsed or shown.
-const MAX_ERROR_BODY: usize = 16 * 1024;
-
-pub(super) async fn send(
+/// The request for a client's own chat body.
+pub(super) fn request(
     client: &reqwest::Client,
     provider: &Provider,
     model: &Model,
     body: &Map<String, Value>,
     stream: bool,
-) -> Result<reqwest::Response, ProviderError> {
+) -> reqwest::RequestBuilder {
     let mut body = body.clone();
     body.insert("model".into(), Value::String(model.upstream.clone()));
     if stream {
@@ -38,58 +35,50 @@ pub(super) async fn send(
     if let Some(key) = &provider.api_key {
         request = request.header(AUTHORIZATION, format!("Bearer {}", key.expose()));
     }
-    let response = request.send().await.map_err(ProviderError::from_reqwest)?;
-    if response.status().is_success() {
-        Ok(response)
-    } else {
-        Err(error_from_response(response, provider).await)
-    }
+    request
 }
 
-/// Builds a [`ProviderError::Status`] from an upstream error response.
-async fn error_from_response(response: reqwest::Response, provider: &Provider) -> ProviderError {
-    let status = response.status();
-    let retry_after = response
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_retry_after);
-    let bytes = response.bytes().await.unwrap_or_default();
-    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_ERROR_BODY)]).into_owned();
-    let parsed: Option<Value> = serde_json::from_str(&text).ok();
-    let error = parsed.as_ref().and_then(|v| v.get("error"));
-    let code = error
-        .and_then(|e| e.get("code"))
-        .and_then(Value::as_str)
-        .map(String::from);
-    let message = if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
-        // Upstream auth messages often quote part of the key: never pass them on.
-        format!(
-            "provider `{}` rejected triage's credentials for it",
-            provider.name
-        )
-    } else {
-        let message = error
+/// The request for a chat body triage translated from another format. OpenAI's own API
+/// rejects `max_tokens` on its reasoning models, so it gets `max_completion_tokens`; other
+/// OpenAI-compatible hosts do not all know that name and keep `max_tokens`.
+pub(super) fn translated_request(
+    client: &reqwest::Client,
+    provider: &Provider,
+    model: &Model,
+    body: &Map<String, Value>,
+    stream: bool,
+) -> reqwest::RequestBuilder {
+    if !is_openai_itself(&provider.base_url) || !body.contains_key("max_tokens") {
+        return request(client, provider, model, body, stream);
+    }
+    let mut body = body.clone();
+    if let Some(limit) = body.remove("max_tokens") {
+        body.insert("max_completion_tokens".into(), limit);
+    }
+    request(client, provider, model, &body, stream)
+}
+
+fn is_openai_itself(base_url: &str) -> bool {
+    reqwest::Url::parse(base_url).is_ok_and(|url| url.host_str() == Some("api.openai.com"))
+}
+
+/// OpenAI's error body: `{"error": {"message", "type", "param", "code"}}`.
+pub(super) fn error_details(body: &Value) -> ErrorDetails {
+    let error = body.get("error");
+    ErrorDetails {
+        message: error
             .and_then(|e| e.get("message").or(Some(e)))
-            .map(|m| m.as_str().map_or_else(|| m.to_string(), String::from))
-            .unwrap_or(text);
-        scrub(&message, provider)
-    };
-    ProviderError::Status {
-        status,
-        message,
-        code,
-        retry_after,
+            .map(|m| m.as_str().map_or_else(|| m.to_string(), String::from)),
+        code: error
+            .and_then(|e| e.get("code"))
+            .and_then(Value::as_str)
+            .map(String::from),
+        ..ErrorDetails::default()
     }
 }
 
-pub(super) async fn read_full(response: reqwest::Response) -> Result<Value, ProviderError> {
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(ProviderError::from_reqwest)?;
-    let value: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ProviderError::Protocol(format!("answer is not JSON: {e}")))?;
+/// A whole answer must at least have its `choices`.
+pub(super) fn check_completion(value: Value) -> Result<Value, ProviderError> {
     if value.get("choices").is_none_or(|c| !c.is_array()) {
         return Err(ProviderError::Protocol(
             "answer has no `choices` array".into(),
@@ -98,29 +87,33 @@ pub(super) async fn read_full(response: reqwest::Response) -> Result<Value, Prov
     Ok(value)
 }
 
-pub(super) fn into_chunks(response: reqwest::Response) -> ChunkStream {
-    let events = response
-        .bytes_stream()
-        .eventsource()
-        .take_while(|event| {
-            let done = matches!(event, Ok(e) if e.data.trim() == "[DONE]");
-            std::future::ready(!done)
-        })
-        .filter(|event| std::future::ready(!matches!(event, Ok(e) if e.data.trim().is_empty())))
-        .map(|event| match event {
-            Ok(event) => parse_chunk(&event.data),
-            Err(eventsource_stream::EventStreamError::Transport(e)) => {
-                Err(ProviderError::from_reqwest(e))
-            }
-            Err(e) => Err(ProviderError::Protocol(e.to_string())),
-        });
-    Box::pin(events)
+/// Passes chunks on as they are, until `[DONE]` or an error object.
+#[derive(Default)]
+pub(super) struct Chunks {
+    done: bool,
+}
+
+impl EventTranslator for Chunks {
+    fn event(&mut self, data: &str) -> Result<Vec<Value>, ProviderError> {
+        if data.trim() == "[DONE]" {
+            self.done = true;
+            return Ok(Vec::new());
+        }
+        parse_chunk(data).map(|chunk| vec![chunk])
+    }
+
+    fn end(&mut self) -> Result<Vec<Value>, ProviderError> {
+        Ok(Vec::new())
+    }
+
+    fn finished(&self) -> bool {
+        self.done
+    }
 }
 
 /// One SSE `data:` payload: a chunk, or an error object that ends the stream.
 fn parse_chunk(data: &str) -> Result<Value, ProviderError> {
-    let value: Value = serde_json::from_str(data)
-        .map_err(|e| ProviderError::Protocol(format!("stream event is not JSON: {e}")))?;
+    let value = parse_event(data)?;
     match value.get("error") {
         Some(error) => Err(ProviderError::MidStream(
             error
@@ -142,5 +135,12 @@ mod tests {
         assert!(matches!(err, ProviderError::MidStream(m) if m == "boom"));
         assert!(parse_chunk("{not json").is_err());
         assert!(parse_chunk(r#"{"choices":[]}"#).is_ok());
+    }
+
+    #[test]
+    fn only_openai_itself_gets_max_completion_tokens() {
+        assert!(is_openai_itself("https://api.openai.com/v1"));
+        assert!(!is_openai_itself("https://api.groq.com/openai/v1"));
+        assert!(!is_openai_itself("http://127.0.0.1:9000/v1"));
     }
 }

@@ -1,5 +1,6 @@
-//! The one place where a failure becomes an HTTP status and OpenAI's error body
-//! `{"error":{"message","type","param","code"}}`.
+//! The one place where a failure becomes an HTTP status and an error body: OpenAI's
+//! `{"error":{"message","type","param","code"}}`, or on `/v1/messages` Anthropic's
+//! `{"type":"error","error":{"type","message"}}`.
 
 use std::time::Duration;
 
@@ -119,7 +120,7 @@ impl ApiError {
                 "rate_limit_error",
                 "rate_limit_exceeded",
             ),
-            ProviderError::Status { status, .. } if status.as_u16() == 503 => (
+            ProviderError::Status { status, .. } if matches!(status.as_u16(), 503 | 529) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "upstream_error",
                 "upstream_unavailable",
@@ -134,10 +135,15 @@ impl ApiError {
                 "upstream_error",
                 "circuit_open",
             ),
-            ProviderError::MissingKey { .. } | ProviderError::Unsupported(_) => (
+            ProviderError::MissingKey { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "upstream_error",
                 "provider_not_configured",
+            ),
+            ProviderError::Untranslatable(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "unsupported_by_model",
             ),
             _ => (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_error"),
         };
@@ -146,6 +152,32 @@ impl ApiError {
             api.retry_after = *retry_after;
         }
         api
+    }
+
+    /// Anthropic's error `type` for this error's status.
+    pub fn anthropic_type(&self) -> &'static str {
+        match self.status.as_u16() {
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            503 | 529 => "overloaded_error",
+            504 => "timeout_error",
+            400..=499 => "invalid_request_error",
+            _ => "api_error",
+        }
+    }
+
+    /// The body in Anthropic's shape, also used as the data of an SSE `error` event.
+    pub fn anthropic_body(&self) -> Value {
+        json!({"type": "error", "error": {"type": self.anthropic_type(), "message": self.message}})
+    }
+
+    /// The response for an Anthropic client (`/v1/messages`).
+    pub fn into_anthropic_response(self) -> Response {
+        let response = (self.status, Json(self.anthropic_body())).into_response();
+        with_retry_after(response, self.retry_after)
     }
 
     /// The body, also used as the data of an SSE error event.
@@ -179,13 +211,37 @@ fn upstream_rejection(error: &ProviderError) -> ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, Json(self.body())).into_response();
-        if let Some(wait) = self.retry_after {
-            let secs = wait.as_secs_f64().ceil() as u64;
-            if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
-                response.headers_mut().insert(RETRY_AFTER, value);
-            }
+        let response = (self.status, Json(self.body())).into_response();
+        with_retry_after(response, self.retry_after)
+    }
+}
+
+fn with_retry_after(mut response: Response, wait: Option<Duration>) -> Response {
+    if let Some(wait) = wait {
+        let secs = wait.as_secs_f64().ceil() as u64;
+        if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
+            response.headers_mut().insert(RETRY_AFTER, value);
         }
-        response
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anthropic_types_follow_the_status() {
+        let cases = [
+            (ApiError::unauthorized("x"), "authentication_error"),
+            (ApiError::model_not_found("m"), "not_found_error"),
+            (ApiError::invalid_request("x", None), "invalid_request_error"),
+            (ApiError::payload_too_large(1), "request_too_large"),
+            (ApiError::internal("x"), "api_error"),
+        ];
+        for (error, kind) in cases {
+            assert_eq!(error.anthropic_body()["error"]["type"], kind);
+            assert_eq!(error.anthropic_body()["type"], "error");
+        }
     }
 }

@@ -5,7 +5,9 @@
 //! `dispatch`, and shape the answer: pricing, `x-triage-*` headers, metrics and logs.
 
 mod error;
+mod messages;
 mod request;
+mod routing;
 mod stream;
 
 use std::collections::HashMap;
@@ -30,13 +32,15 @@ use crate::catalog::{Catalog, Model, Usage};
 use crate::config::Config;
 use crate::dispatch::{Answer, DispatchError, Dispatched, Dispatcher, Failure};
 use crate::metrics::{Metrics, ModelLabels, RequestLabels};
-use crate::router::{self, RouteError};
+use crate::router::AdaptiveRouter;
 
 /// Everything the handlers share; built once at start-up.
 pub struct AppState {
     pub catalog: Arc<Catalog>,
     pub dispatcher: Dispatcher,
     pub metrics: Arc<Metrics>,
+    /// The classifier and abilities for `auto`; `None` when no classifier model is loaded.
+    pub adaptive: Option<Arc<AdaptiveRouter>>,
     /// SHA-256 of each accepted router key → the short id used in metrics and logs.
     keys: HashMap<[u8; 32], String>,
     max_body_bytes: usize,
@@ -47,6 +51,7 @@ impl AppState {
         config: &Config,
         catalog: Catalog,
         router_keys: &[String],
+        adaptive: Option<AdaptiveRouter>,
     ) -> Result<Arc<AppState>, reqwest::Error> {
         let metrics = Arc::new(Metrics::new());
         let dispatcher = Dispatcher::new(&catalog, config.dispatch.clone(), metrics.clone())?;
@@ -65,6 +70,7 @@ impl AppState {
             catalog: Arc::new(catalog),
             dispatcher,
             metrics,
+            adaptive: adaptive.map(Arc::new),
             keys,
             max_body_bytes: config.limits.max_body_bytes,
         }))
@@ -151,6 +157,20 @@ pub struct Finished {
 }
 
 impl Finished {
+    /// The bookkeeping of a request that has just arrived.
+    fn start() -> Finished {
+        Finished {
+            request_id: format!("req_{}", uuid::Uuid::new_v4().simple()),
+            key_id: String::new(),
+            requested: String::new(),
+            started: Instant::now(),
+            status: 200,
+            ttft: None,
+            usage: None,
+            fallbacks: String::new(),
+        }
+    }
+
     fn first_chunk(&mut self) {
         if self.ttft.is_none() {
             self.ttft = Some(self.started.elapsed());
@@ -163,7 +183,9 @@ pub fn app(state: Arc<AppState>) -> Router {
     let limit = state.max_body_bytes;
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/messages", post(messages::messages))
         .route("/v1/models", get(list_models))
+        .route("/v1/route", post(routing::route_handler))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(unknown_path)
@@ -214,15 +236,11 @@ async fn chat(
     finished.key_id = state.authenticate(headers).map_err(|e| (e, None))?;
     let body =
         body.map_err(|rejection| (body_rejection(&rejection, state.max_body_bytes), None))?;
-    let request = ChatRequest::parse(&body).map_err(|e| (e, None))?;
+    let mut request = ChatRequest::parse(&body).map_err(|e| (e, None))?;
     finished.requested = request.requested[0].clone();
-    let chain = router::explicit_chain(&state.catalog, &request.requested).map_err(|e| {
-        let error = match e {
-            RouteError::UnknownModel(id) => ApiError::model_not_found(&id),
-            RouteError::NoModel => ApiError::invalid_request("No model requested.", Some("model")),
-        };
-        (error, None)
-    })?;
+    let routing::Routed { chain, auto } = routing::resolve(state, &mut request)
+        .await
+        .map_err(|e| (e, None))?;
     let dispatched = state
         .dispatcher
         .dispatch(&chain, &request.body, request.stream)
@@ -251,6 +269,9 @@ async fn chat(
     };
     set_header(&mut response, "x-triage-model", &model.id);
     set_header(&mut response, "x-triage-fallbacks", &finished.fallbacks);
+    if let Some(auto) = &auto {
+        routing::explain(&mut response, auto, &model.id);
+    }
     Ok(response)
 }
 
@@ -307,7 +328,7 @@ fn format_usd(cost: f64) -> String {
     text.strip_suffix('.').unwrap_or(text).to_string()
 }
 
-fn set_header(response: &mut Response, name: &'static str, value: &str) {
+pub(crate) fn set_header(response: &mut Response, name: &'static str, value: &str) {
     if value.is_empty() {
         return;
     }
@@ -318,7 +339,7 @@ fn set_header(response: &mut Response, name: &'static str, value: &str) {
     }
 }
 
-fn body_rejection(rejection: &BytesRejection, limit: usize) -> ApiError {
+pub(crate) fn body_rejection(rejection: &BytesRejection, limit: usize) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::payload_too_large(limit)
     } else {

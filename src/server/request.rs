@@ -4,6 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
+use crate::policy::Constraints;
 
 /// A validated request.
 #[derive(Debug, Clone)]
@@ -15,6 +16,8 @@ pub struct ChatRequest {
     pub stream: bool,
     /// The client asked for usage in the stream (`stream_options.include_usage`).
     pub include_usage: bool,
+    /// The request's `"triage": {...}` narrowing for adaptive routing (never forwarded).
+    pub constraints: Constraints,
 }
 
 const ROLES: [&str; 6] = [
@@ -48,6 +51,10 @@ impl ChatRequest {
         if requested.is_empty() {
             return Err(invalid("You must provide a `model` parameter.", "model"));
         }
+        let constraints = match body.remove("triage") {
+            None | Some(Value::Null) => Constraints::default(),
+            Some(value) => constraints(&value)?,
+        };
         check_messages(body.get("messages"))?;
         let stream = match body.get("stream") {
             None | Some(Value::Null) => false,
@@ -65,8 +72,48 @@ impl ChatRequest {
             requested,
             stream,
             include_usage,
+            constraints,
         })
     }
+}
+
+/// `"triage": {"min_quality": 0.8, "max_cost_usd": 0.01, "models": [...]}`.
+fn constraints(value: &Value) -> Result<Constraints, ApiError> {
+    let Some(object) = value.as_object() else {
+        return Err(invalid("`triage` must be an object.", "triage"));
+    };
+    let number = |key: &str, max: f64| -> Result<Option<f64>, ApiError> {
+        match object.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => match v.as_f64() {
+                Some(x) if (0.0..=max).contains(&x) => Ok(Some(x)),
+                _ => Err(invalid(
+                    &format!("`triage.{key}` must be a number between 0 and {max}."),
+                    &format!("triage.{key}"),
+                )),
+            },
+        }
+    };
+    if let Some(key) = object
+        .keys()
+        .find(|k| !["min_quality", "max_cost_usd", "models"].contains(&k.as_str()))
+    {
+        return Err(invalid(
+            &format!("Unknown field `triage.{key}`: use min_quality, max_cost_usd or models."),
+            &format!("triage.{key}"),
+        ));
+    }
+    let models = match object.get("models") {
+        None | Some(Value::Null) => None,
+        Some(list) => Some(string_list(list).map_err(|_| {
+            invalid("`triage.models` must be an array of model ids.", "triage.models")
+        })?),
+    };
+    Ok(Constraints {
+        min_quality: number("min_quality", 1.0)?.map(|q| q as f32),
+        max_cost_usd: number("max_cost_usd", f64::MAX)?,
+        models,
+    })
 }
 
 fn invalid(message: &str, param: &str) -> ApiError {
@@ -190,6 +237,26 @@ mod tests {
     fn assistant_tool_call_messages_may_have_null_content() {
         let body = br#"{"model":"a","messages":[{"role":"user","content":"x"},{"role":"assistant","content":null,"tool_calls":[]},{"role":"tool","tool_call_id":"1","content":"r"}]}"#;
         assert!(ChatRequest::parse(body).is_ok());
+    }
+
+    #[test]
+    fn triage_constraints_are_parsed_and_never_forwarded() {
+        let r = ChatRequest::parse(
+            br#"{"model":"auto","messages":[{"role":"user","content":"x"}],"triage":{"min_quality":0.8,"max_cost_usd":0.01,"models":["a/b"]}}"#,
+        )
+        .unwrap();
+        assert!(!r.body.contains_key("triage"));
+        assert_eq!(r.constraints.min_quality, Some(0.8));
+        assert_eq!(r.constraints.max_cost_usd, Some(0.01));
+        assert_eq!(r.constraints.models.as_deref(), Some(&["a/b".to_string()][..]));
+        let bad = |t: &str| {
+            let body = format!(r#"{{"model":"auto","messages":[{{"role":"user","content":"x"}}],"triage":{t}}}"#);
+            ChatRequest::parse(body.as_bytes()).unwrap_err().param
+        };
+        assert_eq!(bad(r#"{"min_quality":2}"#).as_deref(), Some("triage.min_quality"));
+        assert_eq!(bad(r#"{"budget":1}"#).as_deref(), Some("triage.budget"));
+        assert_eq!(bad(r#"{"models":[1]}"#).as_deref(), Some("triage.models"));
+        assert_eq!(bad("[]").as_deref(), Some("triage"));
     }
 
     #[test]

@@ -1,6 +1,9 @@
-//! Forwarding an upstream stream to the client as OpenAI SSE: usage priced into the last chunk,
-//! the usage chunk hidden unless the client asked for it, and a failure after the first byte
-//! turned into an SSE error event (it is too late to fall back).
+//! Forwarding an upstream stream to the client as SSE: usage priced and remembered, and a
+//! failure after the first byte turned into an SSE error event (it is too late to fall back).
+//!
+//! The loop (timeouts, client disconnects, metrics) is shared; a [`Shape`] decides what the
+//! client sees. Here: OpenAI chunks, with the usage chunk hidden unless the client asked for
+//! it. The Anthropic shapes of `/v1/messages` live with that endpoint.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -27,10 +30,36 @@ pub struct StreamContext {
     pub include_usage: bool,
 }
 
-/// Starts forwarding and returns the SSE response at once.
+/// Turns the items of an upstream stream into the client's SSE events.
+pub(super) trait Shape: Send + 'static {
+    /// The events for one item (`None` to send nothing), or why the stream cannot go on.
+    fn item(&mut self, item: Value) -> Result<Option<Bytes>, ProviderError>;
+    /// The events after the last item.
+    fn end(&mut self) -> Option<Bytes>;
+    /// The event that reports a failure after the first byte.
+    fn error(&self, error: &ProviderError) -> Bytes;
+    /// The priced usage, once the stream has reported it.
+    fn usage(&self) -> Option<(Usage, f64)>;
+}
+
+/// Starts forwarding OpenAI chunks and returns the SSE response at once.
 pub fn respond(context: StreamContext, streamed: Streamed) -> Response {
+    let shaper = Shaper {
+        model: context.model.clone(),
+        include_usage: context.include_usage,
+        usage: None,
+    };
+    respond_with(context, streamed, shaper)
+}
+
+/// Starts forwarding through `shape` and returns the SSE response at once.
+pub(super) fn respond_with(
+    context: StreamContext,
+    streamed: Streamed,
+    shape: impl Shape,
+) -> Response {
     let (tx, rx) = mpsc::channel::<Bytes>(64);
-    tokio::spawn(forward(context, streamed, tx));
+    tokio::spawn(forward(context, streamed, shape, tx));
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
@@ -47,18 +76,18 @@ pub fn respond(context: StreamContext, streamed: Streamed) -> Response {
     response
 }
 
-async fn forward(context: StreamContext, streamed: Streamed, tx: mpsc::Sender<Bytes>) {
+async fn forward(
+    context: StreamContext,
+    streamed: Streamed,
+    mut shape: impl Shape,
+    tx: mpsc::Sender<Bytes>,
+) {
     let Streamed {
         first,
         mut rest,
         deadline,
         total,
     } = streamed;
-    let mut shaper = Shaper {
-        model: &context.model,
-        include_usage: context.include_usage,
-        usage: None,
-    };
     let mut finished = context.finished;
     let mut next = Some(Ok(first));
     loop {
@@ -69,22 +98,26 @@ async fn forward(context: StreamContext, streamed: Streamed, tx: mpsc::Sender<By
                 Err(_) => Some(Err(ProviderError::TotalTimeout(total))),
             },
         };
-        let bytes = match item {
-            Some(Ok(chunk)) => match shaper.shape(chunk) {
-                Some(bytes) => bytes,
-                None => continue,
-            },
-            Some(Err(error)) => {
+        let shaped = match item {
+            Some(Ok(chunk)) => shape.item(chunk),
+            Some(Err(error)) => Err(error),
+            None => {
+                if let Some(bytes) = shape.end() {
+                    let _ = tx.send(bytes).await;
+                }
+                break;
+            }
+        };
+        let bytes = match shaped {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => continue,
+            Err(error) => {
                 context
                     .state
                     .dispatcher
                     .record_stream_failure(&context.model, &error);
                 finished.status = 502;
-                let _ = tx.send(error_event(&error)).await;
-                break;
-            }
-            None => {
-                let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
+                let _ = tx.send(shape.error(&error)).await;
                 break;
             }
         };
@@ -95,18 +128,36 @@ async fn forward(context: StreamContext, streamed: Streamed, tx: mpsc::Sender<By
             break;
         }
     }
-    finished.usage = shaper.usage;
+    finished.usage = shape.usage();
     context.state.record(&finished, Some(&context.model));
 }
 
-/// Rewrites chunks for the client and remembers the usage.
-struct Shaper<'a> {
-    model: &'a Model,
+/// Rewrites OpenAI chunks for the client and remembers the usage.
+struct Shaper {
+    model: Arc<Model>,
     include_usage: bool,
     usage: Option<(Usage, f64)>,
 }
 
-impl Shaper<'_> {
+impl Shape for Shaper {
+    fn item(&mut self, chunk: Value) -> Result<Option<Bytes>, ProviderError> {
+        Ok(self.shape(chunk))
+    }
+
+    fn end(&mut self) -> Option<Bytes> {
+        Some(Bytes::from_static(b"data: [DONE]\n\n"))
+    }
+
+    fn error(&self, error: &ProviderError) -> Bytes {
+        error_event(error)
+    }
+
+    fn usage(&self) -> Option<(Usage, f64)> {
+        self.usage
+    }
+}
+
+impl Shaper {
     /// The SSE event for a chunk, or `None` when the client should not see it.
     fn shape(&mut self, mut chunk: Value) -> Option<Bytes> {
         let usage = chunk.get("usage").and_then(Usage::from_openai);

@@ -85,7 +85,7 @@ impl Harness {
             (var == "LOCAL_API_KEY").then(|| UPSTREAM_KEY.to_string())
         })
         .unwrap();
-        let state = AppState::new(&config, catalog, &config.router_keys(None)).unwrap();
+        let state = AppState::new(&config, catalog, &config.router_keys(None), None).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let app = server::app(state.clone());

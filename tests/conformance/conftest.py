@@ -24,6 +24,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 ROUTER_KEY = "sk-triage-test"
 UPSTREAM_KEY = "upstream-secret"
 STARTUP_TIMEOUT_S = 20.0
+PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+
+# Everything here talks to loopback: never through a proxy from the environment.
+_direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 # Prices of the two test models, US$ per million tokens.
 SMALL_PRICES = {"input": 0.15, "output": 0.6, "cached_input": 0.075}
@@ -122,6 +126,7 @@ class Triage:
         # No SDK retries: each test sees exactly what the router answered.
         kwargs.setdefault("max_retries", 0)
         kwargs.setdefault("timeout", 30.0)
+        kwargs.setdefault("http_client", openai.DefaultHttpxClient(trust_env=False))
         return openai.OpenAI(base_url=self.base_url, api_key=api_key, **kwargs)
 
     def mock_script(self, model: str, steps: list[dict]) -> None:
@@ -133,12 +138,12 @@ class Triage:
             headers={"content-type": "application/json"},
             method="POST",
         )
-        with urllib.request.urlopen(request, timeout=5) as response:
+        with _direct.open(request, timeout=5) as response:
             assert response.status == 204, response.status
 
     def mock_requests(self) -> list[dict]:
         """Every chat request the mock upstream received, in order."""
-        with urllib.request.urlopen(f"{self.mock_url}/_mock/requests", timeout=5) as response:
+        with _direct.open(f"{self.mock_url}/_mock/requests", timeout=5) as response:
             return json.loads(response.read())
 
 
@@ -154,7 +159,7 @@ def wait_until_up(url: str, processes: list[tuple[str, subprocess.Popen, Path]])
                     f"{log_tail(log)}"
                 )
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
+            with _direct.open(url, timeout=2) as response:
                 if response.status == 200:
                     return
         except (urllib.error.URLError, OSError) as err:
@@ -180,6 +185,8 @@ def triage(tmp_path_factory: pytest.TempPathFactory):
     workdir = tmp_path_factory.mktemp("triage")
     env = dict(os.environ)
     env.pop("TRIAGE_KEYS", None)  # only the config's key may be accepted
+    for var in PROXY_VARS:  # the router must reach the mock directly
+        env.pop(var, None)
     env["MOCK_UPSTREAM_KEY"] = UPSTREAM_KEY
     env.setdefault("RUST_LOG", "info")
 

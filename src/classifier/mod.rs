@@ -1,0 +1,436 @@
+//! The prompt classifier: a small BERT-family encoder run with candle, and three heads that
+//! predict a prompt's difficulty b(x), its skill mix g(x) over named skills, and whether answering
+//! it needs a tool.
+//!
+//! A model is a directory: `config.json` (BERT config), `*.safetensors` (encoder and heads),
+//! `tokenizer.json`, and `triage.json` (skill names, version, training summary, the fitted
+//! abilities). It loads from a local path, or from a Hugging Face repo id through `hf-hub`.
+//! This module predicts; choosing a model from the predictions is `policy`'s job, and fitting
+//! the weights is `train`'s.
+
+mod input;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{D, DType, Device, Module, Tensor};
+use candle_nn::{Linear, VarBuilder};
+use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use serde::{Deserialize, Serialize};
+use tokenizers::Tokenizer;
+
+pub use input::{ClassifierInput, render_conversation};
+
+/// Files that make a model directory.
+pub const CONFIG_FILE: &str = "config.json";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub const METADATA_FILE: &str = "triage.json";
+/// Prefix of the head tensors in the safetensors files.
+pub const HEADS_PREFIX: &str = "heads";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClassifierError {
+    #[error("classifier model {path}: {message}")]
+    Load { path: PathBuf, message: String },
+    #[error("cannot fetch classifier model `{repo}` from the Hugging Face hub: {message}")]
+    Hub { repo: String, message: String },
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("inference: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+/// `triage.json`: what the heads mean and how the model was made.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Metadata {
+    /// Bumped when the directory layout or the heads' meaning changes.
+    pub format_version: u32,
+    /// Names of the skill dimensions, in head order.
+    pub skills: Vec<String>,
+    /// Token budget per prompt; longer inputs keep their end.
+    pub max_tokens: usize,
+    /// Which encoder this is, in words (e.g. "scratch 2x128" or "all-MiniLM-L6-v2 frozen").
+    pub encoder: String,
+    /// Abilities θ fitted during training, per model name as written in the training data.
+    #[serde(default)]
+    pub abilities: BTreeMap<String, Vec<f32>>,
+    /// The fitted map from a public benchmark score to abilities, for catalog models that were
+    /// not in the training data.
+    #[serde(default)]
+    pub ability_map: Option<AbilityMap>,
+    /// Data used, sizes, dev metrics, git revision: free-form, shown by `classify --info`.
+    #[serde(default)]
+    pub training: serde_json::Value,
+}
+
+/// θ_k = intercept_k + slope_k · logit(score on `benchmark`), fitted on the training models
+/// whose public score is known.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AbilityMap {
+    /// `gpqa` or `mmlu_pro`: the catalog field it reads.
+    pub benchmark: String,
+    pub intercept: Vec<f32>,
+    pub slope: Vec<f32>,
+    /// How it was fitted: models used, fit quality.
+    #[serde(default)]
+    pub fit: serde_json::Value,
+}
+
+/// What the classifier says about one prompt.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prediction {
+    /// b(x): higher is harder.
+    pub difficulty: f32,
+    /// g(x): a weight per skill, summing to 1 (tool use included, see [`Prediction::skill_mix`]).
+    pub skills: Vec<f32>,
+    /// Probability that answering needs a tool call.
+    pub tool_need: f32,
+    /// Tokens the encoder saw.
+    pub tokens: usize,
+    /// Mean-pooled, L2-normalised encoder output (for kNN baselines and similarity).
+    #[serde(skip)]
+    pub embedding: Vec<f32>,
+}
+
+/// The loaded model.
+pub struct Classifier {
+    encoder: BertModel,
+    heads: Heads,
+    tokenizer: Tokenizer,
+    special: SpecialTokens,
+    pub metadata: Metadata,
+    pub source: String,
+    device: Device,
+}
+
+struct Heads {
+    difficulty: Linear,
+    skills: Linear,
+    tool: Linear,
+}
+
+/// The ids of the tokens triage adds itself (`train` tokenizes through the same path).
+#[derive(Debug, Clone, Copy)]
+pub struct SpecialTokens {
+    pub cls: u32,
+    pub sep: u32,
+    pub pad: u32,
+}
+
+/// The device inference runs on: CPU, or the GPU when built with `cuda`/`metal`.
+pub fn default_device() -> Device {
+    #[cfg(feature = "cuda")]
+    if let Ok(device) = Device::cuda_if_available(0) {
+        return device;
+    }
+    #[cfg(feature = "metal")]
+    if let Ok(device) = Device::new_metal(0) {
+        return device;
+    }
+    Device::Cpu
+}
+
+impl Classifier {
+    /// Loads from a local directory, or, when `source` is not one, from a Hugging Face repo id
+    /// (the local hub cache first, then the network).
+    pub fn load(source: &str) -> Result<Classifier, ClassifierError> {
+        let path = Path::new(source);
+        let dir = if path.is_dir() {
+            path.to_path_buf()
+        } else {
+            fetch_from_hub(source)?
+        };
+        let mut classifier = Classifier::load_dir(&dir, &default_device())?;
+        classifier.source = source.to_string();
+        Ok(classifier)
+    }
+
+    /// Loads a model directory.
+    pub fn load_dir(dir: &Path, device: &Device) -> Result<Classifier, ClassifierError> {
+        let load_error = |message: String| ClassifierError::Load {
+            path: dir.to_path_buf(),
+            message,
+        };
+        let read = |name: &str| {
+            std::fs::read_to_string(dir.join(name)).map_err(|e| load_error(format!("{name}: {e}")))
+        };
+        let config: BertConfig = serde_json::from_str(&read(CONFIG_FILE)?)
+            .map_err(|e| load_error(format!("{CONFIG_FILE}: {e}")))?;
+        let metadata: Metadata = serde_json::from_str(&read(METADATA_FILE)?)
+            .map_err(|e| load_error(format!("{METADATA_FILE}: {e}")))?;
+        let tokenizer = load_tokenizer(&dir.join(TOKENIZER_FILE))?;
+        let special = special_tokens(&tokenizer).map_err(load_error)?;
+        let weights = safetensors_files(dir).map_err(load_error)?;
+        // SAFETY: the files are mapped read-only and not modified while the model lives.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&weights, DType::F32, device) }
+            .map_err(|e| load_error(format!("weights: {e}")))?;
+        let encoder = BertModel::load(vb.clone(), &config)
+            .map_err(|e| load_error(format!("encoder weights: {e}")))?;
+        let heads = Heads::load(vb.pp(HEADS_PREFIX), config.hidden_size, metadata.skills.len())
+            .map_err(|e| load_error(format!("head weights: {e}")))?;
+        Ok(Classifier {
+            encoder,
+            heads,
+            tokenizer,
+            special,
+            metadata,
+            source: dir.display().to_string(),
+            device: device.clone(),
+        })
+    }
+
+    pub fn skills(&self) -> &[String] {
+        &self.metadata.skills
+    }
+
+    /// Predictions for a batch of inputs, in order.
+    pub fn predict(&self, inputs: &[ClassifierInput]) -> Result<Vec<Prediction>, ClassifierError> {
+        if inputs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = inputs
+            .iter()
+            .map(|input| self.token_ids(&input.text))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (pooled, lengths) = self.embed_ids(&ids)?;
+        let difficulty = self.heads.difficulty.forward(&pooled)?.squeeze(1)?;
+        let skills = candle_nn::ops::softmax(&self.heads.skills.forward(&pooled)?, D::Minus1)?;
+        let tool = candle_nn::ops::sigmoid(&self.heads.tool.forward(&pooled)?.squeeze(1)?)?;
+        let normalised = pooled.broadcast_div(&pooled.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f32::MAX)?)?;
+        let difficulty = difficulty.to_vec1::<f32>()?;
+        let skills = skills.to_vec2::<f32>()?;
+        let tool = tool.to_vec1::<f32>()?;
+        let embeddings = normalised.to_vec2::<f32>()?;
+        Ok((0..inputs.len())
+            .map(|i| Prediction {
+                difficulty: difficulty[i],
+                skills: skills[i].clone(),
+                tool_need: tool[i],
+                tokens: lengths[i],
+                embedding: embeddings[i].clone(),
+            })
+            .collect())
+    }
+
+    pub fn predict_one(&self, input: &ClassifierInput) -> Result<Prediction, ClassifierError> {
+        Ok(self.predict(std::slice::from_ref(input))?.remove(0))
+    }
+
+    /// Token ids for one text: `[CLS] … [SEP]`, keeping the *end* of the text when it is over
+    /// the budget (the last user turn matters most).
+    pub fn token_ids(&self, text: &str) -> Result<Vec<u32>, ClassifierError> {
+        token_ids(&self.tokenizer, self.special, text, self.metadata.max_tokens)
+    }
+
+    /// Mean-pooled encoder output for a batch of token-id lists, padded to the longest.
+    fn embed_ids(&self, ids: &[Vec<u32>]) -> Result<(Tensor, Vec<usize>), ClassifierError> {
+        let (input_ids, mask) = pad_batch(ids, self.special.pad, &self.device)?;
+        let token_types = input_ids.zeros_like()?;
+        let hidden = self.encoder.forward(&input_ids, &token_types, Some(&mask))?;
+        let pooled = mean_pool(&hidden, &mask)?;
+        Ok((pooled, ids.iter().map(Vec::len).collect()))
+    }
+}
+
+impl Heads {
+    fn load(vb: VarBuilder, hidden: usize, skills: usize) -> candle_core::Result<Heads> {
+        Ok(Heads {
+            difficulty: candle_nn::linear(hidden, 1, vb.pp("difficulty"))?,
+            skills: candle_nn::linear(hidden, skills, vb.pp("skills"))?,
+            tool: candle_nn::linear(hidden, 1, vb.pp("tool"))?,
+        })
+    }
+}
+
+impl Prediction {
+    /// g(x) with the tool-need head folded in: a prompt that needs a tool leans on the
+    /// `tool_use` skill in proportion to that need.
+    pub fn skill_mix(&self, skill_names: &[String]) -> Vec<f32> {
+        let Some(tool_index) = skill_names.iter().position(|s| s == "tool_use") else {
+            return self.skills.clone();
+        };
+        let t = self.tool_need;
+        self.skills
+            .iter()
+            .enumerate()
+            .map(|(i, w)| w * (1.0 - t) + if i == tool_index { t } else { 0.0 })
+            .collect()
+    }
+
+    /// The heaviest skill's name.
+    pub fn top_skill<'a>(&self, skill_names: &'a [String]) -> &'a str {
+        self.skills
+            .iter()
+            .zip(skill_names)
+            .max_by(|a, b| a.0.total_cmp(b.0))
+            .map_or("", |(_, name)| name.as_str())
+    }
+}
+
+/// Loads a `tokenizer.json` with padding and truncation off: triage pads and truncates itself
+/// (sentence-transformers files pad to a fixed 128).
+pub fn load_tokenizer(path: &Path) -> Result<Tokenizer, ClassifierError> {
+    let mut tokenizer = Tokenizer::from_file(path)
+        .map_err(|e| ClassifierError::Tokenizer(format!("{}: {e}", path.display())))?;
+    tokenizer.with_padding(None);
+    tokenizer
+        .with_truncation(None)
+        .map_err(|e| ClassifierError::Tokenizer(e.to_string()))?;
+    Ok(tokenizer)
+}
+
+pub fn special_tokens(tokenizer: &Tokenizer) -> Result<SpecialTokens, String> {
+    let id = |token: &str| {
+        tokenizer
+            .token_to_id(token)
+            .ok_or_else(|| format!("{TOKENIZER_FILE} has no {token} token"))
+    };
+    Ok(SpecialTokens {
+        cls: id("[CLS]")?,
+        sep: id("[SEP]")?,
+        pad: id("[PAD]")?,
+    })
+}
+
+/// Characters kept before tokenizing: tokenizing a whole long prompt only to drop most of it
+/// wastes milliseconds, so cut by characters first, generously.
+const CHARS_PER_TOKEN_BUDGET: usize = 12;
+
+/// `[CLS] … [SEP]` ids for one text, keeping its end; shared by inference and training.
+pub fn token_ids(
+    tokenizer: &Tokenizer,
+    special: SpecialTokens,
+    text: &str,
+    max_tokens: usize,
+) -> Result<Vec<u32>, ClassifierError> {
+    let text = tail_chars(text, max_tokens * CHARS_PER_TOKEN_BUDGET);
+    let encoding = tokenizer
+        .encode(text, false)
+        .map_err(|e| ClassifierError::Tokenizer(e.to_string()))?;
+    let body = encoding.get_ids();
+    let keep = max_tokens.saturating_sub(2).min(body.len());
+    let mut ids = Vec::with_capacity(keep + 2);
+    ids.push(special.cls);
+    ids.extend_from_slice(&body[body.len() - keep..]);
+    ids.push(special.sep);
+    Ok(ids)
+}
+
+/// The last `max` characters of `text`, cut at a char boundary.
+fn tail_chars(text: &str, max: usize) -> &str {
+    match text.char_indices().rev().nth(max.saturating_sub(1)) {
+        Some((start, _)) if max > 0 => &text[start..],
+        _ => text,
+    }
+}
+
+/// Right-pads token lists into `[batch, len]` ids and a 0/1 attention mask (in u32; BERT builds
+/// its additive mask in f32, never in half precision).
+pub fn pad_batch(
+    ids: &[Vec<u32>],
+    pad: u32,
+    device: &Device,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let len = ids.iter().map(Vec::len).max().unwrap_or(0).max(1);
+    let mut flat = Vec::with_capacity(ids.len() * len);
+    let mut mask = Vec::with_capacity(ids.len() * len);
+    for row in ids {
+        flat.extend_from_slice(row);
+        flat.extend(std::iter::repeat_n(pad, len - row.len()));
+        mask.extend(std::iter::repeat_n(1u32, row.len()));
+        mask.extend(std::iter::repeat_n(0u32, len - row.len()));
+    }
+    Ok((
+        Tensor::from_vec(flat, (ids.len(), len), device)?,
+        Tensor::from_vec(mask, (ids.len(), len), device)?,
+    ))
+}
+
+/// Mean of the hidden states over real (unmasked) tokens: `[batch, hidden]`.
+pub fn mean_pool(hidden: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+    let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+    let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
+    let counts = mask.sum(1)?.clamp(1.0, f64::MAX)?;
+    summed.broadcast_div(&counts)
+}
+
+/// Every `*.safetensors` file in a model directory (encoder and heads may be separate).
+fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| e.to_string())?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|ext| ext == "safetensors"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err("no .safetensors file".into());
+    }
+    Ok(files)
+}
+
+/// Downloads (or finds in the local cache) a model directory from the Hugging Face hub.
+fn fetch_from_hub(repo: &str) -> Result<PathBuf, ClassifierError> {
+    let hub_error = |message: String| ClassifierError::Hub {
+        repo: repo.to_string(),
+        message,
+    };
+    let names = [CONFIG_FILE, TOKENIZER_FILE, METADATA_FILE, "model.safetensors"];
+    let cache = hf_hub::Cache::from_env().model(repo.to_string());
+    let cached: Option<Vec<PathBuf>> = names.iter().map(|n| cache.get(n)).collect();
+    let paths = match cached {
+        Some(paths) => paths,
+        None => {
+            let api = hf_hub::api::sync::Api::new().map_err(|e| hub_error(e.to_string()))?;
+            let model = api.model(repo.to_string());
+            names
+                .iter()
+                .map(|n| model.get(n).map_err(|e| hub_error(format!("{n}: {e}"))))
+                .collect::<Result<_, _>>()?
+        }
+    };
+    Ok(paths[0]
+        .parent()
+        .expect("a hub file lives in a snapshot directory")
+        .to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_end_at_char_boundaries() {
+        assert_eq!(tail_chars("hello", 3), "llo");
+        assert_eq!(tail_chars("héllo wörld", 4), "örld");
+        assert_eq!(tail_chars("ab", 10), "ab");
+    }
+
+    #[test]
+    fn padding_and_mean_pooling_ignore_pad_tokens() {
+        let device = Device::Cpu;
+        let (ids, mask) = pad_batch(&[vec![5, 6, 7], vec![8]], 0, &device).unwrap();
+        assert_eq!(ids.to_vec2::<u32>().unwrap(), [[5, 6, 7], [8, 0, 0]]);
+        assert_eq!(mask.to_vec2::<u32>().unwrap(), [[1, 1, 1], [1, 0, 0]]);
+        let hidden = Tensor::new(
+            &[[[1f32, 2.], [3., 4.], [5., 6.]], [[7., 8.], [100., 100.], [100., 100.]]],
+            &device,
+        )
+        .unwrap();
+        let pooled = mean_pool(&hidden, &mask).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(pooled, [[3.0, 4.0], [7.0, 8.0]]);
+    }
+
+    #[test]
+    fn skill_mix_folds_in_tool_need() {
+        let names: Vec<String> = ["code", "chat", "tool_use"].map(String::from).to_vec();
+        let p = Prediction {
+            difficulty: 0.0,
+            skills: vec![0.75, 0.25, 0.0],
+            tool_need: 0.5,
+            tokens: 3,
+            embedding: vec![],
+        };
+        assert_eq!(p.skill_mix(&names), [0.375, 0.125, 0.5]);
+        assert_eq!(p.top_skill(&names), "code");
+    }
+}

@@ -1,0 +1,489 @@
+//! The cost-quality policy: from the classifier's view of a prompt, the catalog and the
+//! request's needs, a ranked list of models. Pure functions, no I/O, so every decision can be
+//! tested and explained.
+//!
+//! Predicted quality is σ(⟨θ_m, g(x)⟩ − b(x)); cost is catalog prices × prompt tokens and an
+//! expected output length. Hard filters go first (capabilities, context, health, allowed
+//! models), then the cheapest candidate whose quality meets the profile's target wins, else the
+//! best; the others, ranked, are the fallbacks.
+
+use serde::Serialize;
+
+use crate::catalog::Model;
+
+/// How much quality a request wants for its money.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Profile {
+    /// `auto`: the cheapest model within `balanced` of the best predicted quality.
+    Balanced,
+    /// `auto:cheap`: the cheapest model within `cheap` of the best.
+    Cheap,
+    /// `auto:best`: the best predicted quality, whatever it costs.
+    Best,
+    /// `auto:q0.8`: the cheapest model predicted at or above this quality.
+    Floor(f32),
+}
+
+impl Profile {
+    /// Parses a `model` value: `auto`, `auto:cheap`, `auto:best`, `auto:q0.8`; `None` for an
+    /// explicit model id.
+    pub fn parse(model: &str) -> Option<Result<Profile, String>> {
+        let rest = model.strip_prefix("auto")?;
+        Some(match rest {
+            "" | ":balanced" => Ok(Profile::Balanced),
+            ":cheap" => Ok(Profile::Cheap),
+            ":best" => Ok(Profile::Best),
+            other => match other.strip_prefix(":q").map(str::parse::<f32>) {
+                Some(Ok(q)) if (0.0..=1.0).contains(&q) => Ok(Profile::Floor(q)),
+                _ => Err(format!(
+                    "unknown routing profile `{model}`: use auto, auto:cheap, auto:best or \
+                     auto:q<quality between 0 and 1>"
+                )),
+            },
+        })
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            Profile::Balanced => "auto".into(),
+            Profile::Cheap => "auto:cheap".into(),
+            Profile::Best => "auto:best".into(),
+            Profile::Floor(q) => format!("auto:q{q}"),
+        }
+    }
+}
+
+/// Quality targets of the relative profiles, as fractions of the best predicted quality.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Targets {
+    pub balanced: f32,
+    pub cheap: f32,
+}
+
+impl Default for Targets {
+    fn default() -> Self {
+        Targets {
+            balanced: 0.95,
+            cheap: 0.80,
+        }
+    }
+}
+
+/// What the request needs from a model.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Needs {
+    pub tools: bool,
+    pub vision: bool,
+    pub json: bool,
+    pub prompt_tokens: u64,
+    /// Output tokens the request allows (`max_tokens`), if it says.
+    pub max_output_tokens: Option<u64>,
+}
+
+/// The request's own narrowing (`"triage": {...}` in the body) and the key's allowed models.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Constraints {
+    pub min_quality: Option<f32>,
+    pub max_cost_usd: Option<f64>,
+    /// Only these model ids (request's list).
+    pub models: Option<Vec<String>>,
+}
+
+/// One model as the policy sees it.
+pub struct ModelView<'a> {
+    pub model: &'a Model,
+    /// θ in the classifier's skill order; `None` when the model has no abilities.
+    pub abilities: Option<&'a [f32]>,
+    /// False when its circuit breaker is open.
+    pub healthy: bool,
+}
+
+/// The classifier's view of the prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptView {
+    pub difficulty: f32,
+    /// g(x) with tool need folded in, in the same order as the abilities.
+    pub skill_mix: Vec<f32>,
+}
+
+/// A model considered, with its prediction and why it was left out, if it was.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Candidate {
+    pub model: String,
+    pub quality: Option<f32>,
+    pub cost_usd: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub excluded: Option<String>,
+}
+
+/// The policy's answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Decision {
+    pub profile: String,
+    /// The quality the choice had to reach.
+    pub target: f32,
+    pub chosen: Option<Candidate>,
+    pub fallbacks: Vec<Candidate>,
+    /// Every model considered, excluded ones included.
+    pub candidates: Vec<Candidate>,
+    pub reason: String,
+}
+
+/// Fallbacks kept after the choice.
+const MAX_FALLBACKS: usize = 3;
+/// Expected output tokens when the request does not cap them lower.
+pub const DEFAULT_EXPECTED_OUTPUT: u64 = 350;
+
+/// σ(⟨θ, g⟩ − b).
+pub fn predicted_quality(abilities: &[f32], prompt: &PromptView) -> f32 {
+    let dot: f32 = abilities
+        .iter()
+        .zip(&prompt.skill_mix)
+        .map(|(a, g)| a * g)
+        .sum();
+    1.0 / (1.0 + (prompt.difficulty - dot).exp())
+}
+
+/// Expected US$ for this request on `model`.
+pub fn expected_cost(model: &Model, needs: &Needs) -> f64 {
+    let output = needs
+        .max_output_tokens
+        .unwrap_or(DEFAULT_EXPECTED_OUTPUT)
+        .min(DEFAULT_EXPECTED_OUTPUT);
+    (needs.prompt_tokens as f64 * model.input_per_mtok + output as f64 * model.output_per_mtok)
+        / 1e6
+}
+
+/// Why `option` cannot take this request, if it cannot.
+fn exclusion(option: &ModelView, needs: &Needs, constraints: &Constraints, cost: f64) -> Option<String> {
+    let model = option.model;
+    let needed_context = needs.prompt_tokens + needs.max_output_tokens.unwrap_or(0);
+    let reason = if constraints
+        .models
+        .as_ref()
+        .is_some_and(|allowed| !allowed.contains(&model.id))
+    {
+        "not in the request's models".to_string()
+    } else if option.abilities.is_none() {
+        "no ability estimate".into()
+    } else if needs.tools && !model.tools {
+        "no tool calling".into()
+    } else if needs.vision && !model.vision {
+        "no image input".into()
+    } else if needs.json && !model.json {
+        "no JSON mode".into()
+    } else if needed_context > u64::from(model.context) {
+        format!("context {} < {needed_context} tokens needed", model.context)
+    } else if !option.healthy {
+        "circuit open".into()
+    } else if constraints.max_cost_usd.is_some_and(|max| cost > max) {
+        "over max_cost_usd".into()
+    } else {
+        return None;
+    };
+    Some(reason)
+}
+
+/// Ranks `options` for a prompt.
+pub fn decide(
+    options: &[ModelView],
+    prompt: &PromptView,
+    needs: &Needs,
+    profile: Profile,
+    constraints: &Constraints,
+    targets: Targets,
+) -> Decision {
+    let candidates: Vec<Candidate> = options
+        .iter()
+        .map(|option| {
+            let cost_usd = expected_cost(option.model, needs);
+            Candidate {
+                model: option.model.id.clone(),
+                quality: option.abilities.map(|a| predicted_quality(a, prompt)),
+                cost_usd,
+                excluded: exclusion(option, needs, constraints, cost_usd),
+            }
+        })
+        .collect();
+    let eligible: Vec<&Candidate> = candidates.iter().filter(|c| c.excluded.is_none()).collect();
+    let best_quality = eligible
+        .iter()
+        .filter_map(|c| c.quality)
+        .fold(0.0f32, f32::max);
+    let target = match profile {
+        Profile::Balanced => best_quality * targets.balanced,
+        Profile::Cheap => best_quality * targets.cheap,
+        Profile::Best => best_quality,
+        Profile::Floor(q) => q,
+    }
+    .max(constraints.min_quality.unwrap_or(0.0));
+    let ranked = rank(&eligible, target);
+    let reason = explain(ranked.first().copied(), target, best_quality, eligible.len(), candidates.len());
+    Decision {
+        profile: profile.name(),
+        target,
+        chosen: ranked.first().map(|c| (*c).clone()),
+        fallbacks: ranked
+            .iter()
+            .skip(1)
+            .take(MAX_FALLBACKS)
+            .map(|c| (*c).clone())
+            .collect(),
+        candidates,
+        reason,
+    }
+}
+
+/// Those meeting the target, cheapest first (ties: better quality), then the rest, best first.
+fn rank<'a>(eligible: &[&'a Candidate], target: f32) -> Vec<&'a Candidate> {
+    let quality = |c: &Candidate| c.quality.unwrap_or(0.0);
+    let (mut meeting, mut others): (Vec<&Candidate>, Vec<&Candidate>) =
+        eligible.iter().partition(|c| quality(c) >= target);
+    meeting.sort_by(|a, b| {
+        a.cost_usd
+            .total_cmp(&b.cost_usd)
+            .then(quality(b).total_cmp(&quality(a)))
+            .then(a.model.cmp(&b.model))
+    });
+    others.sort_by(|a, b| {
+        quality(b)
+            .total_cmp(&quality(a))
+            .then(a.cost_usd.total_cmp(&b.cost_usd))
+            .then(a.model.cmp(&b.model))
+    });
+    meeting.into_iter().chain(others).collect()
+}
+
+fn explain(
+    chosen: Option<&Candidate>,
+    target: f32,
+    best: f32,
+    eligible: usize,
+    total: usize,
+) -> String {
+    match chosen {
+        None => format!("no eligible model: all {total} were excluded"),
+        Some(c) if c.quality.unwrap_or(0.0) >= target => format!(
+            "cheapest of {eligible} eligible models predicted at or above quality {target:.2} \
+             (best {best:.2})"
+        ),
+        Some(_) => format!(
+            "no eligible model reaches quality {target:.2}: the best predicted one was chosen"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Timeouts;
+    use std::time::Duration;
+
+    fn model(id: &str, input: f64, output: f64) -> Model {
+        Model {
+            id: id.into(),
+            provider: "p".into(),
+            upstream: id.into(),
+            input_per_mtok: input,
+            output_per_mtok: output,
+            cached_input_per_mtok: None,
+            cache_write_per_mtok: None,
+            context: 100_000,
+            max_output: None,
+            tools: true,
+            vision: false,
+            json: true,
+            fallbacks: vec![],
+            price_date: None,
+            price_source: None,
+            timeouts: Timeouts {
+                connect: Duration::from_secs(1),
+                first_byte: Duration::from_secs(1),
+                total: Duration::from_secs(1),
+            },
+            mmlu_pro: None,
+            mmlu_pro_source: None,
+            gpqa: None,
+            gpqa_source: None,
+            abilities: None,
+            ability_source: None,
+        }
+    }
+
+    fn prompt(difficulty: f32) -> PromptView {
+        PromptView {
+            difficulty,
+            skill_mix: vec![1.0, 0.0],
+        }
+    }
+
+    fn needs() -> Needs {
+        Needs {
+            prompt_tokens: 1000,
+            ..Needs::default()
+        }
+    }
+
+    struct Table {
+        models: Vec<Model>,
+        abilities: Vec<Vec<f32>>,
+    }
+
+    impl Table {
+        fn three() -> Table {
+            Table {
+                models: vec![
+                    model("cheap", 0.1, 0.4),
+                    model("mid", 1.0, 4.0),
+                    model("top", 10.0, 40.0),
+                ],
+                abilities: vec![vec![0.0, 0.0], vec![2.0, 0.0], vec![4.0, 0.0]],
+            }
+        }
+
+        fn options(&self) -> Vec<ModelView<'_>> {
+            self.models
+                .iter()
+                .zip(&self.abilities)
+                .map(|(model, a)| ModelView {
+                    model,
+                    abilities: Some(a),
+                    healthy: true,
+                })
+                .collect()
+        }
+    }
+
+    fn chosen(d: &Decision) -> &str {
+        &d.chosen.as_ref().unwrap().model
+    }
+
+    #[test]
+    fn profiles_parse() {
+        assert_eq!(Profile::parse("auto"), Some(Ok(Profile::Balanced)));
+        assert_eq!(Profile::parse("auto:cheap"), Some(Ok(Profile::Cheap)));
+        assert_eq!(Profile::parse("auto:best"), Some(Ok(Profile::Best)));
+        assert_eq!(Profile::parse("auto:q0.8"), Some(Ok(Profile::Floor(0.8))));
+        assert!(Profile::parse("auto:q7").unwrap().is_err());
+        assert!(Profile::parse("auto:fast").unwrap().is_err());
+        assert_eq!(Profile::parse("openai/gpt-4o"), None);
+    }
+
+    #[test]
+    fn easy_prompts_go_cheap_and_hard_ones_up() {
+        let t = Table::three();
+        let options = t.options();
+        let easy = decide(&options, &prompt(-6.0), &needs(), Profile::Balanced, &Constraints::default(), Targets::default());
+        assert_eq!(chosen(&easy), "cheap");
+        let hard = decide(&options, &prompt(3.0), &needs(), Profile::Balanced, &Constraints::default(), Targets::default());
+        assert_eq!(chosen(&hard), "top");
+        let best = decide(&options, &prompt(-6.0), &needs(), Profile::Best, &Constraints::default(), Targets::default());
+        assert_eq!(chosen(&best), "top");
+        assert_eq!(best.fallbacks.len(), 2);
+    }
+
+    #[test]
+    fn floor_falls_back_to_the_best_when_nothing_reaches_it() {
+        let t = Table::three();
+        let d = decide(&t.options(), &prompt(10.0), &needs(), Profile::Floor(0.9), &Constraints::default(), Targets::default());
+        assert_eq!(chosen(&d), "top");
+        assert!(d.reason.contains("best predicted"));
+    }
+
+    #[test]
+    fn filters_are_reported_and_respected() {
+        let mut t = Table::three();
+        t.models[2].tools = false;
+        t.models[1].context = 500;
+        let mut options = t.options();
+        options[0].healthy = false;
+        let needs = Needs {
+            tools: true,
+            prompt_tokens: 1000,
+            ..Needs::default()
+        };
+        let d = decide(&options, &prompt(0.0), &needs, Profile::Best, &Constraints::default(), Targets::default());
+        assert!(d.chosen.is_none());
+        let reasons: Vec<_> = d.candidates.iter().map(|c| c.excluded.clone().unwrap()).collect();
+        assert_eq!(reasons, ["circuit open", "context 500 < 1000 tokens needed", "no tool calling"]);
+    }
+
+    #[test]
+    fn request_constraints_narrow_the_choice() {
+        let t = Table::three();
+        let constraints = Constraints {
+            models: Some(vec!["cheap".into(), "mid".into()]),
+            ..Constraints::default()
+        };
+        let d = decide(&t.options(), &prompt(3.0), &needs(), Profile::Best, &constraints, Targets::default());
+        assert_eq!(chosen(&d), "mid");
+        let capped = Constraints {
+            max_cost_usd: Some(0.001),
+            ..Constraints::default()
+        };
+        let d = decide(&t.options(), &prompt(3.0), &needs(), Profile::Best, &capped, Targets::default());
+        assert_eq!(chosen(&d), "cheap", "only the cheap model fits a tenth of a cent");
+        let demanding = Constraints {
+            min_quality: Some(0.99),
+            ..Constraints::default()
+        };
+        let d = decide(&t.options(), &prompt(-6.0), &needs(), Profile::Cheap, &demanding, Targets::default());
+        assert_eq!(d.target, 0.99);
+    }
+
+    /// A small deterministic generator, so the property test needs no extra crate.
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self) -> f32 {
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((self.0 >> 33) as f32) / (1u64 << 31) as f32
+        }
+    }
+
+    #[test]
+    fn property_cheaper_model_meeting_the_target_always_wins_and_filters_hold() {
+        let mut rng = Lcg(7);
+        for _ in 0..2000 {
+            let n = 2 + (rng.next() * 5.0) as usize;
+            let models: Vec<Model> = (0..n)
+                .map(|i| {
+                    let mut m = model(&format!("m{i}"), (rng.next() * 20.0) as f64, (rng.next() * 60.0) as f64);
+                    m.tools = rng.next() > 0.3;
+                    m.context = if rng.next() > 0.2 { 200_000 } else { 800 };
+                    m
+                })
+                .collect();
+            let abilities: Vec<Vec<f32>> = (0..n).map(|_| vec![rng.next() * 6.0 - 2.0, rng.next() * 6.0 - 2.0]).collect();
+            let options: Vec<ModelView> = models
+                .iter()
+                .zip(&abilities)
+                .map(|(model, a)| ModelView { model, abilities: Some(a), healthy: rng.next() > 0.2 })
+                .collect();
+            let view = PromptView { difficulty: rng.next() * 6.0 - 3.0, skill_mix: vec![rng.next(), 1.0] };
+            let needs = Needs { tools: rng.next() > 0.5, prompt_tokens: 1000, ..Needs::default() };
+            let profile = [Profile::Balanced, Profile::Cheap, Profile::Best, Profile::Floor(rng.next())][(rng.next() * 4.0) as usize % 4];
+            let d = decide(&options, &view, &needs, profile, &Constraints::default(), Targets::default());
+            let eligible = |c: &Candidate| c.excluded.is_none();
+            for c in d.chosen.iter().chain(&d.fallbacks) {
+                let option = options.iter().find(|o| o.model.id == c.model).unwrap();
+                assert!(option.healthy && (!needs.tools || option.model.tools) && option.model.context >= 1000);
+            }
+            let Some(choice) = &d.chosen else {
+                assert!(d.candidates.iter().all(|c| !eligible(c)));
+                continue;
+            };
+            let q = choice.quality.unwrap();
+            if q >= d.target {
+                for other in d.candidates.iter().filter(|c| eligible(c)) {
+                    if other.quality.unwrap() >= d.target {
+                        assert!(other.cost_usd >= choice.cost_usd, "{other:?} is cheaper than {choice:?} and meets {}", d.target);
+                    }
+                }
+            } else {
+                for other in d.candidates.iter().filter(|c| eligible(c)) {
+                    assert!(other.quality.unwrap() <= q);
+                }
+            }
+        }
+    }
+}

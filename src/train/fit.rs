@@ -1,0 +1,532 @@
+//! The joint fit: an encoder (trained, or a fixed table of pooled embeddings), the three heads
+//! and the ability table θ, trained together on
+//!
+//! - outcome rows: binary cross-entropy of σ(⟨θ_m, g'(x)⟩ − b(x)) against the score, one forward
+//!   per prompt and the loss averaged over that prompt's rows, prompts weighted by their file;
+//!   g'(x) is `Prediction::skill_mix` (the tool-need folded into `tool_use`, with the tool-need
+//!   held fixed so that only tool labels train the tool head);
+//! - weak skill labels: cross-entropy on the skill head;
+//! - tool-need labels: binary cross-entropy on the tool head;
+//! - a small L2 on θ, which pins the shift that θ and b could otherwise trade.
+//!
+//! Not for: reading data or writing the model directory.
+
+use std::time::Instant;
+
+use candle_core::{D, DType, Device, Module, Tensor};
+use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
+use candle_nn::Linear;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use serde::Serialize;
+
+use super::TrainError;
+use super::data::{Dataset, PromptRecord};
+use super::encoder::{Init, TrainEncoder};
+use super::metrics::{self, OutcomeRows, OutcomeSummary};
+use super::params::Params;
+use super::recipe::Recipe;
+use crate::classifier::{mean_pool, pad_batch};
+
+/// Name of the ability table among the variables (kept out of the safetensors).
+pub const THETA: &str = "theta";
+/// Prompts per forward when evaluating.
+const EVAL_BATCH: usize = 64;
+
+/// Where pooled prompt vectors come from.
+pub enum Encoder {
+    Trainable(TrainEncoder),
+    /// Pooled outputs of a fixed encoder, one row per prompt (index = prompt index).
+    Frozen(Tensor),
+}
+
+pub struct Model {
+    pub params: Params,
+    pub encoder: Encoder,
+    difficulty: Linear,
+    skills: Linear,
+    tool: Linear,
+    theta: Tensor,
+    tool_index: Option<usize>,
+    num_skills: usize,
+    pad: u32,
+}
+
+/// Outputs for a batch of prompts.
+struct Outputs {
+    difficulty: Tensor,
+    skill_logits: Tensor,
+    tool_logits: Tensor,
+    /// g'(x): the skill mix with the tool need folded in.
+    mix: Tensor,
+}
+
+/// Per-prompt predictions, as the classifier will make them.
+#[derive(Debug, Clone, Serialize)]
+pub struct PromptPrediction {
+    pub difficulty: f32,
+    pub skills: Vec<f32>,
+    pub tool_need: f32,
+    pub mix: Vec<f32>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DevMetrics {
+    /// Same components and weights as the training loss.
+    pub loss: f64,
+    pub outcome: OutcomeSummary,
+    pub tool_auc: Option<f64>,
+    pub skill_accuracy: Option<f64>,
+    pub per_source: std::collections::BTreeMap<String, OutcomeSummary>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub dev: DevMetrics,
+    pub seconds: f64,
+}
+
+/// Variables that got a non-zero gradient on the first step.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GradientCoverage {
+    pub with_gradient: usize,
+    pub total: usize,
+    pub without_gradient: Vec<String>,
+}
+
+impl Model {
+    /// Heads and θ on top of `encoder`, all created in `params` from `rng`. θ starts at each
+    /// model's logit of its mean training score, so that b(x) starts near 0.
+    pub fn new(
+        mut params: Params,
+        encoder: Encoder,
+        hidden: usize,
+        recipe: &Recipe,
+        data: &Dataset,
+        pad: u32,
+        rng: &mut StdRng,
+    ) -> Result<Model, TrainError> {
+        let k = recipe.skills.len();
+        let mut linear = |name: &str, outputs: usize, rng: &mut StdRng| -> Result<Linear, TrainError> {
+            let weight = params.create(&format!("heads.{name}.weight"), &[outputs, hidden], Init::Normal(0.02), rng)?;
+            let bias = params.create(&format!("heads.{name}.bias"), &[outputs], Init::Zeros, rng)?;
+            Ok(Linear::new(weight, Some(bias)))
+        };
+        let difficulty = linear("difficulty", 1, rng)?;
+        let skills = linear("skills", k, rng)?;
+        let tool = linear("tool", 1, rng)?;
+        let start = model_mean_logits(data);
+        let theta_values: Vec<f32> = start.iter().flat_map(|&l| std::iter::repeat_n(l, k)).collect();
+        let theta = params.insert(THETA, Tensor::from_vec(theta_values, (data.models.len(), k), &Device::Cpu)?)?;
+        Ok(Model {
+            params,
+            encoder,
+            difficulty,
+            skills,
+            tool,
+            theta,
+            tool_index: recipe.skills.iter().position(|s| s == "tool_use"),
+            num_skills: k,
+            pad,
+        })
+    }
+
+    pub fn theta(&self) -> Result<Vec<Vec<f32>>, TrainError> {
+        Ok(self.theta.to_vec2::<f32>()?)
+    }
+
+    /// Mean-pooled encoder output for the prompts `batch` (indices into `tokens`).
+    fn pooled(&self, batch: &[usize], tokens: &[Vec<u32>]) -> candle_core::Result<Tensor> {
+        match &self.encoder {
+            Encoder::Trainable(encoder) => {
+                let ids: Vec<Vec<u32>> = batch.iter().map(|&i| tokens[i].clone()).collect();
+                let (ids, mask) = pad_batch(&ids, self.pad, &Device::Cpu)?;
+                mean_pool(&encoder.forward(&ids, &mask)?, &mask)
+            }
+            Encoder::Frozen(table) => {
+                let index: Vec<u32> = batch.iter().map(|&i| i as u32).collect();
+                table.index_select(&Tensor::new(index, &Device::Cpu)?, 0)
+            }
+        }
+    }
+
+    fn outputs(&self, batch: &[usize], tokens: &[Vec<u32>]) -> candle_core::Result<Outputs> {
+        let pooled = self.pooled(batch, tokens)?;
+        let difficulty = self.difficulty.forward(&pooled)?.squeeze(1)?;
+        let skill_logits = self.skills.forward(&pooled)?;
+        let tool_logits = self.tool.forward(&pooled)?.squeeze(1)?;
+        let weights = candle_nn::ops::softmax(&skill_logits, D::Minus1)?;
+        let mix = match self.tool_index {
+            None => weights,
+            Some(t) => {
+                let need = candle_nn::ops::sigmoid(&tool_logits)?.detach().unsqueeze(1)?;
+                let mut one_hot = vec![0f32; self.num_skills];
+                one_hot[t] = 1.0;
+                let one_hot = Tensor::from_vec(one_hot, (1, self.num_skills), &Device::Cpu)?;
+                (weights.broadcast_mul(&need.affine(-1.0, 1.0)?)? + need.broadcast_mul(&one_hot)?)?
+            }
+        };
+        Ok(Outputs {
+            difficulty,
+            skill_logits,
+            tool_logits,
+            mix,
+        })
+    }
+
+    /// The training loss of a batch, and its value.
+    fn loss(
+        &self,
+        batch: &[usize],
+        prompts: &[PromptRecord],
+        tokens: &[Vec<u32>],
+        recipe: &Recipe,
+    ) -> candle_core::Result<Tensor> {
+        let out = self.outputs(batch, tokens)?;
+        let cpu = &Device::Cpu;
+        let mut total = (self.theta.sqr()?.mean_all()? * recipe.loss.theta_l2)?;
+
+        let (mut at, mut model, mut score, mut weight) = (vec![], vec![], vec![], vec![]);
+        for (position, &p) in batch.iter().enumerate() {
+            let prompt = &prompts[p];
+            for &(m, s) in &prompt.outcomes {
+                at.push(position as u32);
+                model.push(m);
+                score.push(s);
+                weight.push(prompt.weight / prompt.outcomes.len() as f32);
+            }
+        }
+        if !at.is_empty() {
+            let at = Tensor::new(at, cpu)?;
+            let theta = self.theta.index_select(&Tensor::new(model, cpu)?, 0)?;
+            let logits = (theta * out.mix.index_select(&at, 0)?)?.sum(1)?.sub(&out.difficulty.index_select(&at, 0)?)?;
+            let weight = Tensor::new(weight, cpu)?;
+            let bce = bce_with_logits(&logits, &Tensor::new(score, cpu)?)?;
+            total = (total + ((bce * &weight)?.sum_all()? / weight.sum_all()?.to_scalar::<f32>()? as f64)?)?;
+        }
+
+        let (at, labels): (Vec<u32>, Vec<usize>) = batch
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &p)| prompts[p].skill.map(|s| (i as u32, s)))
+            .unzip();
+        if !at.is_empty() && recipe.loss.skill > 0.0 {
+            let n = at.len();
+            let mut one_hot = vec![0f32; n * self.num_skills];
+            for (row, &label) in labels.iter().enumerate() {
+                one_hot[row * self.num_skills + label] = 1.0;
+            }
+            let one_hot = Tensor::from_vec(one_hot, (n, self.num_skills), cpu)?;
+            let log_p = candle_nn::ops::log_softmax(&out.skill_logits.index_select(&Tensor::new(at, cpu)?, 0)?, D::Minus1)?;
+            let ce = ((log_p * one_hot)?.sum_all()? / -(n as f64))?;
+            total = (total + (ce * recipe.loss.skill)?)?;
+        }
+
+        let (at, labels): (Vec<u32>, Vec<f32>) = batch
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &p)| prompts[p].tool.map(|t| (i as u32, t)))
+            .unzip();
+        if !at.is_empty() && recipe.loss.tool > 0.0 {
+            let logits = out.tool_logits.index_select(&Tensor::new(at, cpu)?, 0)?;
+            let bce = bce_with_logits(&logits, &Tensor::new(labels, cpu)?)?.mean_all()?;
+            total = (total + (bce * recipe.loss.tool)?)?;
+        }
+        Ok(total)
+    }
+
+    /// Predictions for `batch`, computed in chunks.
+    pub fn predict(&self, batch: &[usize], tokens: &[Vec<u32>]) -> candle_core::Result<Vec<PromptPrediction>> {
+        let mut out = Vec::with_capacity(batch.len());
+        for chunk in batch.chunks(EVAL_BATCH) {
+            let o = self.outputs(chunk, tokens)?;
+            let difficulty = o.difficulty.to_vec1::<f32>()?;
+            let skills = candle_nn::ops::softmax(&o.skill_logits, D::Minus1)?.to_vec2::<f32>()?;
+            let tool = candle_nn::ops::sigmoid(&o.tool_logits)?.to_vec1::<f32>()?;
+            let mix = o.mix.to_vec2::<f32>()?;
+            for i in 0..chunk.len() {
+                out.push(PromptPrediction {
+                    difficulty: difficulty[i],
+                    skills: skills[i].clone(),
+                    tool_need: tool[i],
+                    mix: mix[i].clone(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Dev metrics over the prompts `dev`, with the same loss components as training.
+    pub fn evaluate(
+        &self,
+        dev: &[usize],
+        prompts: &[PromptRecord],
+        tokens: &[Vec<u32>],
+        recipe: &Recipe,
+    ) -> Result<DevMetrics, TrainError> {
+        let mut order = dev.to_vec();
+        order.sort_by_key(|&i| tokens[i].len());
+        let predictions = self.predict(&order, tokens)?;
+        let theta = self.theta()?;
+        let mut rows = OutcomeRows::default();
+        let mut by_source = Vec::new();
+        let (mut outcome_loss, mut outcome_weight) = (0.0, 0.0);
+        let (mut skill_loss, mut skill_hits, mut skill_n) = (0.0, 0usize, 0usize);
+        let (mut tool_scores, mut tool_labels, mut tool_loss) = (vec![], vec![], 0.0);
+        for (&p, pred) in order.iter().zip(&predictions) {
+            let prompt = &prompts[p];
+            let mut prompt_loss = 0.0;
+            for &(m, s) in &prompt.outcomes {
+                let q = quality(&theta[m as usize], &pred.mix, pred.difficulty);
+                rows.push(m, q, s as f64);
+                by_source.push((prompt.source.clone(), m, q, s as f64));
+                prompt_loss += metrics::log_loss(q, s as f64);
+            }
+            if !prompt.outcomes.is_empty() {
+                outcome_loss += prompt.weight as f64 * prompt_loss / prompt.outcomes.len() as f64;
+                outcome_weight += prompt.weight as f64;
+            }
+            if let Some(label) = prompt.skill {
+                skill_loss -= (pred.skills[label].max(1e-7) as f64).ln();
+                skill_n += 1;
+                let best = pred.skills.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i);
+                skill_hits += usize::from(best == Some(label));
+            }
+            if let Some(t) = prompt.tool {
+                tool_scores.push(pred.tool_need as f64);
+                tool_labels.push(t >= 0.5);
+                tool_loss += metrics::log_loss(pred.tool_need as f64, t as f64);
+            }
+        }
+        let theta_l2 = theta.iter().flatten().map(|t| (t * t) as f64).sum::<f64>() / theta.iter().flatten().count().max(1) as f64;
+        let mean = |sum: f64, n: f64| if n > 0.0 { sum / n } else { 0.0 };
+        let loss = mean(outcome_loss, outcome_weight)
+            + recipe.loss.skill * mean(skill_loss, skill_n as f64)
+            + recipe.loss.tool * mean(tool_loss, tool_labels.len() as f64)
+            + recipe.loss.theta_l2 * theta_l2;
+        Ok(DevMetrics {
+            loss,
+            outcome: rows.summary(),
+            tool_auc: metrics::auc(&tool_scores, &tool_labels),
+            skill_accuracy: (skill_n > 0).then(|| skill_hits as f64 / skill_n as f64),
+            per_source: metrics::by_key(&by_source),
+        })
+    }
+}
+
+/// q = σ(⟨θ, g'⟩ − b).
+pub fn quality(theta: &[f32], mix: &[f32], difficulty: f32) -> f64 {
+    let z: f32 = theta.iter().zip(mix).map(|(t, g)| t * g).sum::<f32>() - difficulty;
+    1.0 / (1.0 + (-z as f64).exp())
+}
+
+/// Numerically stable `−[y log σ(x) + (1 − y) log(1 − σ(x))]`, element-wise.
+fn bce_with_logits(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
+    let softplus = (logits.abs()?.neg()?.exp()? + 1.0)?.log()?;
+    (logits.relu()? - (logits * targets)?)? + softplus
+}
+
+/// logit(mean training score) per model, clamped: θ's starting point.
+fn model_mean_logits(data: &Dataset) -> Vec<f32> {
+    let mut sums = vec![(0.0f64, 0usize); data.models.len()];
+    for prompt in data.prompts.iter().filter(|p| !p.dev) {
+        for &(m, s) in &prompt.outcomes {
+            sums[m as usize].0 += s as f64;
+            sums[m as usize].1 += 1;
+        }
+    }
+    sums.iter()
+        .map(|&(sum, n)| {
+            let mean = if n == 0 { 0.5 } else { (sum / n as f64).clamp(0.02, 0.98) };
+            (mean / (1.0 - mean)).ln() as f32
+        })
+        .collect()
+}
+
+/// Dev outcome numbers of a prompt-blind router: each model's mean training score.
+pub fn model_only_baseline(data: &Dataset) -> OutcomeSummary {
+    let logits = model_mean_logits(data);
+    let mut rows = OutcomeRows::default();
+    for prompt in data.prompts.iter().filter(|p| p.dev) {
+        for &(m, s) in &prompt.outcomes {
+            rows.push(m, 1.0 / (1.0 + (-logits[m as usize] as f64).exp()), s as f64);
+        }
+    }
+    rows.summary()
+}
+
+/// Batches for one epoch: shuffled, then sorted by length within windows of 16 batches so that
+/// a batch pads little, then the batches shuffled.
+fn epoch_batches(train: &[usize], tokens: &[Vec<u32>], recipe: &Recipe, rng: &mut StdRng) -> Vec<Vec<usize>> {
+    let size = recipe.optim.batch_size;
+    let mut order = train.to_vec();
+    order.shuffle(rng);
+    if recipe.optim.max_prompts_per_epoch > 0 {
+        order.truncate(recipe.optim.max_prompts_per_epoch);
+    }
+    for window in order.chunks_mut(size * 16) {
+        window.sort_by_key(|&i| tokens[i].len());
+    }
+    let mut batches: Vec<Vec<usize>> = order.chunks(size).map(<[usize]>::to_vec).collect();
+    batches.shuffle(rng);
+    batches
+}
+
+/// Linear warm-up, then cosine decay to a tenth of the peak.
+fn learning_rate_factor(step: usize, total: usize, warmup: f64) -> f64 {
+    let warmup_steps = ((total as f64) * warmup).ceil().max(1.0);
+    let step = step as f64;
+    if step < warmup_steps {
+        return (step + 1.0) / warmup_steps;
+    }
+    let progress = ((step - warmup_steps) / (total as f64 - warmup_steps).max(1.0)).min(1.0);
+    0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+}
+
+/// Runs the epochs; returns per-epoch metrics and the first step's gradient coverage.
+pub fn train(
+    model: &Model,
+    data: &Dataset,
+    tokens: &[Vec<u32>],
+    recipe: &Recipe,
+    rng: &mut StdRng,
+    quiet: bool,
+) -> Result<(Vec<EpochMetrics>, GradientCoverage), TrainError> {
+    let train: Vec<usize> = (0..data.prompts.len()).filter(|&i| !data.prompts[i].dev).collect();
+    let dev: Vec<usize> = (0..data.prompts.len()).filter(|&i| data.prompts[i].dev).collect();
+    let optim = &recipe.optim;
+    let adam = |vars, lr, weight_decay| {
+        AdamW::new(
+            vars,
+            ParamsAdamW {
+                lr,
+                weight_decay,
+                ..Default::default()
+            },
+        )
+    };
+    let non_theta = model.params.entries().iter().filter(|(n, _)| n != THETA).map(|(_, v)| v.clone()).collect();
+    let mut net_opt = adam(non_theta, optim.lr, optim.weight_decay)?;
+    let mut theta_opt = adam(model.params.vars(THETA), optim.theta_lr, 0.0)?;
+
+    let per_epoch = train.len().min(if optim.max_prompts_per_epoch > 0 { optim.max_prompts_per_epoch } else { usize::MAX });
+    let steps_per_epoch = per_epoch.div_ceil(optim.batch_size);
+    let total_steps = steps_per_epoch * optim.epochs;
+    let bar = progress_bar(total_steps as u64, quiet);
+    let mut coverage = GradientCoverage::default();
+    let mut history = Vec::new();
+    let mut step = 0;
+    for epoch in 1..=optim.epochs {
+        let started = Instant::now();
+        bar.set_prefix(format!("epoch {epoch}/{}", optim.epochs));
+        let (mut loss_sum, mut batches_done) = (0.0, 0usize);
+        for batch in epoch_batches(&train, tokens, recipe, rng) {
+            let factor = learning_rate_factor(step, total_steps, optim.warmup);
+            net_opt.set_learning_rate(optim.lr * factor);
+            theta_opt.set_learning_rate(optim.theta_lr * factor);
+            let loss = model.loss(&batch, &data.prompts, tokens, recipe)?;
+            let grads = loss.backward()?;
+            if step == 0 {
+                coverage = gradient_coverage(&model.params, &grads)?;
+            }
+            net_opt.step(&grads)?;
+            theta_opt.step(&grads)?;
+            let value = loss.to_scalar::<f32>()? as f64;
+            if !value.is_finite() {
+                return Err(TrainError::Invalid(format!("loss became {value} at epoch {epoch}, step {step}")));
+            }
+            loss_sum += value;
+            batches_done += 1;
+            step += 1;
+            bar.set_message(format!("loss {:.4}", loss_sum / batches_done as f64));
+            bar.inc(1);
+        }
+        let dev_metrics = model.evaluate(&dev, &data.prompts, tokens, recipe)?;
+        let metrics = EpochMetrics {
+            epoch,
+            train_loss: loss_sum / batches_done.max(1) as f64,
+            dev: dev_metrics,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        if !quiet {
+            bar.println(epoch_line(&metrics, optim.epochs));
+        }
+        history.push(metrics);
+    }
+    bar.finish_and_clear();
+    Ok((history, coverage))
+}
+
+fn gradient_coverage(params: &Params, grads: &candle_core::backprop::GradStore) -> Result<GradientCoverage, TrainError> {
+    let mut coverage = GradientCoverage {
+        total: params.entries().len(),
+        ..Default::default()
+    };
+    for (name, var) in params.entries() {
+        let nonzero = match grads.get(var.as_tensor()) {
+            Some(g) => g.abs()?.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()? > 0.0,
+            None => false,
+        };
+        if nonzero {
+            coverage.with_gradient += 1;
+        } else {
+            coverage.without_gradient.push(name.clone());
+        }
+    }
+    Ok(coverage)
+}
+
+fn progress_bar(len: u64, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    let style = ProgressStyle::with_template(
+        "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} steps ({per_sec}, ETA {eta}) {msg}",
+    )
+    .expect("a valid template");
+    bar.set_style(style);
+    bar
+}
+
+pub fn epoch_line(m: &EpochMetrics, epochs: usize) -> String {
+    let f = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.4}"));
+    format!(
+        "epoch {}/{epochs}: train loss {:.4}, dev loss {:.4}, dev outcome AUC {} (per model {}), log-loss {}, tool AUC {}, skill acc {} ({:.0} s)",
+        m.epoch,
+        m.train_loss,
+        m.dev.loss,
+        f(m.dev.outcome.auc),
+        f(m.dev.outcome.per_model_auc),
+        f(m.dev.outcome.log_loss),
+        f(m.dev.tool_auc),
+        f(m.dev.skill_accuracy),
+        m.seconds
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn learning_rate_warms_up_then_decays() {
+        assert!(learning_rate_factor(0, 100, 0.1) < 0.2);
+        assert_eq!(learning_rate_factor(9, 100, 0.1), 1.0);
+        assert!((learning_rate_factor(99, 100, 0.1) - 0.1).abs() < 0.01);
+    }
+
+    #[test]
+    fn bce_matches_the_formula() {
+        let x = Tensor::new(&[-3f32, 0.0, 2.0], &Device::Cpu).unwrap();
+        let y = Tensor::new(&[0f32, 1.0, 0.25], &Device::Cpu).unwrap();
+        let got = bce_with_logits(&x, &y).unwrap().to_vec1::<f32>().unwrap();
+        for (i, (&x, &y)) in [-3f64, 0.0, 2.0].iter().zip(&[0f64, 1.0, 0.25]).enumerate() {
+            let p = 1.0 / (1.0 + (-x).exp());
+            assert!((got[i] as f64 - metrics::log_loss(p, y)).abs() < 1e-5);
+        }
+    }
+}

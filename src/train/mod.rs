@@ -1,0 +1,451 @@
+//! `triage train`: fits the classifier and the ability table from routing-outcome data and
+//! writes a model directory that `Classifier::load_dir` reads.
+//!
+//! A recipe (`training/*.toml`) names the data and the encoder. The run reads the data
+//! (`data`: overlaps with held-out sets removed, a dev split by prompt), builds a tokenizer
+//! (`vocab`, for an encoder trained from scratch) or takes the pretrained one, fits encoder,
+//! heads and θ jointly (`fit`, over `encoder` for trainable encoders or `frozen` embeddings),
+//! and writes `config.json`, `*.safetensors`, `tokenizer.json` and `triage.json`.
+//!
+//! Not for: inference (`classifier`) or measuring routing quality (`eval`).
+
+pub mod data;
+pub mod encoder;
+mod fit;
+mod frozen;
+pub mod metrics;
+pub mod params;
+pub mod recipe;
+pub mod vocab;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde::Serialize;
+use serde_json::json;
+use tokenizers::Tokenizer;
+
+use crate::classifier::{
+    self, AbilityMap, CONFIG_FILE, ClassifierError, HEADS_PREFIX, METADATA_FILE, Metadata, TOKENIZER_FILE,
+};
+use data::{DataReport, Dataset};
+use encoder::{BertShape, TrainEncoder};
+pub use fit::{DevMetrics, EpochMetrics, GradientCoverage, PromptPrediction, quality};
+use fit::{Encoder, Model};
+use metrics::OutcomeSummary;
+use params::Params;
+use recipe::{AbilityMapSpec, EncoderChoice, Recipe};
+
+/// Version of the model directory layout written here (`Metadata::format_version`).
+pub const FORMAT_VERSION: u32 = 1;
+/// Dev prompts whose predictions are kept in the summary (to check a written directory).
+const SAMPLES: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("recipe {path}: {message}")]
+    Recipe { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("{path}:{line}: {message}")]
+    Data {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("training: {0}")]
+    Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Classifier(#[from] ClassifierError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// `triage train` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainArgs {
+    /// Recipe: data files, weights and caps, encoder, optimiser.
+    #[arg(long, default_value = "training/default.toml")]
+    pub recipe: PathBuf,
+    /// Directory holding the files the recipe names.
+    #[arg(long, default_value = "../shared/datasets")]
+    pub data_dir: PathBuf,
+    /// Model directory to write (created; its old `*.safetensors` are replaced).
+    #[arg(long, default_value = "models/default")]
+    pub out: PathBuf,
+    /// Override the recipe's number of epochs.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Override the recipe's seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Where embeddings of a frozen encoder are cached between runs.
+    #[arg(long, default_value = "target/train-cache")]
+    pub cache_dir: PathBuf,
+    /// No progress bars and no per-epoch lines.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainSummary {
+    pub out: PathBuf,
+    pub data: DataReport,
+    pub epochs: Vec<EpochMetrics>,
+    /// Dev outcome numbers of a prompt-blind router (each model's mean training score).
+    pub baseline: OutcomeSummary,
+    pub gradient: GradientCoverage,
+    /// Training-time predictions for a few dev prompts.
+    pub samples: Vec<SamplePrediction>,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SamplePrediction {
+    pub text: String,
+    pub prediction: PromptPrediction,
+}
+
+pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
+    let started = Instant::now();
+    let mut recipe = Recipe::load(&args.recipe)?;
+    if let Some(epochs) = args.epochs {
+        recipe.optim.epochs = epochs.max(1);
+    }
+    if let Some(seed) = args.seed {
+        recipe.seed = seed;
+    }
+    let choice = recipe.encoder_choice().map_err(|message| TrainError::Recipe {
+        path: args.recipe.clone(),
+        message,
+    })?;
+    let say = |line: String| {
+        if !args.quiet {
+            eprintln!("{line}");
+        }
+    };
+    let data = Dataset::load(&recipe, &args.data_dir)?;
+    say(data_lines(&data));
+
+    let mut rng = StdRng::seed_from_u64(recipe.seed);
+    let (tokenizer, shape) = tokenizer_and_shape(&recipe, &choice, &data)?;
+    if recipe.max_tokens > shape.max_position_embeddings {
+        return Err(TrainError::Invalid(format!(
+            "max_tokens {} exceeds the encoder's {} positions",
+            recipe.max_tokens, shape.max_position_embeddings
+        )));
+    }
+    let special = classifier::special_tokens(&tokenizer).map_err(TrainError::Tokenizer)?;
+    let tokens = data
+        .prompts
+        .iter()
+        .map(|p| classifier::token_ids(&tokenizer, special, &p.text, recipe.max_tokens))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let mut params = Params::default();
+    let encoder = match &choice {
+        EncoderChoice::Scratch => Encoder::Trainable(TrainEncoder::new(&shape, &mut params, &mut rng)?),
+        EncoderChoice::Finetune(dir) => Encoder::Trainable(TrainEncoder::from_pretrained(
+            &shape,
+            &dir.join("model.safetensors"),
+            &mut params,
+            &mut rng,
+        )?),
+        EncoderChoice::Frozen(dir) => {
+            let keys: Vec<String> = data.prompts.iter().map(|p| p.text.clone()).collect();
+            Encoder::Frozen(frozen::embed(dir, &tokens, &keys, special.pad, &args.cache_dir, args.quiet)?)
+        }
+    };
+    let model = Model::new(params, encoder, shape.hidden_size, &recipe, &data, special.pad, &mut rng)?;
+    let baseline = fit::model_only_baseline(&data);
+    let (epochs, gradient) = fit::train(&model, &data, &tokens, &recipe, &mut rng, args.quiet)?;
+    if !gradient.without_gradient.is_empty() {
+        say(format!(
+            "warning: {} of {} variables got no gradient on the first step: {}",
+            gradient.without_gradient.len(),
+            gradient.total,
+            gradient.without_gradient.join(", ")
+        ));
+    }
+
+    let sample_ids: Vec<usize> = (0..data.prompts.len())
+        .filter(|&i| data.prompts[i].dev)
+        .chain((0..data.prompts.len()).filter(|&i| !data.prompts[i].dev))
+        .take(SAMPLES)
+        .collect();
+    let samples = model
+        .predict(&sample_ids, &tokens)?
+        .into_iter()
+        .zip(&sample_ids)
+        .map(|(prediction, &i)| SamplePrediction {
+            text: data.prompts[i].text.clone(),
+            prediction,
+        })
+        .collect();
+    let mut summary = TrainSummary {
+        out: args.out.clone(),
+        data: data.report.clone(),
+        epochs,
+        baseline,
+        gradient,
+        samples,
+        seconds: 0.0,
+    };
+    summary.seconds = started.elapsed().as_secs_f64();
+    let metadata = metadata(args, &recipe, &choice, &shape, &data, &model, &summary)?;
+    write_model_dir(&args.out, &choice, &shape, &tokenizer, &model, &metadata)?;
+    say(format!(
+        "wrote {} ({:.1} MB) in {:.0} s; dev baseline (model only): AUC {}",
+        args.out.display(),
+        dir_size(&args.out) as f64 / 1e6,
+        summary.seconds,
+        summary.baseline.auc.map_or("-".into(), |a| format!("{a:.4}"))
+    ));
+    Ok(summary)
+}
+
+fn tokenizer_and_shape(
+    recipe: &Recipe,
+    choice: &EncoderChoice,
+    data: &Dataset,
+) -> Result<(Tokenizer, BertShape), TrainError> {
+    match choice {
+        EncoderChoice::Scratch => {
+            let texts = data.prompts.iter().filter(|p| !p.dev).map(|p| p.text.as_str());
+            let s = &recipe.scratch;
+            let tokenizer = vocab::train_tokenizer(texts, s.vocab_size, s.alphabet)?;
+            let shape = BertShape {
+                vocab_size: tokenizer.get_vocab_size(true),
+                hidden_size: s.hidden,
+                num_hidden_layers: s.layers,
+                num_attention_heads: s.attention_heads,
+                intermediate_size: s.intermediate,
+                hidden_act: s.activation.clone(),
+                hidden_dropout_prob: 0.0,
+                max_position_embeddings: recipe.max_tokens,
+                type_vocab_size: 2,
+                initializer_range: 0.02,
+                layer_norm_eps: 1e-12,
+                pad_token_id: 0,
+                model_type: "bert".into(),
+            };
+            Ok((tokenizer, shape))
+        }
+        EncoderChoice::Frozen(dir) | EncoderChoice::Finetune(dir) => {
+            let tokenizer = classifier::load_tokenizer(&dir.join(TOKENIZER_FILE))?;
+            let path = dir.join(CONFIG_FILE);
+            let text = std::fs::read_to_string(&path).map_err(|e| TrainError::File {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            let shape = serde_json::from_str(&text).map_err(|e| TrainError::File {
+                path,
+                message: e.to_string(),
+            })?;
+            Ok((tokenizer, shape))
+        }
+    }
+}
+
+fn encoder_description(choice: &EncoderChoice, shape: &BertShape) -> String {
+    let name = |dir: &Path| {
+        let name = dir.display().to_string();
+        if name.contains("minilm") { "all-MiniLM-L6-v2".to_string() } else { name }
+    };
+    match choice {
+        EncoderChoice::Scratch => format!(
+            "scratch {}x{} ({} heads, ffn {}, {}, vocab {})",
+            shape.num_hidden_layers,
+            shape.hidden_size,
+            shape.num_attention_heads,
+            shape.intermediate_size,
+            shape.hidden_act,
+            shape.vocab_size
+        ),
+        EncoderChoice::Frozen(dir) => format!("{} frozen", name(dir)),
+        EncoderChoice::Finetune(dir) => format!("{} fine-tuned", name(dir)),
+    }
+}
+
+fn metadata(
+    args: &TrainArgs,
+    recipe: &Recipe,
+    choice: &EncoderChoice,
+    shape: &BertShape,
+    data: &Dataset,
+    model: &Model,
+    summary: &TrainSummary,
+) -> Result<Metadata, TrainError> {
+    let abilities: BTreeMap<String, Vec<f32>> = data.models.iter().cloned().zip(model.theta()?).collect();
+    let ability_map = recipe.ability_map.as_ref().map(|spec| fit_ability_map(spec, recipe, data, &abilities));
+    let parameters: usize = model
+        .params
+        .entries()
+        .iter()
+        .filter(|(n, _)| n != fit::THETA)
+        .map(|(_, v)| v.elem_count())
+        .sum();
+    let training = json!({
+        "recipe_file": args.recipe,
+        "recipe": recipe,
+        "data_dir": args.data_dir,
+        "data": summary.data,
+        "models": data.models.len(),
+        "trained_parameters": parameters,
+        "epochs": summary.epochs,
+        "dev_baseline_model_only": summary.baseline,
+        "gradient_coverage": summary.gradient,
+        "seed": recipe.seed,
+        "git_revision": git_revision(),
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "seconds": summary.seconds.round(),
+    });
+    Ok(Metadata {
+        format_version: FORMAT_VERSION,
+        skills: recipe.skills.clone(),
+        max_tokens: recipe.max_tokens,
+        encoder: encoder_description(choice, shape),
+        abilities,
+        ability_map,
+        training,
+    })
+}
+
+/// Least squares, per skill, of θ_k on logit(accuracy) over the benchmark file's models.
+fn fit_ability_map(
+    spec: &AbilityMapSpec,
+    recipe: &Recipe,
+    data: &Dataset,
+    abilities: &BTreeMap<String, Vec<f32>>,
+) -> AbilityMap {
+    let means = data.model_means.get(&spec.file).cloned().unwrap_or_default();
+    let points: Vec<(f64, &Vec<f32>, &String)> = means
+        .iter()
+        .filter_map(|(name, &accuracy)| {
+            let theta = abilities.get(recipe.aliases.get(name).unwrap_or(name))?;
+            let p = accuracy.clamp(0.01, 0.99);
+            Some(((p / (1.0 - p)).ln(), theta, name))
+        })
+        .collect();
+    let k = recipe.skills.len();
+    let n = points.len() as f64;
+    let mean_x = points.iter().map(|p| p.0).sum::<f64>() / n.max(1.0);
+    let sxx: f64 = points.iter().map(|p| (p.0 - mean_x).powi(2)).sum();
+    let (mut intercept, mut slope, mut r2) = (vec![0f32; k], vec![0f32; k], vec![0f64; k]);
+    for skill in 0..k {
+        let mean_y = points.iter().map(|p| p.1[skill] as f64).sum::<f64>() / n.max(1.0);
+        let sxy: f64 = points.iter().map(|p| (p.0 - mean_x) * (p.1[skill] as f64 - mean_y)).sum();
+        let syy: f64 = points.iter().map(|p| (p.1[skill] as f64 - mean_y).powi(2)).sum();
+        let b = if sxx > 0.0 { sxy / sxx } else { 0.0 };
+        slope[skill] = b as f32;
+        intercept[skill] = (mean_y - b * mean_x) as f32;
+        r2[skill] = if sxx > 0.0 && syy > 0.0 { sxy * sxy / (sxx * syy) } else { 0.0 };
+    }
+    AbilityMap {
+        benchmark: spec.benchmark.clone(),
+        intercept,
+        slope,
+        fit: json!({
+            "file": spec.file,
+            "x": "logit of each model's mean score over all rows of the file (the benchmark as the source ran it)",
+            "models": points.iter().map(|p| json!({"model": p.2, "logit_accuracy": p.0})).collect::<Vec<_>>(),
+            "r2_per_skill": r2,
+        }),
+    }
+}
+
+/// Writes the model directory. A frozen encoder's own files are copied beside the heads.
+fn write_model_dir(
+    out: &Path,
+    choice: &EncoderChoice,
+    shape: &BertShape,
+    tokenizer: &Tokenizer,
+    model: &Model,
+    metadata: &Metadata,
+) -> Result<(), TrainError> {
+    let io = |path: &Path, e: std::io::Error| TrainError::File {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    std::fs::create_dir_all(out).map_err(|e| io(out, e))?;
+    // Every *.safetensors in the directory is loaded: stale ones must go.
+    for entry in std::fs::read_dir(out).map_err(|e| io(out, e))?.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "safetensors") {
+            std::fs::remove_file(&path).map_err(|e| io(&path, e))?;
+        }
+    }
+    let heads_prefix = format!("{HEADS_PREFIX}.");
+    match choice {
+        EncoderChoice::Frozen(dir) => {
+            for name in [CONFIG_FILE, TOKENIZER_FILE, "model.safetensors"] {
+                std::fs::copy(dir.join(name), out.join(name)).map_err(|e| io(&dir.join(name), e))?;
+            }
+            model
+                .params
+                .save_where(&out.join("heads.safetensors"), |n| n.starts_with(&heads_prefix))?;
+        }
+        EncoderChoice::Scratch | EncoderChoice::Finetune(_) => {
+            let config = serde_json::to_string_pretty(shape).expect("a config serialises");
+            std::fs::write(out.join(CONFIG_FILE), config + "\n").map_err(|e| io(&out.join(CONFIG_FILE), e))?;
+            tokenizer
+                .save(out.join(TOKENIZER_FILE), false)
+                .map_err(|e| TrainError::Tokenizer(e.to_string()))?;
+            model.params.save_where(&out.join("model.safetensors"), |n| n != fit::THETA)?;
+        }
+    }
+    let text = serde_json::to_string_pretty(metadata).expect("metadata serialises");
+    std::fs::write(out.join(METADATA_FILE), text + "\n").map_err(|e| io(&out.join(METADATA_FILE), e))?;
+    Ok(())
+}
+
+fn data_lines(data: &Dataset) -> String {
+    let mut lines = Vec::new();
+    for f in &data.report.files {
+        let removed: usize = f.removed_overlap.values().sum();
+        lines.push(format!(
+            "  {}: {} rows, {} prompts, {} repeats, {} overlapping held-out sets removed, {} merged with earlier files, {} capped, {} kept",
+            f.file, f.rows, f.prompts, f.repeated_prompts, removed, f.merged_with_earlier_file, f.capped, f.kept
+        ));
+    }
+    let r = &data.report;
+    lines.push(format!(
+        "  {} models; train {} prompts / {} outcome rows, dev {} prompts / {} rows; {} extra tool-need negatives; skill labels {:?}",
+        data.models.len(),
+        r.train_prompts,
+        r.train_outcome_rows,
+        r.dev_prompts,
+        r.dev_outcome_rows,
+        r.extra_tool_negatives,
+        r.skill_labels
+    ));
+    format!("data:\n{}", lines.join("\n"))
+}
+
+fn git_revision() -> String {
+    let run = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match run(&["rev-parse", "HEAD"]) {
+        Some(rev) if run(&["status", "--porcelain"]).is_some_and(|s| !s.is_empty()) => format!("{rev}+dirty"),
+        Some(rev) => rev,
+        None => "unknown".into(),
+    }
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+        .unwrap_or(0)
+}

@@ -1,0 +1,311 @@
+//! The training recipe: a TOML file that says which data to read, how to weigh and cap it, which
+//! encoder to fit and with what optimiser settings. `training/default.toml` rebuilds the shipped
+//! model; every field is documented there.
+//!
+//! Not for: reading the data itself (`data`) or running the fit (`fit`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::TrainError;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// Seeds initialisation, shuffling and the sampling of extra tool-need negatives.
+    pub seed: u64,
+    /// Share of prompts (by a stable hash of the prompt's stem) kept for dev metrics.
+    #[serde(default = "default_dev_fraction")]
+    pub dev_fraction: f64,
+    /// Token budget per prompt, `[CLS]`/`[SEP]` included.
+    pub max_tokens: usize,
+    /// Skill names, in head order.
+    pub skills: Vec<String>,
+    /// `scratch`, `frozen:<dir>` (heads over a fixed pretrained BERT) or `finetune:<dir>`.
+    pub encoder: String,
+    #[serde(default)]
+    pub scratch: ScratchShape,
+    #[serde(default)]
+    pub optim: Optim,
+    #[serde(default)]
+    pub loss: LossWeights,
+    /// Training files, relative to `--data-dir`.
+    pub files: Vec<FileSpec>,
+    /// Files never trained on; training prompts whose stem appears in them are removed.
+    #[serde(default)]
+    pub held_out: Vec<String>,
+    /// Model names merged under one ability vector: `"name in data" = "name in triage.json"`.
+    #[serde(default)]
+    pub aliases: BTreeMap<String, String>,
+    /// Weak skill labels, first match wins.
+    #[serde(default)]
+    pub skill_rules: Vec<SkillRule>,
+    /// Fit θ against a public benchmark score, for catalog models without outcome data.
+    pub ability_map: Option<AbilityMapSpec>,
+}
+
+/// θ_k ≈ intercept_k + slope_k · logit(accuracy), fitted over the models of `file`, their
+/// accuracy being their mean score over all its rows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AbilityMapSpec {
+    /// The catalog field the map reads (`mmlu_pro` or `gpqa`).
+    pub benchmark: String,
+    /// An outcome file of the recipe whose rows are that benchmark.
+    pub file: String,
+}
+
+/// Shape of an encoder trained from scratch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScratchShape {
+    pub layers: usize,
+    pub hidden: usize,
+    pub attention_heads: usize,
+    pub intermediate: usize,
+    /// `relu` or `gelu`.
+    pub activation: String,
+    /// WordPiece vocabulary size, special tokens included.
+    pub vocab_size: usize,
+    /// Characters kept in the WordPiece alphabet (the most frequent).
+    pub alphabet: usize,
+}
+
+impl Default for ScratchShape {
+    fn default() -> Self {
+        ScratchShape {
+            layers: 2,
+            hidden: 128,
+            attention_heads: 4,
+            intermediate: 256,
+            activation: "relu".into(),
+            vocab_size: 8000,
+            alphabet: 600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Optim {
+    pub epochs: usize,
+    /// Prompts per step.
+    pub batch_size: usize,
+    /// Peak learning rate of the encoder and heads (AdamW, linear warm-up, cosine decay).
+    pub lr: f64,
+    /// Learning rate of the ability table θ.
+    pub theta_lr: f64,
+    pub weight_decay: f64,
+    /// Share of all steps spent warming up.
+    pub warmup: f64,
+    /// Stop after this many prompts per epoch (0: all); for smoke runs and CPU fine-tuning.
+    pub max_prompts_per_epoch: usize,
+}
+
+impl Default for Optim {
+    fn default() -> Self {
+        Optim {
+            epochs: 4,
+            batch_size: 32,
+            lr: 1e-3,
+            theta_lr: 1e-2,
+            weight_decay: 0.01,
+            warmup: 0.05,
+            max_prompts_per_epoch: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LossWeights {
+    /// Weight of the auxiliary cross-entropy on weak skill labels.
+    pub skill: f64,
+    /// Weight of the tool-need binary cross-entropy.
+    pub tool: f64,
+    /// L2 penalty on θ (pins the shift shared by θ and b).
+    pub theta_l2: f64,
+}
+
+impl Default for LossWeights {
+    fn default() -> Self {
+        LossWeights {
+            skill: 0.3,
+            tool: 0.5,
+            theta_l2: 1e-3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileKind {
+    /// `source, subset, prompt_id, prompt, model, label, score` rows.
+    #[default]
+    Outcomes,
+    /// `source, prompt, needs_tool` rows.
+    ToolNeed,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSpec {
+    pub path: String,
+    #[serde(default)]
+    pub kind: FileKind,
+    /// `prompt_id → prompt` file for outcome rows without prompt text.
+    pub prompts: Option<String>,
+    /// Weight of each of this file's prompts in the outcome loss.
+    #[serde(default = "one")]
+    pub weight: f64,
+    /// Keep at most this many prompts (chosen by a stable hash, after overlap removal).
+    pub max_prompts: Option<usize>,
+    /// tool_need only: this many prompts of the outcome files are added as "needs no tool".
+    #[serde(default)]
+    pub extra_negatives: usize,
+}
+
+/// A weak skill label: a prompt matching every given condition gets `skill`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SkillRule {
+    pub skill: String,
+    /// The row's `source` equals this.
+    pub source: Option<String>,
+    /// The row's `subset` starts with one of these.
+    #[serde(default)]
+    pub subset: Vec<String>,
+    /// The lowercased prompt contains one of these.
+    #[serde(default)]
+    pub contains: Vec<String>,
+    /// The lowercased prompt starts with one of these.
+    #[serde(default)]
+    pub starts_with: Vec<String>,
+    /// The prompt has at least this many characters.
+    pub min_chars: Option<usize>,
+}
+
+fn default_dev_fraction() -> f64 {
+    0.1
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// Which encoder a recipe asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EncoderChoice {
+    Scratch,
+    Frozen(PathBuf),
+    Finetune(PathBuf),
+}
+
+impl Recipe {
+    pub fn load(path: &Path) -> Result<Recipe, TrainError> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::Recipe {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Recipe::parse(&text).map_err(|message| TrainError::Recipe {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Recipe, String> {
+        let recipe: Recipe = toml::from_str(text).map_err(|e| e.to_string())?;
+        recipe.validate()?;
+        Ok(recipe)
+    }
+
+    pub fn encoder_choice(&self) -> Result<EncoderChoice, String> {
+        match self.encoder.split_once(':') {
+            None if self.encoder == "scratch" => Ok(EncoderChoice::Scratch),
+            Some(("frozen", dir)) if !dir.is_empty() => Ok(EncoderChoice::Frozen(dir.into())),
+            Some(("finetune", dir)) if !dir.is_empty() => Ok(EncoderChoice::Finetune(dir.into())),
+            _ => Err(format!(
+                "encoder {:?} is not `scratch`, `frozen:<dir>` or `finetune:<dir>`",
+                self.encoder
+            )),
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        self.encoder_choice()?;
+        if self.skills.is_empty() {
+            return Err("skills is empty".into());
+        }
+        if !(0.0..1.0).contains(&self.dev_fraction) {
+            return Err(format!("dev_fraction {} is not in [0, 1)", self.dev_fraction));
+        }
+        if self.max_tokens < 3 {
+            return Err("max_tokens must be at least 3".into());
+        }
+        if self.files.is_empty() {
+            return Err("no [[files]]".into());
+        }
+        if self.optim.batch_size == 0 || self.optim.epochs == 0 {
+            return Err("optim.batch_size and optim.epochs must be positive".into());
+        }
+        let shape = &self.scratch;
+        if shape.attention_heads == 0 || shape.hidden % shape.attention_heads != 0 {
+            return Err(format!(
+                "scratch.hidden {} is not a multiple of scratch.attention_heads {}",
+                shape.hidden, shape.attention_heads
+            ));
+        }
+        if !["relu", "gelu"].contains(&shape.activation.as_str()) {
+            return Err(format!("scratch.activation {:?} is not relu or gelu", shape.activation));
+        }
+        if let Some(map) = &self.ability_map
+            && !self.files.iter().any(|f| f.path == map.file && f.kind == FileKind::Outcomes)
+        {
+            return Err(format!("ability_map.file {:?} is not an outcome file of the recipe", map.file));
+        }
+        for rule in &self.skill_rules {
+            if !self.skills.contains(&rule.skill) {
+                return Err(format!("skill rule names unknown skill {:?}", rule.skill));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+seed = 1
+max_tokens = 64
+skills = ["code", "math", "tool_use"]
+encoder = "scratch"
+[[files]]
+path = "a.jsonl"
+[[skill_rules]]
+skill = "code"
+contains = ["def "]
+"#;
+
+    #[test]
+    fn minimal_recipe_gets_defaults() {
+        let recipe = Recipe::parse(MINIMAL).unwrap();
+        assert_eq!(recipe.scratch.hidden, 128);
+        assert_eq!(recipe.files[0].kind, FileKind::Outcomes);
+        assert_eq!(recipe.files[0].weight, 1.0);
+        assert_eq!(recipe.encoder_choice().unwrap(), EncoderChoice::Scratch);
+    }
+
+    #[test]
+    fn bad_recipes_are_refused() {
+        let unknown_skill = MINIMAL.replace("skill = \"code\"", "skill = \"poetry\"");
+        assert!(Recipe::parse(&unknown_skill).unwrap_err().contains("poetry"));
+        let bad_encoder = MINIMAL.replace("\"scratch\"", "\"frozen:\"");
+        assert!(Recipe::parse(&bad_encoder).is_err());
+        let typo = format!("{MINIMAL}\n[optim]\nepoch = 3\n");
+        assert!(Recipe::parse(&typo).is_err());
+    }
+}
