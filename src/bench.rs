@@ -27,8 +27,8 @@ use tokio::sync::mpsc;
 /// The log level given to both children: the router logs a line per request at `info`, which
 /// would measure the terminal rather than the router.
 const CHILD_LOG: &str = "warn";
-/// Longest a child may take to answer its readiness probe.
-const READY_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest a child may take to answer its readiness probe (the router may load a classifier).
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Length of one measured slice; each path gets `--duration-secs` of them.
 const SLICE: Duration = Duration::from_secs(1);
 /// A request slower than this counts as an error rather than a latency.
@@ -114,7 +114,8 @@ struct PathStats {
     p50_us: u64,
     p99_us: u64,
     max_us: u64,
-    /// How late requests started after their due time: the load generator's own share.
+    /// How late requests started after their due time: the load generator's own delay, CPU
+    /// contention included. It is part of every latency above, on both paths alike.
     start_lag_p50_us: u64,
     start_lag_p99_us: u64,
 }
@@ -300,7 +301,10 @@ fn pace(rate: u32, count: u64, due_tx: &mpsc::UnboundedSender<Instant>) {
 
 /// How one request ended.
 enum Outcome {
-    Ok { latency: Duration, start_lag: Duration },
+    Ok {
+        latency: Duration,
+        start_lag: Duration,
+    },
     Status(u16),
     Failed(String),
 }
@@ -352,9 +356,8 @@ struct Segment {
 
 impl Segment {
     fn new() -> Segment {
-        let histogram = || {
-            Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("constant histogram bounds")
-        };
+        let histogram =
+            || Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("constant histogram bounds");
         Segment {
             latency: histogram(),
             start_lag: histogram(),
@@ -375,7 +378,8 @@ impl Segment {
             }
             Outcome::Status(status) => {
                 self.non_200 += 1;
-                self.first_error.get_or_insert_with(|| format!("HTTP {status}"));
+                self.first_error
+                    .get_or_insert_with(|| format!("HTTP {status}"));
             }
             Outcome::Failed(message) => {
                 self.errors += 1;
@@ -419,11 +423,17 @@ impl Segment {
 
 /// Whole microseconds, at least 1 (the histograms' lowest value).
 fn micros(duration: Duration) -> u64 {
-    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX).max(1)
+    u64::try_from(duration.as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 fn print_table(report: &Report) {
-    let mode = if report.stream { "streaming" } else { "non-streaming" };
+    let mode = if report.stream {
+        "streaming"
+    } else {
+        "non-streaming"
+    };
     let load = report
         .load_average
         .map_or_else(|| "unknown".into(), |l| format!("{l:.2}"));
@@ -434,7 +444,7 @@ fn print_table(report: &Report) {
         report.cores, report.duration_secs, report.warmup_secs, report.child_log_level
     );
     println!(
-        "{:>6} {:>9} {:>11} {:>11} {:>11} {:>11} {:>10} {:>10} {:>8} {:>8}",
+        "{:>6} {:>9} {:>11} {:>11} {:>11} {:>11} {:>10} {:>10} {:>8} {:>8} {:>7}",
         "rate",
         "achieved",
         "direct p50",
@@ -443,13 +453,14 @@ fn print_table(report: &Report) {
         "router p99",
         "added p50",
         "added p99",
+        "lag p50",
         "lag p99",
         "errors"
     );
     for r in &report.rates {
         let errors = r.direct.errors + r.direct.non_200 + r.router.errors + r.router.non_200;
         println!(
-            "{:>6} {:>9.1} {:>9}µs {:>9}µs {:>9}µs {:>9}µs {:>8}µs {:>8}µs {:>6}µs {:>8}",
+            "{:>6} {:>9.1} {:>9}µs {:>9}µs {:>9}µs {:>9}µs {:>8}µs {:>8}µs {:>6}µs {:>6}µs {:>7}",
             r.rate,
             r.router.achieved_rps,
             r.direct.p50_us,
@@ -458,14 +469,15 @@ fn print_table(report: &Report) {
             r.router.p99_us,
             r.added_p50_us,
             r.added_p99_us,
+            r.router.start_lag_p50_us.max(r.direct.start_lag_p50_us),
             r.router.start_lag_p99_us.max(r.direct.start_lag_p99_us),
             errors
         );
     }
     print_errors(report);
     println!(
-        "achieved: answered requests/s via the router; lag p99: how late the load generator \
-         started requests after their due time (it counts in every latency)"
+        "achieved: answered requests/s via the router; lag: how late the load generator started \
+         requests after their due time (it counts in every latency, on both paths alike)"
     );
 }
 
@@ -501,7 +513,8 @@ struct Children {
 impl Children {
     fn start() -> anyhow::Result<Children> {
         let dir = std::env::temp_dir().join(format!("triage-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
         let (mock, router) = free_ports()?;
         let mut children = Children {
             mock,
@@ -592,11 +605,7 @@ impl Drop for Children {
 }
 
 async fn is_ok(client: &reqwest::Client, url: &str) -> bool {
-    let response = client
-        .get(url)
-        .timeout(Duration::from_secs(1))
-        .send()
-        .await;
+    let response = client.get(url).timeout(Duration::from_secs(1)).send().await;
     response.is_ok_and(|r| r.status().is_success())
 }
 

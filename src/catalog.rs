@@ -722,6 +722,35 @@ mod tests {
     }
 
     #[test]
+    fn cost_charges_cache_writes_at_the_cache_write_price() {
+        let with_price = LOCAL.replace(
+            "cached_input_per_mtok = 0.075",
+            "cached_input_per_mtok = 0.075\ncache_write_per_mtok = 0.1875",
+        );
+        let catalog = build(&with_price).unwrap();
+        let usage = Usage {
+            prompt_tokens: 1_000_000,
+            completion_tokens: 0,
+            cached_tokens: 400_000,
+            cache_write_tokens: 100_000,
+        };
+        let small = catalog.model("local/small").unwrap();
+        let expected = 0.5 * 0.15 + 0.4 * 0.075 + 0.1 * 0.1875;
+        assert!((small.cost(&usage) - expected).abs() < 1e-12);
+        assert_eq!(
+            small.to_openai_json()["pricing"]["input_cache_write"],
+            "0.0000001875"
+        );
+        let big = catalog.model("local/big").unwrap();
+        assert!(
+            (big.cost(&usage) - 2.5).abs() < 1e-12,
+            "no cache prices: everything at the input price"
+        );
+        let round_trip = Usage::from_openai(&usage.to_openai()).unwrap();
+        assert_eq!(round_trip, usage);
+    }
+
+    #[test]
     fn usage_reads_openai_shape() {
         let u = Usage::from_openai(&json!({"prompt_tokens": 10, "completion_tokens": 5,
             "prompt_tokens_details": {"cached_tokens": 4}}))

@@ -44,6 +44,8 @@ enum Command {
     },
     /// Measure the latency the router adds over calling a mock upstream directly.
     BenchOverhead(triage::bench::Options),
+    /// Fit the classifier and the model abilities on outcome data; writes a model directory.
+    Train(triage::train::TrainArgs),
     /// Print the classifier's view of a prompt: difficulty, skills, tool need.
     Classify {
         /// Print one JSON object.
@@ -88,6 +90,15 @@ fn main() -> anyhow::Result<()> {
         // It builds a single-threaded runtime of its own, leaving the cores to its children.
         Command::BenchOverhead(options) => triage::bench::run(options),
         Command::Classify { json, model, text } => classify(json, model, &text),
+        Command::Train(args) => {
+            let summary = triage::train::run(&args)?;
+            eprintln!(
+                "wrote {} in {:.0} s",
+                summary.out.display(),
+                summary.seconds
+            );
+            Ok(())
+        }
     }
 }
 

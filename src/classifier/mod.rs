@@ -134,11 +134,16 @@ impl Classifier {
     /// Loads from a local directory, or, when `source` is not one, from a Hugging Face repo id
     /// (the local hub cache first, then the network).
     pub fn load(source: &str) -> Result<Classifier, ClassifierError> {
+        Classifier::load_from(source, &hf_hub::Cache::from_env())
+    }
+
+    /// [`Classifier::load`] with an explicit hub cache (`HF_HOME`'s by default).
+    pub fn load_from(source: &str, cache: &hf_hub::Cache) -> Result<Classifier, ClassifierError> {
         let path = Path::new(source);
         let dir = if path.is_dir() {
             path.to_path_buf()
         } else {
-            fetch_from_hub(source)?
+            fetch_from_hub(source, cache)?
         };
         let mut classifier = Classifier::load_dir(&dir, &default_device())?;
         classifier.source = source.to_string();
@@ -368,19 +373,58 @@ fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(files)
 }
 
+/// Turns a directory holding only a BERT encoder (`config.json`, `model.safetensors`,
+/// `tokenizer.json`, e.g. all-MiniLM-L6-v2) into a loadable model directory by adding zero heads
+/// and metadata. For latency measurements and loading tests only: it predicts nothing.
+pub fn add_untrained_heads(dir: &Path, skills: &[String]) -> Result<(), ClassifierError> {
+    let load_error = |message: String| ClassifierError::Load {
+        path: dir.to_path_buf(),
+        message,
+    };
+    let config: BertConfig = serde_json::from_str(
+        &std::fs::read_to_string(dir.join(CONFIG_FILE)).map_err(|e| load_error(e.to_string()))?,
+    )
+    .map_err(|e| load_error(e.to_string()))?;
+    let h = config.hidden_size;
+    let zeros = |shape: &[usize]| Tensor::zeros(shape, DType::F32, &Device::Cpu);
+    let heads = std::collections::HashMap::from([
+        (format!("{HEADS_PREFIX}.difficulty.weight"), zeros(&[1, h])?),
+        (format!("{HEADS_PREFIX}.difficulty.bias"), zeros(&[1])?),
+        (format!("{HEADS_PREFIX}.skills.weight"), zeros(&[skills.len(), h])?),
+        (format!("{HEADS_PREFIX}.skills.bias"), zeros(&[skills.len()])?),
+        (format!("{HEADS_PREFIX}.tool.weight"), zeros(&[1, h])?),
+        (format!("{HEADS_PREFIX}.tool.bias"), zeros(&[1])?),
+    ]);
+    candle_core::safetensors::save(&heads, dir.join("heads.safetensors"))?;
+    let metadata = Metadata {
+        format_version: 1,
+        skills: skills.to_vec(),
+        max_tokens: config.max_position_embeddings.min(512),
+        encoder: "untrained heads (latency and loading checks only)".into(),
+        abilities: BTreeMap::new(),
+        ability_map: None,
+        training: serde_json::Value::Null,
+    };
+    let text = serde_json::to_string_pretty(&metadata).map_err(|e| load_error(e.to_string()))?;
+    std::fs::write(dir.join(METADATA_FILE), text).map_err(|e| load_error(e.to_string()))
+}
+
 /// Downloads (or finds in the local cache) a model directory from the Hugging Face hub.
-fn fetch_from_hub(repo: &str) -> Result<PathBuf, ClassifierError> {
+fn fetch_from_hub(repo: &str, cache: &hf_hub::Cache) -> Result<PathBuf, ClassifierError> {
     let hub_error = |message: String| ClassifierError::Hub {
         repo: repo.to_string(),
         message,
     };
     let names = [CONFIG_FILE, TOKENIZER_FILE, METADATA_FILE, "model.safetensors"];
-    let cache = hf_hub::Cache::from_env().model(repo.to_string());
+    let cache_root = cache.clone();
+    let cache = cache.model(repo.to_string());
     let cached: Option<Vec<PathBuf>> = names.iter().map(|n| cache.get(n)).collect();
     let paths = match cached {
         Some(paths) => paths,
         None => {
-            let api = hf_hub::api::sync::Api::new().map_err(|e| hub_error(e.to_string()))?;
+            let api = hf_hub::api::sync::ApiBuilder::from_cache(cache_root.clone())
+                .build()
+                .map_err(|e| hub_error(e.to_string()))?;
             let model = api.model(repo.to_string());
             names
                 .iter()

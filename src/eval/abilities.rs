@@ -42,7 +42,11 @@ pub fn fit_ability(
     let mut theta = prior.to_vec();
     let mut value = objective(&theta);
     for _ in 0..MAX_STEPS {
-        let mut gradient: Vec<f64> = theta.iter().zip(prior).map(|(t, p)| precision * (t - p)).collect();
+        let mut gradient: Vec<f64> = theta
+            .iter()
+            .zip(prior)
+            .map(|(t, p)| precision * (t - p))
+            .collect();
         let mut hessian = vec![0.0; k * k];
         for d in 0..k {
             hessian[d * k + d] = precision;
@@ -62,7 +66,11 @@ pub fn fit_ability(
         let mut scale = 1.0;
         let mut candidate: Vec<f64>;
         loop {
-            candidate = theta.iter().zip(&step).map(|(t, s)| t - scale * s).collect();
+            candidate = theta
+                .iter()
+                .zip(&step)
+                .map(|(t, s)| t - scale * s)
+                .collect();
             let next = objective(&candidate);
             if next <= value || scale < 1e-6 {
                 value = next;
@@ -149,7 +157,10 @@ mod tests {
             embedding: vec![],
         };
         let features = vec![&one_hot; 50];
-        let targets = vec![1.0; 25].into_iter().chain(vec![0.0; 25]).collect::<Vec<_>>();
+        let targets = vec![1.0; 25]
+            .into_iter()
+            .chain(vec![0.0; 25])
+            .collect::<Vec<_>>();
         let theta = fit_ability(&features, &targets, &[0.3, -0.7], PRIOR_PRECISION);
         assert!(theta[0].abs() < 0.05, "{theta:?}");
         assert!((theta[1] + 0.7).abs() < 1e-6, "{theta:?}");

@@ -10,7 +10,9 @@
 //! `lo = min(0, smallest score)` and `hi = max(1, largest score)` over the rows kept. So 0/1
 //! correctness and [0, 1] task scores stay as they are and a 1–10 judge grade becomes grade / 10.
 //! Rows labelled `correct` or `score_0_1` must already lie in [0, 1]. Several rows for one
-//! (prompt, model) pair (a model in several battles on one prompt) are averaged.
+//! (prompt, model) pair (a model in several battles on one prompt) are averaged. A row whose
+//! `score` is null (or Python's bare `NaN`, which some converters write) has no outcome: it is
+//! skipped and counted in a warning. A row without a `score` field is an error.
 //!
 //! Not for: deciding which prompts a comparison uses; that is the caller's, through
 //! [`Dataset::complete_prompts`].
@@ -51,9 +53,9 @@ pub struct Filter {
 impl Filter {
     /// Parses `KEY=VALUE[,VALUE…]`.
     pub fn parse(text: &str) -> Result<Self, EvalError> {
-        let (key, values) = text.split_once('=').ok_or_else(|| {
-            EvalError::Args(format!("filter {text:?} is not KEY=VALUE[,VALUE…]"))
-        })?;
+        let (key, values) = text
+            .split_once('=')
+            .ok_or_else(|| EvalError::Args(format!("filter {text:?} is not KEY=VALUE[,VALUE…]")))?;
         let values: Vec<String> = values.split(',').map(str::to_owned).collect();
         if key.is_empty() || values.iter().any(String::is_empty) {
             return Err(EvalError::Args(format!(
@@ -74,7 +76,7 @@ impl Filter {
             Value::String(s) => s.clone(),
             other => other.to_string(),
         };
-        self.values.iter().any(|v| *v == text)
+        self.values.contains(&text)
     }
 }
 
@@ -128,7 +130,10 @@ impl Dataset {
                 line,
                 message,
             })?;
-            table.add(raw);
+            match raw {
+                Some(raw) => table.add(raw),
+                None => table.unscored += 1,
+            }
             Ok(())
         })?;
         if table.rows == 0 {
@@ -255,6 +260,10 @@ fn for_each_row(
             return Err(row_error(blank, "empty line".into()));
         }
         let value: Value = serde_json::from_str(&line)
+            .or_else(|e| match nan_as_null(&line) {
+                Some(fixed) => serde_json::from_str(&fixed).map_err(|_| e),
+                None => Err(e),
+            })
             .map_err(|e| row_error(number, format!("not valid JSON: {e}")))?;
         let Value::Object(row) = value else {
             return Err(row_error(number, "expected a JSON object".into()));
@@ -262,6 +271,17 @@ fn for_each_row(
         each(number, row)?;
     }
     Ok(())
+}
+
+/// The line with Python's bare `NaN` values (`: NaN,` or `: NaN}`) written as `null`; `None`
+/// when it has none. Only tried on lines that are not valid JSON as they are.
+fn nan_as_null(line: &str) -> Option<String> {
+    let fixed = line
+        .replace(": NaN,", ": null,")
+        .replace(": NaN}", ": null}")
+        .replace(":NaN,", ":null,")
+        .replace(":NaN}", ":null}");
+    (fixed != line).then_some(fixed)
 }
 
 /// Reads a `prompt_id → prompt` file.
@@ -293,10 +313,11 @@ struct RawRow {
 }
 
 impl RawRow {
+    /// The row, `None` when its score is null (no outcome), or what is wrong with it.
     fn from_json(
         row: &Map<String, Value>,
         texts: Option<&HashMap<String, String>>,
-    ) -> Result<Self, String> {
+    ) -> Result<Option<Self>, String> {
         let prompt_id = prompt_id(row)?;
         let model = match row.get("model") {
             Some(Value::String(m)) if !m.trim().is_empty() => m.clone(),
@@ -306,14 +327,17 @@ impl RawRow {
         };
         let score = match row.get("score") {
             Some(Value::Number(n)) => n.as_f64().ok_or("`score` is not a finite number")?,
-            Some(Value::Null) | None => return Err("missing `score`".into()),
+            Some(Value::Null) => return Ok(None),
+            None => return Err("missing `score`".into()),
             Some(_) => return Err("`score` is not a number".into()),
         };
         if let Some(Value::String(label)) = row.get("label")
             && (label == "correct" || label == "score_0_1")
             && !(0.0..=1.0).contains(&score)
         {
-            return Err(format!("label `{label}` but score {score} is outside [0, 1]"));
+            return Err(format!(
+                "label `{label}` but score {score} is outside [0, 1]"
+            ));
         }
         let cost = match row.get("cost") {
             Some(Value::Number(n)) => match n.as_f64() {
@@ -323,25 +347,29 @@ impl RawRow {
             Some(Value::Null) | None => None,
             Some(_) => return Err("`cost` is not a number".into()),
         };
-        let text = match prompt_text(row)? {
-            Some(text) => text,
-            None => match texts.and_then(|t| t.get(&prompt_id)) {
-                Some(text) => text.clone(),
-                None if texts.is_some() => {
-                    return Err(format!(
-                        "no `prompt` and prompt_id {prompt_id:?} is not in the prompts file"
-                    ));
-                }
-                None => return Err("missing `prompt` (pass --prompts FILE for files like mmlu_pro_outcomes)".into()),
-            },
-        };
-        Ok(RawRow {
+        let text =
+            match prompt_text(row)? {
+                Some(text) => text,
+                None => match texts.and_then(|t| t.get(&prompt_id)) {
+                    Some(text) => text.clone(),
+                    None if texts.is_some() => {
+                        return Err(format!(
+                            "no `prompt` and prompt_id {prompt_id:?} is not in the prompts file"
+                        ));
+                    }
+                    None => return Err(
+                        "missing `prompt` (pass --prompts FILE for files like mmlu_pro_outcomes)"
+                            .into(),
+                    ),
+                },
+            };
+        Ok(Some(RawRow {
             prompt_id,
             text,
             model,
             score,
             cost,
-        })
+        }))
     }
 }
 
@@ -399,6 +427,7 @@ struct Builder {
     sums: HashMap<(usize, usize), Sum>,
     rows: usize,
     repeated_rows: usize,
+    unscored: usize,
     other_texts: usize,
     min: f64,
     max: f64,
@@ -423,10 +452,13 @@ impl Builder {
                 self.prompts.len() - 1
             }
         };
-        let m = *self.model_index.entry(row.model.clone()).or_insert_with(|| {
-            self.models.push(row.model);
-            self.models.len() - 1
-        });
+        let m = *self
+            .model_index
+            .entry(row.model.clone())
+            .or_insert_with(|| {
+                self.models.push(row.model);
+                self.models.len() - 1
+            });
         let sum = self.sums.entry((p, m)).or_default();
         if sum.rows > 0 {
             self.repeated_rows += 1;
@@ -457,6 +489,12 @@ impl Builder {
             });
         }
         let mut warnings = Vec::new();
+        if self.unscored > 0 {
+            warnings.push(format!(
+                "{} rows have no score (null or NaN) and were skipped",
+                self.unscored
+            ));
+        }
         if self.other_texts > 0 {
             warnings.push(format!(
                 "{} rows gave a prompt_id a different text than its first row; the first text is used",
@@ -522,19 +560,51 @@ mod tests {
         assert_eq!(data.prompts[0].id, "1");
         assert_eq!(data.repeated_rows, 1);
         // Averaged; the cost is unknown because one of the two rows lacks it.
-        assert_eq!(data.cell(0, 0), Some(Cell { score: 0.5, cost: None }));
+        assert_eq!(
+            data.cell(0, 0),
+            Some(Cell {
+                score: 0.5,
+                cost: None
+            })
+        );
     }
 
     #[test]
     fn errors_name_the_line() {
         let good = r#"{"prompt_id":"a","prompt":"x","model":"m","score":1}"#;
         assert_eq!(line_of(parse(&format!("{good}\n{{oops\n")).unwrap_err()), 2);
-        assert_eq!(line_of(parse(&format!("{good}\n\n{good}\n")).unwrap_err()), 2);
+        assert_eq!(
+            line_of(parse(&format!("{good}\n\n{good}\n")).unwrap_err()),
+            2
+        );
         assert_eq!(line_of(parse(&format!("{good}\n{{}}\n")).unwrap_err()), 2);
         let bad_label = r#"{"prompt_id":"a","prompt":"x","model":"m","score":3,"label":"correct"}"#;
-        assert_eq!(line_of(parse(&format!("{good}\n{good}\n{bad_label}")).unwrap_err()), 3);
+        assert_eq!(
+            line_of(parse(&format!("{good}\n{good}\n{bad_label}")).unwrap_err()),
+            3
+        );
         let no_prompt = r#"{"prompt_id":"a","model":"m","score":1}"#;
         assert_eq!(line_of(parse(no_prompt).unwrap_err()), 1);
+    }
+
+    #[test]
+    fn null_and_nan_scores_are_skipped_with_a_warning() {
+        let data = parse(concat!(
+            r#"{"prompt_id":"a","prompt":"x","model":"m","score":NaN,"cost":0.1}"#,
+            "\n",
+            r#"{"prompt_id":"a","prompt":"x","model":"n","score":null}"#,
+            "\n",
+            r#"{"prompt_id":"a","prompt":"x","model":"o","score":1}"#,
+        ))
+        .unwrap();
+        assert_eq!((data.rows, data.models.len()), (1, 1));
+        assert!(
+            data.warnings[0].starts_with("2 rows have no score"),
+            "{:?}",
+            data.warnings
+        );
+        let bare = r#"{"prompt_id":"a","prompt":"NaN","model":"m","score":NaN"#;
+        assert_eq!(line_of(parse(bare).unwrap_err()), 1);
     }
 
     #[test]

@@ -41,7 +41,12 @@ pub fn knn_predict(
     })
 }
 
-fn mean_of_nearest(references: &[&[f32]], outcomes: &[Vec<f64>], query: &[f32], k: usize) -> Vec<f64> {
+fn mean_of_nearest(
+    references: &[&[f32]],
+    outcomes: &[Vec<f64>],
+    query: &[f32],
+    k: usize,
+) -> Vec<f64> {
     let mut similarities: Vec<(f32, usize)> = references
         .iter()
         .enumerate()

@@ -10,7 +10,8 @@
 //! with `np.interp` over the quality column, which assumes it increases; here it is the first
 //! crossing of the piecewise-linear curve, the same number when the curve increases and the
 //! cheapest share otherwise. Quality is a mean score in [0, 1] (RouteLLM prints percent; APGR and
-//! CPT do not change).
+//! CPT do not change). RouteLLM's `pd.qcut` refuses repeated thresholds (a router with few
+//! distinct scores); here they are kept, and the repeated points add no area.
 //!
 //! Many models (RouterBench, `evaluation/AIQ.py`): a router's (cost, quality) points are reduced
 //! to their non-decreasing convex hull, the upper concave envelope from the cheapest point up to
@@ -58,7 +59,12 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
 
 /// RouteLLM's threshold sweep: `scores[i]` is the router's preference for the strong model on
 /// prompt i, `strong[i]` and `weak[i]` the two models' scores there. Sorted by share.
-pub fn threshold_curve(scores: &[f64], strong: &[f64], weak: &[f64], bins: usize) -> Vec<SharePoint> {
+pub fn threshold_curve(
+    scores: &[f64],
+    strong: &[f64],
+    weak: &[f64],
+    bins: usize,
+) -> Vec<SharePoint> {
     assert!(!scores.is_empty() && scores.len() == strong.len() && scores.len() == weak.len());
     let mut sorted = scores.to_vec();
     sorted.sort_by(f64::total_cmp);
@@ -68,7 +74,11 @@ pub fn threshold_curve(scores: &[f64], strong: &[f64], weak: &[f64], bins: usize
             let threshold = quantile(&sorted, i as f64 / bins as f64);
             let (mut calls, mut total) = (0usize, 0.0);
             for (j, &score) in scores.iter().enumerate() {
-                let to_strong = if i < bins { score >= threshold } else { score > threshold };
+                let to_strong = if i < bins {
+                    score >= threshold
+                } else {
+                    score > threshold
+                };
                 if to_strong {
                     calls += 1;
                     total += strong[j];
@@ -176,7 +186,8 @@ pub fn cpt(curve: &[SharePoint], strong: f64, weak: f64, fraction: f64) -> f64 {
     for w in curve.windows(2) {
         let (a, b) = (w[0], w[1]);
         if a.quality < target && target <= b.quality {
-            return a.strong_pct + (target - a.quality) / (b.quality - a.quality) * (b.strong_pct - a.strong_pct);
+            return a.strong_pct
+                + (target - a.quality) / (b.quality - a.quality) * (b.strong_pct - a.strong_pct);
         }
     }
     curve[curve.len() - 1].strong_pct
@@ -186,13 +197,18 @@ pub fn cpt(curve: &[SharePoint], strong: f64, weak: f64, fraction: f64) -> f64 {
 /// envelope, from the cheapest point (its best quality) to the last point of greatest quality.
 pub fn non_decreasing_hull(points: &[CostPoint]) -> Vec<CostPoint> {
     let mut sorted: Vec<CostPoint> = points.to_vec();
-    sorted.sort_by(|a, b| a.cost.total_cmp(&b.cost).then(b.quality.total_cmp(&a.quality)));
+    sorted.sort_by(|a, b| {
+        a.cost
+            .total_cmp(&b.cost)
+            .then(b.quality.total_cmp(&a.quality))
+    });
     sorted.dedup_by(|later, earlier| later.cost == earlier.cost);
     let mut hull: Vec<CostPoint> = Vec::with_capacity(sorted.len());
     for p in sorted {
         while hull.len() >= 2 {
             let (o, a) = (hull[hull.len() - 2], hull[hull.len() - 1]);
-            let cross = (a.cost - o.cost) * (p.quality - o.quality) - (a.quality - o.quality) * (p.cost - o.cost);
+            let cross = (a.cost - o.cost) * (p.quality - o.quality)
+                - (a.quality - o.quality) * (p.cost - o.cost);
             if cross >= 0.0 {
                 hull.pop();
             } else {
@@ -263,7 +279,13 @@ mod tests {
     #[test]
     fn hull_drops_points_below_it_and_after_the_best() {
         let p = |cost, quality| CostPoint { cost, quality };
-        let hull = non_decreasing_hull(&[p(1.0, 0.5), p(2.0, 0.55), p(3.0, 0.8), p(4.0, 0.7), p(3.0, 0.6)]);
+        let hull = non_decreasing_hull(&[
+            p(1.0, 0.5),
+            p(2.0, 0.55),
+            p(3.0, 0.8),
+            p(4.0, 0.7),
+            p(3.0, 0.6),
+        ]);
         assert_eq!(hull, vec![p(1.0, 0.5), p(3.0, 0.8)]);
     }
 }

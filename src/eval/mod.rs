@@ -26,20 +26,22 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 pub use data::{Dataset, Filter};
-pub use multi::{ModelPoint, MultiResults, MultiRouter, ProfilePoint};
+pub use multi::{CostSource, ModelPoint, MultiResults, MultiRouter, ProfilePoint};
 pub use pair::{PairResults, PairRouter, PairSide};
 pub use prices::{Price, Prices};
 pub use scorer::{PromptFeatures, Scorer, predicted_quality, prompt_hash};
 
 /// Default share of prompts used to calibrate (fit unknown abilities, index the kNN baseline).
 pub const DEFAULT_CALIBRATE: f64 = 0.2;
-/// `auto:cheap`: the cheapest model with at least this predicted quality.
-pub const DEFAULT_CHEAP_TARGET: f64 = 0.6;
-/// `auto`: the cheapest model with at least this predicted quality.
-pub const DEFAULT_AUTO_TARGET: f64 = 0.8;
+/// `auto:cheap`: the cheapest model predicted within this share of the best (`policy::Targets`).
+pub const DEFAULT_CHEAP_TARGET: f64 = 0.80;
+/// `auto`: the cheapest model predicted within this share of the best (`policy::Targets`).
+pub const DEFAULT_BALANCED_TARGET: f64 = 0.95;
 
 /// Prompts per call to [`Scorer::features`].
 const FEATURE_BATCH: usize = 1024;
+/// Below this many held-out prompts the report warns that its numbers are noisy.
+const FEW_PROMPTS: usize = 100;
 
 /// Everything `triage eval` takes.
 #[derive(Debug, Clone, clap::Args)]
@@ -84,12 +86,12 @@ pub struct EvalArgs {
     /// Answer tokens assumed per call when costs are estimated from prices.
     #[arg(long, default_value_t = prices::DEFAULT_OUTPUT_TOKENS)]
     pub output_tokens: u32,
-    /// Predicted-quality target of the auto:cheap profile.
+    /// auto:cheap takes the cheapest model predicted within this share of the best.
     #[arg(long, default_value_t = DEFAULT_CHEAP_TARGET)]
     pub cheap_target: f64,
-    /// Predicted-quality target of the auto profile.
-    #[arg(long, default_value_t = DEFAULT_AUTO_TARGET)]
-    pub auto_target: f64,
+    /// auto takes the cheapest model predicted within this share of the best.
+    #[arg(long, default_value_t = DEFAULT_BALANCED_TARGET)]
+    pub balanced_target: f64,
     /// Measure held-out prompts the scorer was trained on too (they are left out by default).
     #[arg(long)]
     pub keep_seen: bool,
@@ -116,7 +118,7 @@ impl EvalArgs {
             prices: None,
             output_tokens: prices::DEFAULT_OUTPUT_TOKENS,
             cheap_target: DEFAULT_CHEAP_TARGET,
-            auto_target: DEFAULT_AUTO_TARGET,
+            balanced_target: DEFAULT_BALANCED_TARGET,
             keep_seen: false,
             catalog_prices: Prices::default(),
         }
@@ -132,19 +134,28 @@ impl EvalArgs {
         if self.knn_k == 0 {
             return Err(EvalError::Args("--knn-k must be at least 1".into()));
         }
-        for (name, target) in [("--cheap-target", self.cheap_target), ("--auto-target", self.auto_target)] {
+        for (name, target) in [
+            ("--cheap-target", self.cheap_target),
+            ("--balanced-target", self.balanced_target),
+        ] {
             if !(0.0..=1.0).contains(&target) {
-                return Err(EvalError::Args(format!("{name} must lie in [0, 1], not {target}")));
+                return Err(EvalError::Args(format!(
+                    "{name} must lie in [0, 1], not {target}"
+                )));
             }
         }
         if self.strong.is_some() != self.weak.is_some() {
             return Err(EvalError::Args("--strong and --weak go together".into()));
         }
         if self.strong.is_some() && !self.models.is_empty() {
-            return Err(EvalError::Args("use either --strong/--weak or --models".into()));
+            return Err(EvalError::Args(
+                "use either --strong/--weak or --models".into(),
+            ));
         }
         if self.strong.is_some() && self.strong == self.weak {
-            return Err(EvalError::Args("--strong and --weak name the same model".into()));
+            return Err(EvalError::Args(
+                "--strong and --weak name the same model".into(),
+            ));
         }
         Ok(())
     }
@@ -174,9 +185,12 @@ pub enum EvalError {
     #[error("{0}")]
     Args(String),
     #[error("model {model:?} is not in the data; it has: {}", .available.join(", "))]
-    UnknownModel { model: String, available: Vec<String> },
+    UnknownModel {
+        model: String,
+        available: Vec<String>,
+    },
     #[error(
-        "no cost for {}: the data has no `cost` for every one of their rows and no price was given (--prices FILE)",
+        "no cost for {}: the data does not record a `cost` for each of their prompts and no price was given for them (--prices FILE)",
         .0.join(", ")
     )]
     MissingPrices(Vec<String>),
@@ -292,10 +306,11 @@ fn model_indexes(data: &Dataset, names: &[String]) -> Result<Vec<usize>, EvalErr
     names
         .iter()
         .map(|name| {
-            data.model_index(name).ok_or_else(|| EvalError::UnknownModel {
-                model: name.clone(),
-                available: data.models.clone(),
-            })
+            data.model_index(name)
+                .ok_or_else(|| EvalError::UnknownModel {
+                    model: name.clone(),
+                    available: data.models.clone(),
+                })
         })
         .collect()
 }
@@ -309,12 +324,10 @@ fn prepare(
     let mut warnings = Vec::new();
     let compared = data.complete_prompts(models);
     if compared.len() < 2 {
+        let per_model = data.prompts_per_model();
         let counts: Vec<String> = models
             .iter()
-            .map(|&m| {
-                let n = (0..data.prompts.len()).filter(|&p| data.cell(p, m).is_some()).count();
-                format!("{} {n}", data.models[m])
-            })
+            .map(|&m| format!("{} {}", per_model[m].0, per_model[m].1))
             .collect();
         return Err(EvalError::Data(format!(
             "{} prompts have outcomes for every compared model (prompts per model: {}); compare fewer models with --models",
@@ -322,11 +335,18 @@ fn prepare(
             counts.join(", ")
         )));
     }
-    let ids: Vec<&str> = compared.iter().map(|&p| data.prompts[p].id.as_str()).collect();
+    let ids: Vec<&str> = compared
+        .iter()
+        .map(|&p| data.prompts[p].id.as_str())
+        .collect();
     let in_calibration = data::calibration_split(&ids, args.calibrate, args.seed);
     let (mut calibration, mut held_out) = (Vec::new(), Vec::new());
     for (&p, &c) in compared.iter().zip(&in_calibration) {
-        if c { calibration.push(p) } else { held_out.push(p) }
+        if c {
+            calibration.push(p)
+        } else {
+            held_out.push(p)
+        }
     }
 
     let seen_in_training = scorer.training_prompts().map(|seen| {
@@ -341,7 +361,11 @@ fn prepare(
                 "{} of {} held-out prompts were seen in training; {}",
                 counts.held_out,
                 held_out.len(),
-                if args.keep_seen { "they are measured (--keep-seen)" } else { "they are left out" }
+                if args.keep_seen {
+                    "they are measured (--keep-seen)"
+                } else {
+                    "they are left out"
+                }
             ));
             if !args.keep_seen {
                 held_out.retain(|p| !is_seen(p));
@@ -349,6 +373,12 @@ fn prepare(
         }
         counts
     });
+    if held_out.len() < FEW_PROMPTS {
+        warnings.push(format!(
+            "only {} held-out prompts: the numbers are noisy",
+            held_out.len()
+        ));
+    }
     if held_out.is_empty() || calibration.is_empty() {
         return Err(EvalError::Data(format!(
             "{} calibration and {} held-out prompts: both need at least one",
@@ -371,8 +401,11 @@ fn prepare(
                 f.embedding.len()
             )));
         }
-        if !f.difficulty.is_finite() || f.skills.iter().chain(&f.embedding).any(|v| !v.is_finite()) {
-            return Err(EvalError::Scorer("features contain a value that is not finite".into()));
+        if !f.difficulty.is_finite() || f.skills.iter().chain(&f.embedding).any(|v| !v.is_finite())
+        {
+            return Err(EvalError::Scorer(
+                "features contain a value that is not finite".into(),
+            ));
         }
     }
     if skills == 0 {
@@ -382,7 +415,14 @@ fn prepare(
         warnings.push("the scorer gives no embeddings: no kNN baseline".into());
     }
 
-    let abilities = abilities_of(data, scorer, models, &calibration, &calibration_features, skills)?;
+    let abilities = abilities_of(
+        data,
+        scorer,
+        models,
+        &calibration,
+        &calibration_features,
+        skills,
+    )?;
     let summary = DataSummary {
         file: args.data.display().to_string(),
         rows: data.rows,
@@ -406,10 +446,17 @@ fn prepare(
     })
 }
 
-fn features_of(scorer: &dyn Scorer, data: &Dataset, prompts: &[usize]) -> Result<Vec<PromptFeatures>, EvalError> {
+fn features_of(
+    scorer: &dyn Scorer,
+    data: &Dataset,
+    prompts: &[usize],
+) -> Result<Vec<PromptFeatures>, EvalError> {
     let mut features = Vec::with_capacity(prompts.len());
     for batch in prompts.chunks(FEATURE_BATCH) {
-        let texts: Vec<String> = batch.iter().map(|&p| data.prompts[p].text.clone()).collect();
+        let texts: Vec<String> = batch
+            .iter()
+            .map(|&p| data.prompts[p].text.clone())
+            .collect();
         let got = scorer.features(&texts);
         if got.len() != texts.len() {
             return Err(EvalError::Scorer(format!(
@@ -459,11 +506,20 @@ fn abilities_of(
             None => {
                 let targets: Vec<f64> = calibration
                     .iter()
-                    .map(|&p| data.cell(p, m).expect("calibration prompts are complete").score)
+                    .map(|&p| {
+                        data.cell(p, m)
+                            .expect("calibration prompts are complete")
+                            .score
+                    })
                     .collect();
                 Ok(Ability {
                     source: AbilitySource::Fitted,
-                    theta: abilities::fit_ability(&features, &targets, &prior, abilities::PRIOR_PRECISION),
+                    theta: abilities::fit_ability(
+                        &features,
+                        &targets,
+                        &prior,
+                        abilities::PRIOR_PRECISION,
+                    ),
                 })
             }
         })
@@ -474,7 +530,11 @@ fn abilities_of(
 fn scores(data: &Dataset, prompts: &[usize], model: usize) -> Vec<f64> {
     prompts
         .iter()
-        .map(|&p| data.cell(p, model).expect("compared prompts are complete").score)
+        .map(|&p| {
+            data.cell(p, model)
+                .expect("compared prompts are complete")
+                .score
+        })
         .collect()
 }
 
@@ -485,14 +545,23 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "{} rows, {} prompts, {} models; {} prompts compared: {} calibration, {} held out",
-            d.rows, d.prompts, d.models, d.compared_prompts, d.calibration_prompts, d.held_out_prompts
+            d.rows,
+            d.prompts,
+            d.models,
+            d.compared_prompts,
+            d.calibration_prompts,
+            d.held_out_prompts
         )?;
         if let Some(seen) = &d.seen_in_training {
             writeln!(
                 f,
                 "seen in training: {} held out ({}), {} calibration",
                 seen.held_out,
-                if seen.excluded { "left out" } else { "measured" },
+                if seen.excluded {
+                    "left out"
+                } else {
+                    "measured"
+                },
                 seen.calibration
             )?;
         }
@@ -514,4 +583,56 @@ impl fmt::Display for Report {
 /// Formats an optional number, `–` when absent.
 fn or_dash(value: Option<f64>, format: impl Fn(f64) -> String) -> String {
     value.map_or_else(|| "–".to_owned(), format)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        eval: EvalArgs,
+    }
+
+    #[test]
+    fn arguments_parse_with_their_defaults() {
+        Cli::command().debug_assert();
+        let cli = Cli::parse_from([
+            "eval",
+            "--data",
+            "d.jsonl.gz",
+            "--strong",
+            "a",
+            "--weak",
+            "b",
+            "--filter",
+            "source=x,y",
+        ]);
+        let args = cli.eval;
+        assert_eq!(args.filters[0].values, ["x", "y"]);
+        assert_eq!(
+            (args.calibrate, args.knn_k, args.output_tokens),
+            (0.2, 10, 300)
+        );
+        assert!(Cli::try_parse_from(["eval", "--data", "d", "--strong", "a"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "eval", "--data", "d", "--models", "a,b", "--strong", "a", "--weak", "b"
+            ])
+            .is_err()
+        );
+        let defaults = EvalArgs::new("d.jsonl.gz");
+        assert_eq!(defaults.calibrate, 0.2);
+    }
+
+    #[test]
+    fn profiles_default_to_the_policy_targets() {
+        let policy = crate::policy::Targets::default();
+        let defaults = EvalArgs::new("d.jsonl.gz");
+        assert_eq!(defaults.cheap_target as f32, policy.cheap);
+        assert_eq!(defaults.balanced_target as f32, policy.balanced);
+    }
 }

@@ -2,9 +2,11 @@
 //! cost-quality points, RouterBench's AIQ and the cost saved at 95% of the best single model's
 //! quality.
 //!
-//! - triage and kNN: the cheapest model whose predicted quality reaches a target, else the one
-//!   predicted best; the targets 0, 0.01 … 1 and "best" trace each curve, and the profiles are
-//!   `auto:cheap` and `auto` (a target each) and `auto:best` (the predicted best). "Cheapest" is
+//! - triage and kNN: the cheapest model whose predicted quality reaches a floor, else the one
+//!   predicted best (`auto:q<floor>` in `policy`); the floors 0, 0.01 … 1 and "best" trace each
+//!   curve. The profiles are the policy's: `auto:cheap` and `auto` take the cheapest model
+//!   predicted within a share of the best prediction for the prompt (0.80 and 0.95 by default,
+//!   `policy::Targets`), `auto:best` the predicted best. "Cheapest" is
 //!   by expected cost: the price estimate for this prompt, or, where the data records costs, the
 //!   model's mean cost on the calibration prompts (the recorded cost of one answer knows its
 //!   length, which a router cannot).
@@ -61,8 +63,9 @@ pub enum CostSource {
 /// One triage profile's operating point.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProfilePoint {
-    /// The predicted-quality target; absent for `auto:best`.
-    pub target: Option<f64>,
+    /// The share of the prompt's best predicted quality a choice must reach; absent for
+    /// `auto:best`.
+    pub share_of_best: Option<f64>,
     pub cost: f64,
     pub quality: f64,
     /// `1 − cost / cost of the best single model`.
@@ -108,7 +111,11 @@ pub(super) fn evaluate(
     data: &Dataset,
     scorer: &dyn Scorer,
 ) -> Result<(MultiResults, Prepared), EvalError> {
-    let names = if args.models.is_empty() { data.models.clone() } else { args.models.clone() };
+    let names = if args.models.is_empty() {
+        data.models.clone()
+    } else {
+        args.models.clone()
+    };
     if names.len() < 2 {
         return Err(EvalError::Args(format!(
             "multi-model mode needs at least two models; the data has {}",
@@ -119,21 +126,32 @@ pub(super) fn evaluate(
     let mut prepared = prepare(args, data, scorer, &models)?;
     let costs = costs(args, data, &models, &prepared)?;
     if costs.sources.contains(&CostSource::Data) && costs.sources.contains(&CostSource::Prices) {
-        prepared
-            .warnings
-            .push("some costs come from the data and some from prices: they may not compare".into());
+        prepared.warnings.push(
+            "some costs come from the data and some from prices: they may not compare".into(),
+        );
     }
     let held_out = &prepared.held_out;
     let scores: Vec<Vec<f64>> = held_out
         .iter()
-        .map(|&p| models.iter().map(|&m| data.cell(p, m).expect("complete").score).collect())
+        .map(|&p| {
+            models
+                .iter()
+                .map(|&m| data.cell(p, m).expect("complete").score)
+                .collect()
+        })
         .collect();
     let point = |choices: &[usize]| -> CostPoint {
         let n = choices.len() as f64;
-        let (cost, quality) = choices.iter().enumerate().fold((0.0, 0.0), |(c, q), (i, &m)| {
-            (c + costs.actual[i][m], q + scores[i][m])
-        });
-        CostPoint { cost: cost / n, quality: quality / n }
+        let (cost, quality) = choices
+            .iter()
+            .enumerate()
+            .fold((0.0, 0.0), |(c, q), (i, &m)| {
+                (c + costs.actual[i][m], q + scores[i][m])
+            });
+        CostPoint {
+            cost: cost / n,
+            quality: quality / n,
+        }
     };
 
     let mut model_points = IndexMap::new();
@@ -151,7 +169,11 @@ pub(super) fn evaluate(
     }
     let (best_model, best) = model_points
         .iter()
-        .max_by(|a, b| a.1.quality.total_cmp(&b.1.quality).then(b.1.cost.total_cmp(&a.1.cost)))
+        .max_by(|a, b| {
+            a.1.quality
+                .total_cmp(&b.1.quality)
+                .then(b.1.cost.total_cmp(&a.1.cost))
+        })
         .map(|(name, point)| (name.clone(), point.clone()))
         .expect("at least two models");
     let quality_at_95 = QUALITY_SHARE * best.quality;
@@ -160,21 +182,28 @@ pub(super) fn evaluate(
     let predicted: Vec<Vec<f64>> = prepared
         .held_out_features
         .iter()
-        .map(|f| prepared.abilities.iter().map(|a| predicted_quality(&a.theta, f)).collect())
+        .map(|f| {
+            prepared
+                .abilities
+                .iter()
+                .map(|a| predicted_quality(&a.theta, f))
+                .collect()
+        })
         .collect();
     let sweep = |predicted: &[Vec<f64>]| -> Vec<CostPoint> {
         targets()
-            .map(|target| point(&choose_all(predicted, &costs.expected, target)))
+            .map(|rule| point(&choose_all(predicted, &costs.expected, rule)))
             .collect()
     };
 
     let mut profiles = IndexMap::new();
-    for (profile, target) in [
+    for (profile, share_of_best) in [
         ("auto:cheap", Some(args.cheap_target)),
-        ("auto", Some(args.auto_target)),
+        ("auto", Some(args.balanced_target)),
         ("auto:best", None),
     ] {
-        let choices = choose_all(&predicted, &costs.expected, target);
+        let rule = share_of_best.map_or(Rule::Best, Rule::ShareOfBest);
+        let choices = choose_all(&predicted, &costs.expected, rule);
         let p = point(&choices);
         let mut calls = IndexMap::new();
         for (j, name) in names.iter().enumerate() {
@@ -185,7 +214,13 @@ pub(super) fn evaluate(
         }
         profiles.insert(
             profile.to_owned(),
-            ProfilePoint { target, cost: p.cost, quality: p.quality, saving: saving(p.cost), calls },
+            ProfilePoint {
+                share_of_best,
+                cost: p.cost,
+                quality: p.quality,
+                saving: saving(p.cost),
+                calls,
+            },
         );
     }
 
@@ -198,39 +233,78 @@ pub(super) fn evaluate(
             .collect(),
     );
     if prepared.has_embeddings {
-        let references: Vec<&[f32]> = prepared.calibration_features.iter().map(|f| f.embedding.as_slice()).collect();
+        let references: Vec<&[f32]> = prepared
+            .calibration_features
+            .iter()
+            .map(|f| f.embedding.as_slice())
+            .collect();
         let outcomes: Vec<Vec<f64>> = prepared
             .calibration
             .iter()
-            .map(|&p| models.iter().map(|&m| data.cell(p, m).expect("complete").score).collect())
+            .map(|&p| {
+                models
+                    .iter()
+                    .map(|&m| data.cell(p, m).expect("complete").score)
+                    .collect()
+            })
             .collect();
-        let queries: Vec<&[f32]> = prepared.held_out_features.iter().map(|f| f.embedding.as_slice()).collect();
+        let queries: Vec<&[f32]> = prepared
+            .held_out_features
+            .iter()
+            .map(|f| f.embedding.as_slice())
+            .collect();
         let neighbours = knn::knn_predict(&references, &outcomes, &queries, args.knn_k);
         curves.insert("knn".into(), sweep(&neighbours));
     }
     curves.insert(
         "random".into(),
-        model_points.values().map(|m| CostPoint { cost: m.cost, quality: m.quality }).collect(),
+        model_points
+            .values()
+            .map(|m| CostPoint {
+                cost: m.cost,
+                quality: m.quality,
+            })
+            .collect(),
     );
     curves.insert(
         "oracle".into(),
-        lambdas(&costs.actual).map(|l| point(&best_value_choices(&scores, &costs.actual, l))).collect(),
+        lambdas(&costs.actual)
+            .map(|l| point(&best_value_choices(&scores, &costs.actual, l)))
+            .collect(),
     );
 
-    let hulls: Vec<Vec<CostPoint>> = curves.values().map(|c| metrics::non_decreasing_hull(c)).collect();
+    let hulls: Vec<Vec<CostPoint>> = curves
+        .values()
+        .map(|c| metrics::non_decreasing_hull(c))
+        .collect();
     let aiqs = metrics::aiq(&hulls);
     let routers = curves
         .into_iter()
         .zip(hulls.into_iter().zip(aiqs))
         .map(|((name, mut curve), (hull, aiq))| {
-            curve.sort_by(|a, b| a.cost.total_cmp(&b.cost).then(a.quality.total_cmp(&b.quality)));
+            curve.sort_by(|a, b| {
+                a.cost
+                    .total_cmp(&b.cost)
+                    .then(a.quality.total_cmp(&b.quality))
+            });
             curve.dedup();
             let saving_at_95 = metrics::cost_at_quality(&hull, quality_at_95).and_then(saving);
-            (name, MultiRouter { aiq, saving_at_95, curve, hull })
+            (
+                name,
+                MultiRouter {
+                    aiq,
+                    saving_at_95,
+                    curve,
+                    hull,
+                },
+            )
         })
         .collect();
 
-    let output_tokens = costs.sources.contains(&CostSource::Prices).then_some(args.output_tokens);
+    let output_tokens = costs
+        .sources
+        .contains(&CostSource::Prices)
+        .then_some(args.output_tokens);
     let results = MultiResults {
         models: model_points,
         best_model,
@@ -242,39 +316,66 @@ pub(super) fn evaluate(
     Ok((results, prepared))
 }
 
-/// Quality targets of a sweep; `None` is "the predicted best".
-fn targets() -> impl Iterator<Item = Option<f64>> {
-    (0..=SWEEP_STEPS).map(|i| Some(f64::from(i) / f64::from(SWEEP_STEPS))).chain([None])
+/// How a prompt's model is chosen from predicted qualities, as `policy` does.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Rule {
+    /// The cheapest model predicted at or above this quality, else the predicted best.
+    Floor(f64),
+    /// The cheapest model predicted within this share of the best prediction.
+    ShareOfBest(f64),
+    /// The predicted best.
+    Best,
 }
 
-/// For each prompt, the cheapest model predicted to reach `target`, else the one predicted best;
-/// with no target, the one predicted best. Ties go to the better, then the cheaper, then the
-/// first model.
-fn choose_all(predicted: &[Vec<f64>], expected_cost: &[Vec<f64>], target: Option<f64>) -> Vec<usize> {
+/// The rules of a sweep: floors 0, 0.01 … 1, then the predicted best.
+fn targets() -> impl Iterator<Item = Rule> {
+    (0..=SWEEP_STEPS)
+        .map(|i| Rule::Floor(f64::from(i) / f64::from(SWEEP_STEPS)))
+        .chain([Rule::Best])
+}
+
+/// For each prompt, the model `rule` picks. Among models that reach the target the cheapest
+/// wins, ties to the better, then the first; with none, the predicted best, ties to the cheaper.
+fn choose_all(predicted: &[Vec<f64>], expected_cost: &[Vec<f64>], rule: Rule) -> Vec<usize> {
     predicted
         .iter()
         .zip(expected_cost)
         .map(|(q, c)| {
             let best = (0..q.len())
-                .max_by(|&a, &b| q[a].total_cmp(&q[b]).then(c[b].total_cmp(&c[a])).then(b.cmp(&a)))
+                .max_by(|&a, &b| {
+                    q[a].total_cmp(&q[b])
+                        .then(c[b].total_cmp(&c[a]))
+                        .then(b.cmp(&a))
+                })
                 .expect("at least two models");
-            match target {
-                None => best,
-                Some(t) => (0..q.len())
-                    .filter(|&m| q[m] >= t)
-                    .min_by(|&a, &b| c[a].total_cmp(&c[b]).then(q[b].total_cmp(&q[a])).then(a.cmp(&b)))
-                    .unwrap_or(best),
-            }
+            let target = match rule {
+                Rule::Floor(floor) => floor,
+                Rule::ShareOfBest(share) => share * q[best],
+                Rule::Best => return best,
+            };
+            (0..q.len())
+                .filter(|&m| q[m] >= target)
+                .min_by(|&a, &b| {
+                    c[a].total_cmp(&c[b])
+                        .then(q[b].total_cmp(&q[a]))
+                        .then(a.cmp(&b))
+                })
+                .unwrap_or(best)
         })
         .collect()
 }
 
 /// λ of the oracle's sweep: 0, a geometric grid around 1 / mean cost, and ∞.
 fn lambdas(actual: &[Vec<f64>]) -> impl Iterator<Item = f64> + use<> {
-    let (sum, n) = actual.iter().flatten().fold((0.0, 0usize), |(s, n), c| (s + c, n + 1));
+    let (sum, n) = actual
+        .iter()
+        .flatten()
+        .fold((0.0, 0usize), |(s, n), c| (s + c, n + 1));
     let mean = sum / n.max(1) as f64;
     let grid: Vec<f64> = if mean > 0.0 {
-        (-40..=40).map(|k| 10f64.powf(f64::from(k) / 10.0) / mean).collect()
+        (-40..=40)
+            .map(|k| 10f64.powf(f64::from(k) / 10.0) / mean)
+            .collect()
     } else {
         Vec::new()
     };
@@ -291,7 +392,13 @@ fn best_value_choices(quality: &[Vec<f64>], cost: &[Vec<f64>], lambda: f64) -> V
         .map(|(s, c)| {
             (0..s.len())
                 .max_by(|&a, &b| {
-                    let value = |m: usize| if lambda.is_infinite() { -c[m] } else { s[m] - lambda * c[m] };
+                    let value = |m: usize| {
+                        if lambda.is_infinite() {
+                            -c[m]
+                        } else {
+                            s[m] - lambda * c[m]
+                        }
+                    };
                     value(a)
                         .total_cmp(&value(b))
                         .then(c[b].total_cmp(&c[a]))
@@ -305,7 +412,12 @@ fn best_value_choices(quality: &[Vec<f64>], cost: &[Vec<f64>], lambda: f64) -> V
 
 /// Costs of each compared model: the data's where every compared prompt records one, otherwise
 /// `--prices`, then the catalog's prices, with the token estimate.
-fn costs(args: &EvalArgs, data: &Dataset, models: &[usize], prepared: &Prepared) -> Result<Costs, EvalError> {
+fn costs(
+    args: &EvalArgs,
+    data: &Dataset,
+    models: &[usize],
+    prepared: &Prepared,
+) -> Result<Costs, EvalError> {
     let file_prices = match &args.prices {
         Some(path) => Prices::load(path)?,
         None => Prices::default(),
@@ -322,7 +434,11 @@ fn costs(args: &EvalArgs, data: &Dataset, models: &[usize], prepared: &Prepared)
             mean_calibration_cost.push(total / prepared.calibration.len() as f64);
         } else {
             let name = &data.models[m];
-            if file_prices.get(name).or_else(|| args.catalog_prices.get(name)).is_none() {
+            if file_prices
+                .get(name)
+                .or_else(|| args.catalog_prices.get(name))
+                .is_none()
+            {
                 missing.push(name.clone());
             }
             sources.push(CostSource::Prices);
@@ -335,7 +451,10 @@ fn costs(args: &EvalArgs, data: &Dataset, models: &[usize], prepared: &Prepared)
     let mut actual = Vec::with_capacity(prepared.held_out.len());
     let mut expected = Vec::with_capacity(prepared.held_out.len());
     for &p in &prepared.held_out {
-        let (mut a, mut e) = (Vec::with_capacity(models.len()), Vec::with_capacity(models.len()));
+        let (mut a, mut e) = (
+            Vec::with_capacity(models.len()),
+            Vec::with_capacity(models.len()),
+        );
         for (j, &m) in models.iter().enumerate() {
             match sources[j] {
                 CostSource::Data => {
@@ -344,7 +463,10 @@ fn costs(args: &EvalArgs, data: &Dataset, models: &[usize], prepared: &Prepared)
                 }
                 CostSource::Prices => {
                     let name = &data.models[m];
-                    let price = file_prices.get(name).or_else(|| args.catalog_prices.get(name)).expect("checked above");
+                    let price = file_prices
+                        .get(name)
+                        .or_else(|| args.catalog_prices.get(name))
+                        .expect("checked above");
                     let cost = estimated_cost(price, &data.prompts[p].text, args.output_tokens);
                     a.push(cost);
                     e.push(cost);
@@ -354,13 +476,27 @@ fn costs(args: &EvalArgs, data: &Dataset, models: &[usize], prepared: &Prepared)
         actual.push(a);
         expected.push(e);
     }
-    Ok(Costs { actual, expected, sources })
+    Ok(Costs {
+        actual,
+        expected,
+        sources,
+    })
 }
 
 impl fmt::Display for MultiResults {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let width = self.models.keys().map(String::len).max().unwrap_or(5).max(10);
-        writeln!(f, "{:<width$}  {:>12}  {:>7}  costs, θ", "model", "$/1k prompts", "quality")?;
+        let width = self
+            .models
+            .keys()
+            .map(String::len)
+            .max()
+            .unwrap_or(5)
+            .max(10);
+        writeln!(
+            f,
+            "{:<width$}  {:>12}  {:>7}  costs, θ",
+            "model", "$/1k prompts", "quality"
+        )?;
         for (name, m) in &self.models {
             let cost_note = match m.cost_source {
                 CostSource::Data => "recorded",
@@ -370,22 +506,34 @@ impl fmt::Display for MultiResults {
                 AbilitySource::Scorer => "scorer",
                 AbilitySource::Fitted => "fitted",
             };
-            writeln!(f, "{name:<width$}  {:>12.4}  {:>7.3}  {cost_note}, {theta_note}", m.cost * 1000.0, m.quality)?;
+            writeln!(
+                f,
+                "{name:<width$}  {:>12.4}  {:>7.3}  {cost_note}, {theta_note}",
+                m.cost * 1000.0,
+                m.quality
+            )?;
         }
         if let Some(tokens) = self.output_tokens {
-            writeln!(f, "(priced costs assume {tokens} answer tokens and 4 characters per prompt token)")?;
+            writeln!(
+                f,
+                "(priced costs assume {tokens} answer tokens and 4 characters per prompt token)"
+            )?;
         }
         writeln!(
             f,
             "best single model: {}; 95% of its quality: {:.3}\n",
             self.best_model, self.quality_at_95
         )?;
-        writeln!(f, "{:<11}{:>7}  {:>12}  {:>7}  {:>7}", "profile", "target", "$/1k prompts", "quality", "saving")?;
+        writeln!(
+            f,
+            "{:<11}{:>7}  {:>12}  {:>7}  {:>7}",
+            "profile", "of best", "$/1k prompts", "quality", "saving"
+        )?;
         for (name, p) in &self.profiles {
             writeln!(
                 f,
                 "{name:<11}{:>7}  {:>12.4}  {:>7.3}  {:>7}",
-                or_dash(p.target, |t| format!("{t:.2}")),
+                or_dash(p.share_of_best, |t| format!("{t:.2}")),
                 p.cost * 1000.0,
                 p.quality,
                 or_dash(p.saving, |s| format!("{:.1}%", s * 100.0))
@@ -412,10 +560,14 @@ mod tests {
     fn choice_takes_the_cheapest_model_that_reaches_the_target() {
         let predicted = vec![vec![0.5, 0.7, 0.9]];
         let cost = vec![vec![1.0, 2.0, 3.0]];
-        assert_eq!(choose_all(&predicted, &cost, Some(0.6)), vec![1]);
-        assert_eq!(choose_all(&predicted, &cost, Some(0.95)), vec![2]);
-        assert_eq!(choose_all(&predicted, &cost, Some(0.0)), vec![0]);
-        assert_eq!(choose_all(&predicted, &cost, None), vec![2]);
+        let choose = |rule| choose_all(&predicted, &cost, rule);
+        assert_eq!(choose(Rule::Floor(0.6)), vec![1]);
+        assert_eq!(choose(Rule::Floor(0.95)), vec![2]);
+        assert_eq!(choose(Rule::Floor(0.0)), vec![0]);
+        assert_eq!(choose(Rule::Best), vec![2]);
+        // Within 0.75 of the best 0.9 is 0.675: the second model.
+        assert_eq!(choose(Rule::ShareOfBest(0.75)), vec![1]);
+        assert_eq!(choose(Rule::ShareOfBest(0.5)), vec![0]);
     }
 
     #[test]

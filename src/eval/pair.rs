@@ -31,10 +31,11 @@ pub struct PairSide {
 pub struct PairRouter {
     /// Average performance gap recovered, 0 = the weak model, 1 = the strong one.
     pub apgr: Option<f64>,
-    /// Percent of calls to the strong model needed for 50% of the gap.
-    pub cpt50: f64,
+    /// Percent of calls to the strong model needed for 50% of the gap; absent when the two
+    /// models score alike.
+    pub cpt50: Option<f64>,
     /// Percent of calls to the strong model needed for 80% of the gap.
-    pub cpt80: f64,
+    pub cpt80: Option<f64>,
     /// Area under the curve (share as a fraction, quality 0–1).
     pub auc: f64,
     pub curve: Vec<SharePoint>,
@@ -58,13 +59,17 @@ pub(super) fn evaluate(
     let models = model_indexes(data, &[strong.to_owned(), weak.to_owned()])?;
     let prepared = prepare(args, data, scorer, &models)?;
     let held_out = &prepared.held_out;
-    let (strong_scores, weak_scores) = (scores(data, held_out, models[0]), scores(data, held_out, models[1]));
+    let (strong_scores, weak_scores) = (
+        scores(data, held_out, models[0]),
+        scores(data, held_out, models[1]),
+    );
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let (strong_quality, weak_quality) = (mean(&strong_scores), mean(&weak_scores));
+    let gap = (strong_quality - weak_quality).abs() > 1e-12;
     let measure = |curve: Vec<SharePoint>| PairRouter {
         apgr: metrics::apgr(&curve, strong_quality, weak_quality),
-        cpt50: metrics::cpt(&curve, strong_quality, weak_quality, 0.5),
-        cpt80: metrics::cpt(&curve, strong_quality, weak_quality, 0.8),
+        cpt50: gap.then(|| metrics::cpt(&curve, strong_quality, weak_quality, 0.5)),
+        cpt80: gap.then(|| metrics::cpt(&curve, strong_quality, weak_quality, 0.8)),
         auc: metrics::auc(&curve),
         curve,
     };
@@ -79,36 +84,67 @@ pub(super) fn evaluate(
     let bins = metrics::THRESHOLD_BINS;
     routers.insert(
         "triage".to_owned(),
-        measure(metrics::threshold_curve(&triage, &strong_scores, &weak_scores, bins)),
+        measure(metrics::threshold_curve(
+            &triage,
+            &strong_scores,
+            &weak_scores,
+            bins,
+        )),
     );
     if prepared.has_embeddings {
-        let references: Vec<&[f32]> = prepared.calibration_features.iter().map(|f| f.embedding.as_slice()).collect();
+        let references: Vec<&[f32]> = prepared
+            .calibration_features
+            .iter()
+            .map(|f| f.embedding.as_slice())
+            .collect();
         let outcomes: Vec<Vec<f64>> = prepared
             .calibration
             .iter()
-            .map(|&p| models.iter().map(|&m| data.cell(p, m).expect("complete").score).collect())
+            .map(|&p| {
+                models
+                    .iter()
+                    .map(|&m| data.cell(p, m).expect("complete").score)
+                    .collect()
+            })
             .collect();
-        let queries: Vec<&[f32]> = prepared.held_out_features.iter().map(|f| f.embedding.as_slice()).collect();
+        let queries: Vec<&[f32]> = prepared
+            .held_out_features
+            .iter()
+            .map(|f| f.embedding.as_slice())
+            .collect();
         let knn_scores: Vec<f64> = knn::knn_predict(&references, &outcomes, &queries, args.knn_k)
             .iter()
             .map(|means| means[0] - means[1])
             .collect();
         routers.insert(
             "knn".to_owned(),
-            measure(metrics::threshold_curve(&knn_scores, &strong_scores, &weak_scores, bins)),
+            measure(metrics::threshold_curve(
+                &knn_scores,
+                &strong_scores,
+                &weak_scores,
+                bins,
+            )),
         );
     }
     routers.insert(
         "random".to_owned(),
-        measure(metrics::random_curve(&strong_scores, &weak_scores, metrics::RANDOM_ITERATIONS, args.seed)),
+        measure(metrics::random_curve(
+            &strong_scores,
+            &weak_scores,
+            metrics::RANDOM_ITERATIONS,
+            args.seed,
+        )),
     );
-    routers.insert("oracle".to_owned(), measure(metrics::oracle_curve(&strong_scores, &weak_scores)));
+    routers.insert(
+        "oracle".to_owned(),
+        measure(metrics::oracle_curve(&strong_scores, &weak_scores)),
+    );
 
     let mut prepared = prepared;
-    if (strong_quality - weak_quality).abs() < 1e-12 {
-        prepared
-            .warnings
-            .push("the two models score alike on the held-out prompts: APGR is undefined".into());
+    if !gap {
+        prepared.warnings.push(
+            "the two models score alike on the held-out prompts: APGR and CPT are undefined".into(),
+        );
     } else if strong_quality < weak_quality {
         prepared.warnings.push(format!(
             "--strong {strong} scores below --weak {weak} on the held-out prompts ({strong_quality:.3} < {weak_quality:.3})"
@@ -146,14 +182,19 @@ impl fmt::Display for PairResults {
                 ability_note(&side.ability)
             )?;
         }
-        writeln!(f, "\n{:<8}{:>7}{:>10}{:>10}", "router", "APGR", "CPT(50%)", "CPT(80%)")?;
+        writeln!(
+            f,
+            "\n{:<8}{:>7}{:>10}{:>10}",
+            "router", "APGR", "CPT(50%)", "CPT(80%)"
+        )?;
         for (name, router) in &self.routers {
+            let percent = |p: f64| format!("{p:.1}%");
             writeln!(
                 f,
-                "{name:<8}{:>7}{:>9.1}%{:>9.1}%",
+                "{name:<8}{:>7}{:>10}{:>10}",
                 or_dash(router.apgr, |a| format!("{a:.3}")),
-                router.cpt50,
-                router.cpt80
+                or_dash(router.cpt50, percent),
+                or_dash(router.cpt80, percent)
             )?;
         }
         Ok(())

@@ -32,8 +32,16 @@ pub fn write(path: &Path, results: &Results, scorer: &str) -> Result<(), EvalErr
         .map(str::to_ascii_lowercase);
     ensure_font().map_err(|e| fail(e.clone()))?;
     let drawn = match extension.as_deref() {
-        Some("svg") => draw(SVGBackend::new(path, SIZE).into_drawing_area(), results, scorer),
-        Some("png") => draw(BitMapBackend::new(path, SIZE).into_drawing_area(), results, scorer),
+        Some("svg") => draw(
+            SVGBackend::new(path, SIZE).into_drawing_area(),
+            results,
+            scorer,
+        ),
+        Some("png") => draw(
+            BitMapBackend::new(path, SIZE).into_drawing_area(),
+            results,
+            scorer,
+        ),
         _ => return Err(fail("the file name must end in .svg or .png".into())),
     };
     drawn.map_err(|e| fail(e.to_string()))
@@ -90,7 +98,10 @@ where
         .chain([results.strong.quality, results.weak.quality]);
     let mut chart = ChartBuilder::on(root)
         .caption(
-            format!("{} vs {} (scorer {scorer})", results.strong.model, results.weak.model),
+            format!(
+                "{} vs {} (scorer {scorer})",
+                results.strong.model, results.weak.model
+            ),
             (FONT, 22),
         )
         .margin(16)
@@ -103,8 +114,15 @@ where
         .y_desc("quality")
         .draw()?;
     for (i, (name, router)) in results.routers.iter().enumerate() {
-        let points: Vec<(f64, f64)> = router.curve.iter().map(|p| (p.strong_pct, p.quality)).collect();
-        let label = format!("{name} (APGR {})", router.apgr.map_or("–".into(), |a| format!("{a:.3}")));
+        let points: Vec<(f64, f64)> = router
+            .curve
+            .iter()
+            .map(|p| (p.strong_pct, p.quality))
+            .collect();
+        let label = format!(
+            "{name} (APGR {})",
+            router.apgr.map_or("–".into(), |a| format!("{a:.3}"))
+        );
         let style = color(i).stroke_width(2);
         if name == "oracle" {
             chart
@@ -119,12 +137,25 @@ where
         }
     }
     for (model, quality, shade) in [
-        (&results.strong.model, results.strong.quality, RGBColor(120, 120, 120)),
-        (&results.weak.model, results.weak.quality, RGBColor(180, 180, 180)),
+        (
+            &results.strong.model,
+            results.strong.quality,
+            RGBColor(120, 120, 120),
+        ),
+        (
+            &results.weak.model,
+            results.weak.quality,
+            RGBColor(180, 180, 180),
+        ),
     ] {
         let style = shade.stroke_width(1);
         chart
-            .draw_series(DashedLineSeries::new([(0.0, quality), (100.0, quality)], 4, 4, style))?
+            .draw_series(DashedLineSeries::new(
+                [(0.0, quality), (100.0, quality)],
+                4,
+                4,
+                style,
+            ))?
             .label(format!("{model} alone"))
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], style));
     }
@@ -151,7 +182,12 @@ where
         .routers
         .values()
         .flat_map(|r| r.curve.iter().map(per_1k))
-        .chain(results.models.values().map(|m| (m.cost * 1000.0, m.quality)))
+        .chain(
+            results
+                .models
+                .values()
+                .map(|m| (m.cost * 1000.0, m.quality)),
+        )
         .collect();
     let max_cost = all_points.iter().map(|p| p.0).fold(0.0, f64::max).max(1e-9);
     let mut chart = ChartBuilder::on(root)
@@ -159,7 +195,10 @@ where
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(56)
-        .build_cartesian_2d(0.0..max_cost * 1.05, quality_range(all_points.iter().map(|p| p.1)))?;
+        .build_cartesian_2d(
+            0.0..max_cost * 1.15,
+            quality_range(all_points.iter().map(|p| p.1)),
+        )?;
     chart
         .configure_mesh()
         .x_desc("US$ per 1,000 prompts")
@@ -167,7 +206,10 @@ where
         .draw()?;
     for (i, (name, router)) in results.routers.iter().enumerate() {
         let hull: Vec<(f64, f64)> = router.hull.iter().map(per_1k).collect();
-        let label = format!("{name} (AIQ {})", router.aiq.map_or("–".into(), |a| format!("{a:.3}")));
+        let label = format!(
+            "{name} (AIQ {})",
+            router.aiq.map_or("–".into(), |a| format!("{a:.3}"))
+        );
         let style = color(i).stroke_width(2);
         if name == "oracle" {
             chart
@@ -241,17 +283,29 @@ fn font_path() -> Option<PathBuf> {
         .iter()
         .map(PathBuf::from)
         .find(|p| p.is_file())
-        .or_else(|| ["/usr/share/fonts", "/usr/local/share/fonts"].iter().find_map(|d| any_ttf(Path::new(d), 4)))
+        .or_else(|| {
+            ["/usr/share/fonts", "/usr/local/share/fonts"]
+                .iter()
+                .find_map(|d| any_ttf(Path::new(d), 4))
+        })
 }
 
 /// Some .ttf file under `dir`, looking `depth` levels down.
 fn any_ttf(dir: &Path, depth: u32) -> Option<PathBuf> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir).ok()?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
     entries.sort();
     let is_ttf = |p: &PathBuf| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("ttf"));
     entries.iter().find(|p| is_ttf(p)).cloned().or_else(|| {
         (depth > 0)
-            .then(|| entries.iter().filter(|p| p.is_dir()).find_map(|d| any_ttf(d, depth - 1)))
+            .then(|| {
+                entries
+                    .iter()
+                    .filter(|p| p.is_dir())
+                    .find_map(|d| any_ttf(d, depth - 1))
+            })
             .flatten()
     })
 }

@@ -39,16 +39,16 @@ impl Prices {
             path: path.display().to_string(),
             source,
         })?;
-        let as_json = || serde_json::from_str::<HashMap<String, Price>>(&text).map_err(|e| e.to_string());
+        let as_json =
+            || serde_json::from_str::<HashMap<String, Price>>(&text).map_err(|e| e.to_string());
         let as_toml = || toml::from_str::<HashMap<String, Price>>(&text).map_err(|e| e.to_string());
         let parsed = match path.extension().and_then(|e| e.to_str()) {
             Some("json") => as_json(),
             Some("toml") => as_toml(),
             _ => as_json().or_else(|_| as_toml()),
         };
-        let map = parsed.map_err(|e| {
-            EvalError::Args(format!("prices file {}: {e}", path.display()))
-        })?;
+        let map =
+            parsed.map_err(|e| EvalError::Args(format!("prices file {}: {e}", path.display())))?;
         if let Some((model, _)) = map
             .iter()
             .find(|(_, p)| !(p.input_per_mtok >= 0.0 && p.output_per_mtok >= 0.0))
@@ -90,9 +90,20 @@ mod tests {
     fn reads_toml_and_json() {
         let dir = tempfile::tempdir().unwrap();
         let toml_path = dir.path().join("p.toml");
-        std::fs::write(&toml_path, "[\"org/model\"]\ninput_per_mtok = 1\noutput_per_mtok = 2\n").unwrap();
+        std::fs::write(
+            &toml_path,
+            "[\"org/model\"]\ninput_per_mtok = 1\noutput_per_mtok = 2\n",
+        )
+        .unwrap();
         let json_path = dir.path().join("p.json");
-        std::fs::write(&json_path, r#"{"org/model": {"input_per_mtok": 1, "output_per_mtok": 2}}"#).unwrap();
-        assert_eq!(Prices::load(&toml_path).unwrap(), Prices::load(&json_path).unwrap());
+        std::fs::write(
+            &json_path,
+            r#"{"org/model": {"input_per_mtok": 1, "output_per_mtok": 2}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            Prices::load(&toml_path).unwrap(),
+            Prices::load(&json_path).unwrap()
+        );
     }
 }

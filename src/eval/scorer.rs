@@ -74,7 +74,10 @@ mod tests {
 
     #[test]
     fn prompt_hash_ignores_case_and_whitespace_only() {
-        assert_eq!(prompt_hash("What is 2+2?"), prompt_hash("  what   is\n2+2? "));
+        assert_eq!(
+            prompt_hash("What is 2+2?"),
+            prompt_hash("  what   is\n2+2? ")
+        );
         assert_ne!(prompt_hash("What is 2+2?"), prompt_hash("What is 2+3?"));
     }
 

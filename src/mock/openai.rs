@@ -1,233 +1,29 @@
-//! A fake OpenAI-compatible upstream: a real HTTP server on loopback that answers
-//! `/v1/chat/completions` deterministically and can be scripted to fail, stall or drop.
-//!
-//! It is for the integration tests, the benchmarks and `triage mock-upstream`: anything that
-//! needs an upstream whose answers, token counts and failures are known in advance.
-//! It is not a model, not a provider adapter, and not part of the request path of the router.
-//!
-//! Behaviour is chosen per request by a [`Fault`]: either carried inline in the request body
-//! under `"mock"`, or taken from a FIFO queue filled with [`MockUpstream::script`] or
-//! `POST /_mock/script`. An empty queue means a normal, successful answer.
+//! The OpenAI side of the mock: `POST /v1/chat/completions` and `GET /v1/models`, OpenAI's
+//! error bodies, and `chat.completion` answers, whole or as `chat.completion.chunk` events.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use futures_util::{StreamExt, stream};
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
-use tokio::net::TcpListener;
+use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, Method, Response, StatusCode, Uri};
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
 
-/// Longest echo of the user's message in an answer, in characters.
-const ECHO_LIMIT: usize = 200;
-/// Most tool-call argument fragments in a stream.
-const ARGUMENT_FRAGMENTS: usize = 3;
+use super::{
+    ARGUMENT_FRAGMENTS, Answer, App, Fault, Prompt, Tool, ToolChoice, delay, fault_status,
+    fragments, json_body, sse_body, with_retry_after, word_pieces,
+};
 
-/// Handle to a running mock. The server task runs until the tokio runtime ends.
-#[derive(Clone, Debug)]
-pub struct MockUpstream {
-    pub addr: SocketAddr,
-    state: Shared,
-}
-
-impl MockUpstream {
-    /// Binds 127.0.0.1:0 and serves on the current tokio runtime. `api_key`: when `Some`,
-    /// `/v1` requests must carry `Authorization: Bearer <key>` or get OpenAI's 401.
-    pub async fn start(api_key: Option<String>) -> io::Result<MockUpstream> {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-        let addr = listener.local_addr()?;
-        let state = Shared::default();
-        let app = router(Arc::clone(&state), api_key);
-        tokio::spawn(async move {
-            if let Err(err) = axum::serve(listener, app).await {
-                tracing::warn!(%err, "mock upstream stopped");
-            }
-        });
-        Ok(MockUpstream { addr, state })
-    }
-
-    /// `http://127.0.0.1:PORT/v1`
-    pub fn base_url(&self) -> String {
-        format!("http://{}/v1", self.addr)
-    }
-
-    /// Queues scripted behaviours for `model` (`None`: any model), like `POST /_mock/script`.
-    pub fn script(&self, model: Option<&str>, steps: Vec<Fault>) {
-        lock(&self.state).enqueue(model.map(str::to_owned), steps);
-    }
-
-    /// Every chat request received so far (headers lower-cased, body as JSON), in order.
-    pub fn requests(&self) -> Vec<RecordedRequest> {
-        lock(&self.state).requests.clone()
-    }
-}
-
-/// Serves on an already-bound listener until the process ends (the `mock-upstream` command).
-pub async fn serve(listener: TcpListener, api_key: Option<String>) -> io::Result<()> {
-    axum::serve(listener, router(Shared::default(), api_key)).await
-}
-
-/// One scripted behaviour. Every field is optional; the default is a normal answer.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Fault {
-    /// Only for the inline `"mock"` field: the fault applies when the request names this model.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-    /// Respond with this HTTP status (>= 400) and OpenAI's error body.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<u16>,
-    /// Error message; the default depends on the status.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    /// Sets the `Retry-After` header verbatim (seconds or an HTTP date).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub retry_after: Option<String>,
-    /// Wait this long before sending response headers.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub delay_ms: Option<u64>,
-    /// Streaming: wait this long between SSE events.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub chunk_delay_ms: Option<u64>,
-    /// Streaming: abort the connection after this many SSE events.
-    /// Non-streaming: send half of the body, then abort.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub drop_after_chunks: Option<usize>,
-    /// Answer with this text (and never with a tool call).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub content: Option<String>,
-    /// Replace the whole `usage` object.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub usage: Option<Value>,
-}
-
-/// A chat request as the mock received it. A body that is not JSON is kept as a JSON string.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct RecordedRequest {
-    pub headers: BTreeMap<String, String>,
-    pub body: Value,
-}
-
-type Shared = Arc<Mutex<MockState>>;
-
-#[derive(Debug, Default)]
-struct MockState {
-    any_model: VecDeque<Fault>,
-    by_model: HashMap<String, VecDeque<Fault>>,
-    requests: Vec<RecordedRequest>,
-    tool_calls: u64,
-}
-
-impl MockState {
-    fn enqueue(&mut self, model: Option<String>, steps: Vec<Fault>) {
-        match model {
-            Some(model) => self.by_model.entry(model).or_default().extend(steps),
-            None => self.any_model.extend(steps),
-        }
-    }
-
-    fn next_fault(&mut self, model: &str) -> Option<Fault> {
-        let own = self.by_model.get_mut(model).and_then(VecDeque::pop_front);
-        own.or_else(|| self.any_model.pop_front())
-    }
-
-    fn next_call_id(&mut self) -> String {
-        self.tool_calls += 1;
-        format!("call_{}", self.tool_calls)
-    }
-}
-
-fn lock(state: &Mutex<MockState>) -> MutexGuard<'_, MockState> {
-    // A panicking test thread must not take every later request down with it.
-    state.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-struct App {
-    state: Shared,
-    api_key: Option<String>,
-}
-
-impl App {
-    fn check_auth(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        let Some(key) = &self.api_key else {
-            return Ok(());
-        };
-        let given = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
-        match given.and_then(|v| v.strip_prefix("Bearer ")) {
-            Some(token) if token == key => Ok(()),
-            _ => Err(ApiError::for_status(StatusCode::UNAUTHORIZED, None, "")),
-        }
-    }
-
-    fn record(&self, headers: &HeaderMap, body: Value) {
-        let headers = recorded_headers(headers);
-        lock(&self.state)
-            .requests
-            .push(RecordedRequest { headers, body });
-    }
-
-    /// The inline fault when it names this model (or none), else the next queued one.
-    fn take_fault(&self, model: &str, body: &Value) -> Result<Fault, ApiError> {
-        let inline =
-            match body.get("mock") {
-                None | Some(Value::Null) => None,
-                Some(value) => Some(serde_json::from_value::<Fault>(value.clone()).map_err(
-                    |err| ApiError::invalid_param("mock", format!("Invalid mock fault: {err}")),
-                )?),
-            };
-        let inline = inline.filter(|f| f.model.as_deref().is_none_or(|m| m == model));
-        Ok(inline
-            .or_else(|| lock(&self.state).next_fault(model))
-            .unwrap_or_default())
-    }
-}
-
-fn recorded_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for (name, value) in headers {
-        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        out.entry(name.as_str().to_owned())
-            .and_modify(|v: &mut String| {
-                v.push_str(", ");
-                v.push_str(&value);
-            })
-            .or_insert(value);
-    }
-    out
-}
-
-fn router(state: Shared, api_key: Option<String>) -> Router {
-    let app = Arc::new(App { state, api_key });
-    Router::new()
-        .route("/v1/chat/completions", post(chat_completions))
-        .route("/v1/models", get(list_models))
-        .route("/_mock/script", post(script_steps))
-        .route("/_mock/requests", get(recorded_requests))
-        .route("/_mock/reset", post(reset))
-        .fallback(unknown_route)
-        .with_state(app)
-}
-
-async fn chat_completions(
+pub(super) async fn chat_completions(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
+    uri: Uri,
     body: Bytes,
-) -> Response {
-    let parsed = serde_json::from_slice::<Value>(&body);
-    let recorded = match &parsed {
-        Ok(value) => value.clone(),
-        Err(_) => Value::String(String::from_utf8_lossy(&body).into_owned()),
-    };
-    app.record(&headers, recorded);
+) -> Response<Body> {
+    let parsed = app.record(&headers, &uri, &body);
     answer_chat(&app, &headers, parsed)
         .await
         .unwrap_or_else(IntoResponse::into_response)
@@ -237,45 +33,43 @@ async fn answer_chat(
     app: &App,
     headers: &HeaderMap,
     parsed: serde_json::Result<Value>,
-) -> Result<Response, ApiError> {
-    app.check_auth(headers)?;
+) -> Result<Response<Body>, ApiError> {
+    check_auth(app, headers)?;
     let body = parsed.map_err(|_| ApiError::invalid_json())?;
     let request = ChatRequest::parse(&body)?;
-    let fault = app.take_fault(&request.model, &body)?;
-    if let Some(ms) = fault.delay_ms {
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-    }
-    let mut response = match fault.status.filter(|s| *s >= 400) {
-        Some(status) => fault_error(status, &fault, &request.model).into_response(),
+    let fault = app
+        .take_fault(&request.prompt.model, &body)
+        .map_err(|message| ApiError::invalid_param("mock", message))?;
+    delay(&fault).await;
+    let response = match fault_status(&fault) {
+        Some(status) => ApiError::for_status(status, fault.message.clone(), &request.prompt.model)
+            .into_response(),
         None => {
             let completion = Completion::build(app, &request, &fault);
             if request.stream {
-                stream_response(&completion, &request, &fault)
+                sse_body(completion.sse_events(request.include_usage), &fault)
             } else {
-                json_response(&completion, &fault)
+                json_body(&completion.to_json(), &fault)
             }
         }
     };
-    if let Some(value) = fault
-        .retry_after
-        .as_deref()
-        .and_then(|v| HeaderValue::from_str(v).ok())
-    {
-        response.headers_mut().insert(RETRY_AFTER, value);
+    Ok(with_retry_after(response, &fault))
+}
+
+fn check_auth(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+    let given = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if app.key_ok(given.and_then(|v| v.strip_prefix("Bearer "))) {
+        Ok(())
+    } else {
+        Err(ApiError::for_status(StatusCode::UNAUTHORIZED, None, ""))
     }
-    Ok(response)
 }
 
-fn fault_error(status: u16, fault: &Fault, model: &str) -> ApiError {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    ApiError::for_status(status, fault.message.clone(), model)
-}
-
-async fn list_models(
+pub(super) async fn list_models(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    app.check_auth(&headers)?;
+) -> Result<Response<Body>, ApiError> {
+    check_auth(&app, &headers)?;
     let models = json!({
         "object": "list",
         "data": [{"id": "mock", "object": "model", "created": 0, "owned_by": "triage-mock"}],
@@ -283,50 +77,22 @@ async fn list_models(
     Ok(Json(models).into_response())
 }
 
-#[derive(Deserialize)]
-struct ScriptRequest {
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    steps: Vec<Fault>,
-}
-
-async fn script_steps(
-    State(app): State<Arc<App>>,
-    Json(script): Json<ScriptRequest>,
-) -> StatusCode {
-    lock(&app.state).enqueue(script.model, script.steps);
-    StatusCode::NO_CONTENT
-}
-
-async fn recorded_requests(State(app): State<Arc<App>>) -> Json<Vec<RecordedRequest>> {
-    Json(lock(&app.state).requests.clone())
-}
-
-async fn reset(State(app): State<Arc<App>>) -> StatusCode {
-    *lock(&app.state) = MockState::default();
-    StatusCode::NO_CONTENT
-}
-
-async fn unknown_route(method: Method, uri: Uri) -> ApiError {
+pub(super) fn unknown_route(method: Method, uri: Uri) -> Response<Body> {
     let mut error = ApiError::for_status(
         StatusCode::NOT_FOUND,
         Some(format!("Invalid URL ({method} {uri})")),
         "",
     );
     error.code = None;
-    error
+    error.into_response()
 }
 
 /// The parts of a chat request the mock looks at.
 struct ChatRequest {
-    model: String,
-    messages: Vec<Value>,
+    prompt: Prompt,
     stream: bool,
     include_usage: bool,
     n: usize,
-    tools: Vec<Value>,
-    tool_choice: Value,
 }
 
 impl ChatRequest {
@@ -351,74 +117,56 @@ impl ChatRequest {
                 })?,
         };
         Ok(ChatRequest {
-            model: model.to_owned(),
-            messages: messages.clone(),
+            prompt: prompt(model, messages, body),
             stream: body.get("stream").and_then(Value::as_bool).unwrap_or(false),
             include_usage: body
                 .pointer("/stream_options/include_usage")
                 .and_then(Value::as_bool)
                 == Some(true),
             n: usize::try_from(n).unwrap_or(1),
-            tools: body
-                .get("tools")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default(),
-            tool_choice: body.get("tool_choice").cloned().unwrap_or(Value::Null),
         })
     }
+}
 
-    fn last_role(&self) -> Option<&str> {
-        self.messages
-            .last()
-            .and_then(|m| m.get("role"))
-            .and_then(Value::as_str)
-    }
-
-    /// The text answer: an echo of the last user message, or of a tool result.
-    fn answer_text(&self) -> String {
-        if self.last_role() == Some("tool") {
-            let result = self.messages.last().map(message_text).unwrap_or_default();
-            return format!("Tool result: {result}");
-        }
-        let user = self
-            .messages
-            .iter()
-            .rev()
-            .find(|m| m.get("role").and_then(Value::as_str) == Some("user"));
-        let echo: String = user
-            .map(message_text)
-            .unwrap_or_default()
-            .chars()
-            .take(ECHO_LIMIT)
-            .collect();
-        format!("Mock answer from {}: {echo}", self.model)
-    }
-
-    /// The tool to call (name, JSON arguments), when the request asks for one.
-    fn tool_call(&self) -> Option<(String, String)> {
-        if self.tools.is_empty() || self.tool_choice == "none" || self.last_role() == Some("tool") {
-            return None;
-        }
-        let named = self
-            .tool_choice
-            .pointer("/function/name")
-            .and_then(Value::as_str);
-        let tool = match named {
-            Some(name) => self
-                .tools
-                .iter()
-                .find(|t| t.pointer("/function/name").and_then(Value::as_str) == Some(name)),
-            None => self.tools.first(),
-        };
-        let name = named
-            .or_else(|| {
-                tool.and_then(|t| t.pointer("/function/name"))
-                    .and_then(Value::as_str)
-            })
-            .unwrap_or_default();
-        let schema = tool.and_then(|t| t.pointer("/function/parameters"));
-        Some((name.to_owned(), placeholder_arguments(schema)))
+/// The neutral view of a chat request.
+fn prompt(model: &str, messages: &[Value], body: &Value) -> Prompt {
+    let role = |m: &Value| m.get("role").and_then(Value::as_str).map(str::to_owned);
+    let last_role = messages.last().and_then(role);
+    let last_user = messages
+        .iter()
+        .rev()
+        .find(|m| role(m).as_deref() == Some("user"));
+    let tools = body
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|t| Tool {
+            name: t
+                .pointer("/function/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            schema: t.pointer("/function/parameters").cloned(),
+        })
+        .collect();
+    let tool_choice = match body.get("tool_choice") {
+        Some(Value::String(mode)) if mode == "none" => ToolChoice::None,
+        Some(Value::String(mode)) if mode == "required" => ToolChoice::Required,
+        Some(choice) => match choice.pointer("/function/name").and_then(Value::as_str) {
+            Some(name) => ToolChoice::Named(name.to_owned()),
+            None => ToolChoice::Auto,
+        },
+        None => ToolChoice::Auto,
+    };
+    Prompt {
+        model: model.to_owned(),
+        message_texts: messages.iter().map(message_text).collect(),
+        last_user_text: last_user.map(message_text).unwrap_or_default(),
+        tool_result: (last_role.as_deref() == Some("tool"))
+            .then(|| messages.last().map(message_text).unwrap_or_default()),
+        tools,
+        tool_choice,
     }
 }
 
@@ -435,153 +183,53 @@ fn message_text(message: &Value) -> String {
     }
 }
 
-fn word_count(text: &str) -> u64 {
-    text.split_whitespace().count() as u64
-}
-
-/// Deterministic prompt tokens: 3 per message plus its words.
-fn prompt_tokens(messages: &[Value]) -> u64 {
-    messages
-        .iter()
-        .map(|m| 3 + word_count(&message_text(m)))
-        .sum()
-}
-
-/// A JSON object with one placeholder per required property of a JSON schema.
-fn placeholder_arguments(schema: Option<&Value>) -> String {
-    let properties = schema.and_then(|s| s.get("properties"));
-    let required = schema
-        .and_then(|s| s.get("required"))
-        .and_then(Value::as_array);
-    let mut arguments = Map::new();
-    for name in required.into_iter().flatten().filter_map(Value::as_str) {
-        let kind = properties
-            .and_then(|p| p.get(name))
-            .and_then(|p| p.get("type"));
-        arguments.insert(name.to_owned(), placeholder_value(kind));
-    }
-    Value::Object(arguments).to_string()
-}
-
-fn placeholder_value(kind: Option<&Value>) -> Value {
-    // `"type": ["string", "null"]` means a nullable string.
-    let kind = match kind {
-        Some(Value::Array(kinds)) => kinds
-            .iter()
-            .filter_map(Value::as_str)
-            .find(|k| *k != "null"),
-        Some(kind) => kind.as_str(),
-        None => None,
-    };
-    match kind {
-        Some("string") => json!("test"),
-        Some("integer" | "number") => json!(1),
-        Some("boolean") => json!(true),
-        _ => Value::Null,
+fn finish_reason(answer: &Answer) -> &'static str {
+    match answer {
+        Answer::Text(_) => "stop",
+        Answer::ToolCall { .. } => "tool_calls",
     }
 }
 
-/// What one choice says.
-enum Answer {
-    Text(String),
-    ToolCall {
-        id: String,
-        name: String,
-        arguments: String,
-    },
+fn message(answer: &Answer) -> Value {
+    match answer {
+        Answer::Text(text) => json!({"role": "assistant", "content": text, "refusal": null}),
+        Answer::ToolCall {
+            id,
+            name,
+            arguments,
+        } => json!({
+            "role": "assistant",
+            "content": null,
+            "tool_calls": [{"id": id, "type": "function", "function": {"name": name, "arguments": arguments}}],
+            "refusal": null,
+        }),
+    }
 }
 
-impl Answer {
-    fn word_count(&self) -> u64 {
-        match self {
-            Answer::Text(text) => word_count(text),
-            Answer::ToolCall { arguments, .. } => word_count(arguments),
+/// The stream deltas, before the final empty one.
+fn deltas(answer: &Answer) -> Vec<Value> {
+    match answer {
+        Answer::Text(text) => {
+            let first = json!({"role": "assistant", "content": ""});
+            let words = word_pieces(text).into_iter().map(|w| json!({"content": w}));
+            std::iter::once(first).chain(words).collect()
         }
-    }
-
-    fn finish_reason(&self) -> &'static str {
-        match self {
-            Answer::Text(_) => "stop",
-            Answer::ToolCall { .. } => "tool_calls",
-        }
-    }
-
-    fn message(&self) -> Value {
-        match self {
-            Answer::Text(text) => json!({"role": "assistant", "content": text, "refusal": null}),
-            Answer::ToolCall {
-                id,
-                name,
-                arguments,
-            } => json!({
+        Answer::ToolCall {
+            id,
+            name,
+            arguments,
+        } => {
+            let first = json!({
                 "role": "assistant",
                 "content": null,
-                "tool_calls": [{"id": id, "type": "function", "function": {"name": name, "arguments": arguments}}],
-                "refusal": null,
-            }),
+                "tool_calls": [{"index": 0, "id": id, "type": "function", "function": {"name": name, "arguments": ""}}],
+            });
+            let fragments = fragments(arguments, ARGUMENT_FRAGMENTS)
+                .into_iter()
+                .map(|f| json!({"tool_calls": [{"index": 0, "function": {"arguments": f}}]}));
+            std::iter::once(first).chain(fragments).collect()
         }
     }
-
-    /// The stream deltas, before the final empty one.
-    fn deltas(&self) -> Vec<Value> {
-        match self {
-            Answer::Text(text) => {
-                let first = json!({"role": "assistant", "content": ""});
-                let words = word_pieces(text).into_iter().map(|w| json!({"content": w}));
-                std::iter::once(first).chain(words).collect()
-            }
-            Answer::ToolCall {
-                id,
-                name,
-                arguments,
-            } => {
-                let first = json!({
-                    "role": "assistant",
-                    "content": null,
-                    "tool_calls": [{"index": 0, "id": id, "type": "function", "function": {"name": name, "arguments": ""}}],
-                });
-                let fragments = fragments(arguments, ARGUMENT_FRAGMENTS)
-                    .into_iter()
-                    .map(|f| json!({"tool_calls": [{"index": 0, "function": {"arguments": f}}]}));
-                std::iter::once(first).chain(fragments).collect()
-            }
-        }
-    }
-}
-
-/// Splits text into words, each keeping the whitespace after it, so the pieces concatenate
-/// back to the text.
-fn word_pieces(text: &str) -> Vec<&str> {
-    let mut pieces = Vec::new();
-    let (mut start, mut seen_word, mut after_space) = (0, false, false);
-    for (i, c) in text.char_indices() {
-        if c.is_whitespace() {
-            after_space = true;
-            continue;
-        }
-        if seen_word && after_space {
-            pieces.push(&text[start..i]);
-            start = i;
-        }
-        seen_word = true;
-        after_space = false;
-    }
-    if start < text.len() {
-        pieces.push(&text[start..]);
-    }
-    pieces
-}
-
-/// Splits text into at most `parts` non-empty pieces of about equal length.
-fn fragments(text: &str, parts: usize) -> Vec<&str> {
-    let bounds: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
-    let parts = parts.min(bounds.len()).max(1);
-    let mut cuts: Vec<usize> = (1..parts)
-        .map(|k| bounds[k * bounds.len() / parts])
-        .collect();
-    cuts.insert(0, 0);
-    cuts.push(text.len());
-    cuts.windows(2).map(|w| &text[w[0]..w[1]]).collect()
 }
 
 /// A finished answer to one request, rendered either as one JSON body or as SSE events.
@@ -590,45 +238,37 @@ struct Completion {
     created: u64,
     model: String,
     choices: Vec<Answer>,
+    /// The fault's finish reason, for every choice.
+    finish: Option<String>,
     usage: Value,
 }
 
 impl Completion {
     fn build(app: &App, request: &ChatRequest, fault: &Fault) -> Completion {
-        // A content override is a text answer, even when the request offers tools.
-        let tool = if fault.content.is_none() {
-            request.tool_call()
-        } else {
-            None
-        };
-        let text = fault
-            .content
-            .clone()
-            .unwrap_or_else(|| request.answer_text());
+        let prompt = &request.prompt;
         let choices: Vec<Answer> = (0..request.n)
-            .map(|_| match &tool {
-                Some((name, arguments)) => Answer::ToolCall {
-                    id: lock(&app.state).next_call_id(),
-                    name: name.clone(),
-                    arguments: arguments.clone(),
-                },
-                None => Answer::Text(text.clone()),
-            })
+            .map(|_| prompt.answer(fault, || format!("call_{}", app.next_call_number())))
             .collect();
-        let prompt = prompt_tokens(&request.messages);
         let completion = choices.iter().map(Answer::word_count).sum();
         Completion {
             id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
             created: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
-            model: request.model.clone(),
+            model: prompt.model.clone(),
             choices,
+            finish: fault.finish_reason.clone(),
             usage: fault
                 .usage
                 .clone()
-                .unwrap_or_else(|| usage(prompt, completion)),
+                .unwrap_or_else(|| usage(prompt.prompt_tokens(), completion)),
         }
+    }
+
+    fn finish_reason<'a>(&'a self, answer: &Answer) -> &'a str {
+        self.finish
+            .as_deref()
+            .unwrap_or_else(|| finish_reason(answer))
     }
 
     fn to_json(&self) -> Value {
@@ -637,7 +277,7 @@ impl Completion {
             .iter()
             .enumerate()
             .map(|(index, answer)| {
-                json!({"index": index, "message": answer.message(), "logprobs": null, "finish_reason": answer.finish_reason()})
+                json!({"index": index, "message": message(answer), "logprobs": null, "finish_reason": self.finish_reason(answer)})
             })
             .collect();
         json!({
@@ -682,13 +322,13 @@ impl Completion {
     fn sse_events(&self, include_usage: bool) -> Vec<Bytes> {
         let mut events = Vec::new();
         for (index, answer) in self.choices.iter().enumerate() {
-            for delta in answer.deltas() {
+            for delta in deltas(answer) {
                 events.push(sse(&self.choice_chunk(index, delta, None, include_usage)));
             }
             let last = self.choice_chunk(
                 index,
                 json!({}),
-                Some(answer.finish_reason()),
+                Some(self.finish_reason(answer)),
                 include_usage,
             );
             events.push(sse(&last));
@@ -717,56 +357,9 @@ fn sse(data: &Value) -> Bytes {
     Bytes::from(format!("data: {data}\n\n"))
 }
 
-fn json_response(completion: &Completion, fault: &Fault) -> Response {
-    let body = Bytes::from(completion.to_json().to_string());
-    let body = match fault.drop_after_chunks {
-        None => Body::from(body),
-        Some(_) => event_body(vec![body.slice(..body.len() / 2)], Duration::ZERO, Some(1)),
-    };
-    ([(CONTENT_TYPE, "application/json")], body).into_response()
-}
-
-fn stream_response(completion: &Completion, request: &ChatRequest, fault: &Fault) -> Response {
-    let events = completion.sse_events(request.include_usage);
-    let delay = Duration::from_millis(fault.chunk_delay_ms.unwrap_or(0));
-    let body = event_body(events, delay, fault.drop_after_chunks);
-    (
-        [
-            (CONTENT_TYPE, "text/event-stream"),
-            (CACHE_CONTROL, "no-cache"),
-        ],
-        body,
-    )
-        .into_response()
-}
-
-/// A body that sends `events` with `delay` between them; with `drop_after`, it sends that many
-/// and then fails, so hyper aborts the connection mid-body.
-fn event_body(events: Vec<Bytes>, delay: Duration, drop_after: Option<usize>) -> Body {
-    let keep = drop_after.unwrap_or(usize::MAX);
-    let sent = stream::iter(events.into_iter().take(keep).enumerate()).then(
-        move |(i, event)| async move {
-            if i > 0 && !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            Ok::<_, io::Error>(event)
-        },
-    );
-    let abort = stream::iter(drop_after.map(|_| ())).then(|()| async {
-        // Hyper drops its write buffer when a body fails; pausing first lets it flush the
-        // headers and the events before, so the client sees a broken body, not a lost response.
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        Err(io::Error::new(
-            io::ErrorKind::ConnectionAborted,
-            "mock upstream dropped the connection",
-        ))
-    });
-    Body::from_stream(sent.chain(abort))
-}
-
 /// An error in OpenAI's wire shape.
 #[derive(Debug)]
-struct ApiError {
+pub(super) struct ApiError {
     status: StatusCode,
     kind: &'static str,
     message: String,
@@ -811,7 +404,7 @@ impl ApiError {
 }
 
 impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+    fn into_response(self) -> Response<Body> {
         let body = json!({"error": {
             "message": self.message,
             "type": self.kind,
@@ -857,6 +450,10 @@ fn default_message(status: u16, model: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mock::{Fault, MockUpstream, RecordedRequest};
+    use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
+    use futures_util::StreamExt;
+    use std::time::Duration;
 
     fn chat_url(mock: &MockUpstream) -> String {
         format!("{}/chat/completions", mock.base_url())
@@ -1222,15 +819,5 @@ mod tests {
         let recorded = mock.requests();
         assert_eq!(recorded.len(), 3);
         assert_eq!(recorded[2].headers["authorization"], "Bearer sk-test");
-    }
-
-    #[test]
-    fn text_splits_into_pieces_that_rebuild_it() {
-        assert_eq!(word_pieces("a b  c\n"), ["a ", "b  ", "c\n"]);
-        assert_eq!(word_pieces(" a"), [" a"]);
-        assert!(word_pieces("").is_empty());
-        assert_eq!(fragments("{}", 3), ["{", "}"]);
-        assert_eq!(fragments("abcdefg", 3).concat(), "abcdefg");
-        assert_eq!(fragments("abcdefg", 3).len(), 3);
     }
 }

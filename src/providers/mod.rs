@@ -240,7 +240,9 @@ impl Upstream {
     pub fn into_chunks(&self, response: reqwest::Response, format: Format) -> ChunkStream {
         match (format, self.provider.kind) {
             (Format::Messages, _) => translate_sse(response, anthropic::NativeEvents::default()),
-            (Format::Chat, ProviderKind::Openai) => translate_sse(response, openai::Chunks::default()),
+            (Format::Chat, ProviderKind::Openai) => {
+                translate_sse(response, openai::Chunks::default())
+            }
             (Format::Chat, ProviderKind::Anthropic) => {
                 translate_sse(response, anthropic::ChunkTranslator::default())
             }
@@ -464,7 +466,9 @@ fn reassemble(chunks: &[Value]) -> Value {
         if !chunk["usage"].is_null() {
             usage = chunk["usage"].clone();
         }
-        let Some(choice) = chunk["choices"].get(0) else { continue };
+        let Some(choice) = chunk["choices"].get(0) else {
+            continue;
+        };
         let delta = &choice["delta"];
         content.push_str(delta["content"].as_str().unwrap_or_default());
         reasoning.push_str(delta["reasoning_content"].as_str().unwrap_or_default());
@@ -474,7 +478,10 @@ fn reassemble(chunks: &[Value]) -> Value {
                 calls.push(json!({"id": call["id"], "type": "function",
                     "function": {"name": call["function"]["name"], "arguments": ""}}));
             }
-            let arguments = calls[index]["function"]["arguments"].as_str().unwrap().to_string()
+            let arguments = calls[index]["function"]["arguments"]
+                .as_str()
+                .unwrap()
+                .to_string()
                 + call["function"]["arguments"].as_str().unwrap_or_default();
             calls[index]["function"]["arguments"] = json!(arguments);
         }

@@ -99,9 +99,16 @@ impl ApiError {
     }
 
     /// The status and message for a request no model could answer. The last failure decides
-    /// the status; the message lists every model tried.
+    /// the status (the last one that is not a model unable to express the request, unless
+    /// that is all there was); the message lists every model tried.
     pub fn from_dispatch(error: &DispatchError) -> ApiError {
-        let Some(last) = error.failures.last() else {
+        let last = error
+            .failures
+            .iter()
+            .rev()
+            .find(|f| !matches!(f.error, ProviderError::Untranslatable(_)))
+            .or(error.failures.last());
+        let Some(last) = last else {
             return ApiError::internal("no model was tried");
         };
         if last.error.is_client_error() {
@@ -231,11 +238,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn untranslatable_is_a_400_only_when_no_model_failed_otherwise() {
+        use crate::dispatch::Failure;
+        let failure = |model: &str, error: ProviderError| Failure {
+            model: model.into(),
+            error,
+        };
+        let untranslatable = || ProviderError::Untranslatable("n > 1".into());
+        let only = DispatchError {
+            failures: vec![failure("a", untranslatable())],
+        };
+        assert_eq!(
+            ApiError::from_dispatch(&only).status,
+            StatusCode::BAD_REQUEST
+        );
+        let mixed = DispatchError {
+            failures: vec![
+                failure("a", ProviderError::Connect("refused".into())),
+                failure("b", untranslatable()),
+            ],
+        };
+        let error = ApiError::from_dispatch(&mixed);
+        assert_eq!(error.status, StatusCode::BAD_GATEWAY);
+        assert!(error.message.contains("n > 1"), "{}", error.message);
+    }
+
+    #[test]
     fn anthropic_types_follow_the_status() {
         let cases = [
             (ApiError::unauthorized("x"), "authentication_error"),
             (ApiError::model_not_found("m"), "not_found_error"),
-            (ApiError::invalid_request("x", None), "invalid_request_error"),
+            (
+                ApiError::invalid_request("x", None),
+                "invalid_request_error",
+            ),
             (ApiError::payload_too_large(1), "request_too_large"),
             (ApiError::internal("x"), "api_error"),
         ];

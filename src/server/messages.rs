@@ -183,10 +183,10 @@ fn error_event(error: &ProviderError) -> Bytes {
     let mut api = ApiError::internal(format!(
         "The upstream failed after the answer had started: {error}"
     ));
-    if let ProviderError::Status { status, .. } = error {
-        if matches!(status.as_u16(), 429 | 529) {
-            api.status = *status;
-        }
+    if let ProviderError::Status { status, .. } = error
+        && matches!(status.as_u16(), 429 | 529)
+    {
+        api.status = *status;
     }
     Bytes::from(sse_event(&api.anthropic_body()))
 }

@@ -75,9 +75,11 @@ pub struct DataReport {
 pub struct FileReport {
     pub file: String,
     pub rows: usize,
+    /// Rows without a score (`null`, or `NaN` as Python writes it), skipped.
+    pub missing_scores: usize,
     /// Distinct prompt texts in the file.
     pub prompts: usize,
-    /// Rows whose prompt text repeats an earlier row's prompt with another id or label.
+    /// Prompts (by id, or by row in the tool-need file) whose text repeats an earlier one's.
     pub repeated_prompts: usize,
     /// Prompts removed because their stem is in a held-out file, per held-out file.
     pub removed_overlap: BTreeMap<String, usize>,
@@ -217,11 +219,15 @@ fn read_outcomes(
     let mut report = FileReport::default();
     let mut pending: Vec<Pending> = Vec::new();
     let mut by_text: HashMap<String, usize> = HashMap::new();
-    let mut ids_of: HashMap<usize, String> = HashMap::new();
+    let mut ids: std::collections::HashSet<String> = std::collections::HashSet::new();
     for_each_row(path, |_, row| {
         report.rows += 1;
         let source = required_str(row, "source")?;
         let model = required_str(row, "model")?;
+        if row.get("score") == Some(&Value::Null) {
+            report.missing_scores += 1;
+            return Ok(());
+        }
         let score = row
             .get("score")
             .and_then(Value::as_f64)
@@ -248,6 +254,7 @@ fn read_outcomes(
             }
         };
         let key = normalise(&text);
+        let seen_text = by_text.contains_key(&key);
         let index = *by_text.entry(key).or_insert_with(|| {
             pending.push(Pending {
                 text,
@@ -258,11 +265,11 @@ fn read_outcomes(
             });
             pending.len() - 1
         });
-        if let Some(id) = id {
-            let first = ids_of.entry(index).or_insert_with(|| id.clone());
-            if *first != id {
-                report.repeated_prompts += 1;
-            }
+        if let Some(id) = id
+            && ids.insert(id)
+            && seen_text
+        {
+            report.repeated_prompts += 1;
         }
         pending[index].outcomes.push((model.to_string(), score));
         Ok(())
@@ -430,7 +437,13 @@ pub fn for_each_row(
         if line.trim().is_empty() {
             continue;
         }
-        let row: Value = serde_json::from_str(&line).map_err(|e| line_error(number, format!("not JSON: {e}")))?;
+        let row: Value = serde_json::from_str(&line)
+            .or_else(|e| {
+                // Python's json module writes a missing score as a bare NaN, which is not JSON.
+                let patched = line.replace("\"score\": NaN", "\"score\": null");
+                if patched == line { Err(e) } else { serde_json::from_str(&patched) }
+            })
+            .map_err(|e| line_error(number, format!("not JSON: {e}")))?;
         let Value::Object(row) = row else {
             return Err(line_error(number, "not a JSON object".into()));
         };

@@ -16,7 +16,6 @@ use std::time::Instant;
 use candle_core::{D, DType, Device, Module, Tensor};
 use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
 use candle_nn::Linear;
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::Serialize;
@@ -26,6 +25,7 @@ use super::data::{Dataset, PromptRecord};
 use super::encoder::{Init, TrainEncoder};
 use super::metrics::{self, OutcomeRows, OutcomeSummary};
 use super::params::Params;
+use super::progress::Progress;
 use super::recipe::Recipe;
 use crate::classifier::{mean_pool, pad_batch};
 
@@ -86,6 +86,8 @@ pub struct EpochMetrics {
     pub epoch: usize,
     pub train_loss: f64,
     pub dev: DevMetrics,
+    /// Prompts per second in the training steps (dev evaluation not counted).
+    pub prompts_per_second: f64,
     pub seconds: f64,
 }
 
@@ -408,31 +410,41 @@ pub fn train(
             },
         )
     };
-    let non_theta = model.params.entries().iter().filter(|(n, _)| n != THETA).map(|(_, v)| v.clone()).collect();
-    let mut net_opt = adam(non_theta, optim.lr, optim.weight_decay)?;
+    let encoder_vars = model
+        .params
+        .entries()
+        .iter()
+        .filter(|(n, _)| n != THETA && !n.starts_with("heads."))
+        .map(|(_, v)| v.clone())
+        .collect();
+    let encoder_lr = optim.encoder_lr.unwrap_or(optim.lr);
+    let mut encoder_opt = adam(encoder_vars, encoder_lr, optim.weight_decay)?;
+    let mut heads_opt = adam(model.params.vars("heads."), optim.lr, optim.weight_decay)?;
     let mut theta_opt = adam(model.params.vars(THETA), optim.theta_lr, 0.0)?;
 
     let per_epoch = train.len().min(if optim.max_prompts_per_epoch > 0 { optim.max_prompts_per_epoch } else { usize::MAX });
     let steps_per_epoch = per_epoch.div_ceil(optim.batch_size);
     let total_steps = steps_per_epoch * optim.epochs;
-    let bar = progress_bar(total_steps as u64, quiet);
+    let mut bar = Progress::new(total_steps as u64, "training", "steps", quiet);
     let mut coverage = GradientCoverage::default();
     let mut history = Vec::new();
     let mut step = 0;
     for epoch in 1..=optim.epochs {
         let started = Instant::now();
-        bar.set_prefix(format!("epoch {epoch}/{}", optim.epochs));
-        let (mut loss_sum, mut batches_done) = (0.0, 0usize);
+        bar.set_label(format!("epoch {epoch}/{}", optim.epochs));
+        let (mut loss_sum, mut batches_done, mut prompts_done) = (0.0, 0usize, 0usize);
         for batch in epoch_batches(&train, tokens, recipe, rng) {
             let factor = learning_rate_factor(step, total_steps, optim.warmup);
-            net_opt.set_learning_rate(optim.lr * factor);
+            encoder_opt.set_learning_rate(encoder_lr * factor);
+            heads_opt.set_learning_rate(optim.lr * factor);
             theta_opt.set_learning_rate(optim.theta_lr * factor);
             let loss = model.loss(&batch, &data.prompts, tokens, recipe)?;
             let grads = loss.backward()?;
             if step == 0 {
                 coverage = gradient_coverage(&model.params, &grads)?;
             }
-            net_opt.step(&grads)?;
+            encoder_opt.step(&grads)?;
+            heads_opt.step(&grads)?;
             theta_opt.step(&grads)?;
             let value = loss.to_scalar::<f32>()? as f64;
             if !value.is_finite() {
@@ -440,23 +452,24 @@ pub fn train(
             }
             loss_sum += value;
             batches_done += 1;
+            prompts_done += batch.len();
             step += 1;
             bar.set_message(format!("loss {:.4}", loss_sum / batches_done as f64));
             bar.inc(1);
         }
+        let prompts_per_second = prompts_done as f64 / started.elapsed().as_secs_f64();
         let dev_metrics = model.evaluate(&dev, &data.prompts, tokens, recipe)?;
         let metrics = EpochMetrics {
             epoch,
             train_loss: loss_sum / batches_done.max(1) as f64,
             dev: dev_metrics,
+            prompts_per_second,
             seconds: started.elapsed().as_secs_f64(),
         };
-        if !quiet {
-            bar.println(epoch_line(&metrics, optim.epochs));
-        }
+        bar.println(&epoch_line(&metrics, optim.epochs));
         history.push(metrics);
     }
-    bar.finish_and_clear();
+    bar.finish();
     Ok((history, coverage))
 }
 
@@ -479,23 +492,10 @@ fn gradient_coverage(params: &Params, grads: &candle_core::backprop::GradStore) 
     Ok(coverage)
 }
 
-fn progress_bar(len: u64, quiet: bool) -> ProgressBar {
-    if quiet {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len);
-    let style = ProgressStyle::with_template(
-        "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} steps ({per_sec}, ETA {eta}) {msg}",
-    )
-    .expect("a valid template");
-    bar.set_style(style);
-    bar
-}
-
 pub fn epoch_line(m: &EpochMetrics, epochs: usize) -> String {
     let f = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.4}"));
     format!(
-        "epoch {}/{epochs}: train loss {:.4}, dev loss {:.4}, dev outcome AUC {} (per model {}), log-loss {}, tool AUC {}, skill acc {} ({:.0} s)",
+        "epoch {}/{epochs}: train loss {:.4}, dev loss {:.4}, dev outcome AUC {} (per model {}), log-loss {}, tool AUC {}, skill acc {} ({:.0} s, {:.0} prompts/s)",
         m.epoch,
         m.train_loss,
         m.dev.loss,
@@ -504,7 +504,8 @@ pub fn epoch_line(m: &EpochMetrics, epochs: usize) -> String {
         f(m.dev.outcome.log_loss),
         f(m.dev.tool_auc),
         f(m.dev.skill_accuracy),
-        m.seconds
+        m.seconds,
+        m.prompts_per_second
     )
 }
 

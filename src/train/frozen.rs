@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
-use indicatif::{ProgressBar, ProgressStyle};
 
 use super::TrainError;
 use super::data::stable_hash;
+use super::progress::Progress;
 use crate::classifier::{CONFIG_FILE, mean_pool, pad_batch};
 
 const BATCH: usize = 16;
@@ -58,11 +58,7 @@ pub fn embed(
         let model = BertModel::load(vb, &config)?;
         let file = OpenOptions::new().create(true).append(true).open(&cache_path).map_err(|e| io(&cache_path, e))?;
         let mut writer = BufWriter::new(file);
-        let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(missing.len() as u64) };
-        bar.set_style(
-            ProgressStyle::with_template("embedding [{elapsed_precise}] {wide_bar} {pos}/{len} prompts ({per_sec}, ETA {eta})")
-                .expect("a valid template"),
-        );
+        let mut bar = Progress::new(missing.len() as u64, "embedding", "prompts", quiet);
         for chunk in missing.chunks(BATCH) {
             let ids: Vec<Vec<u32>> = chunk.iter().map(|&i| tokens[i].clone()).collect();
             let (ids, mask) = pad_batch(&ids, pad, &Device::Cpu)?;
@@ -78,7 +74,7 @@ pub fn embed(
             writer.flush().map_err(|e| io(&cache_path, e))?;
             bar.inc(chunk.len() as u64);
         }
-        bar.finish_and_clear();
+        bar.finish();
     }
     let flat: Vec<f32> = hashes.iter().flat_map(|h| cached[h].iter().copied()).collect();
     Ok(Tensor::from_vec(flat, (tokens.len(), hidden), &Device::Cpu)?)

@@ -15,6 +15,7 @@ mod fit;
 mod frozen;
 pub mod metrics;
 pub mod params;
+mod progress;
 pub mod recipe;
 pub mod vocab;
 
@@ -22,6 +23,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use candle_core::Device;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::Serialize;
@@ -384,9 +386,13 @@ fn write_model_dir(
     let heads_prefix = format!("{HEADS_PREFIX}.");
     match choice {
         EncoderChoice::Frozen(dir) => {
-            for name in [CONFIG_FILE, TOKENIZER_FILE, "model.safetensors"] {
+            for name in [CONFIG_FILE, TOKENIZER_FILE] {
                 std::fs::copy(dir.join(name), out.join(name)).map_err(|e| io(&dir.join(name), e))?;
             }
+            // The encoder's weights, less any heads it had: these heads replace them.
+            let mut weights = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)?;
+            weights.retain(|name, _| !name.starts_with(&heads_prefix));
+            candle_core::safetensors::save(&weights, out.join("model.safetensors"))?;
             model
                 .params
                 .save_where(&out.join("heads.safetensors"), |n| n.starts_with(&heads_prefix))?;
@@ -410,8 +416,16 @@ fn data_lines(data: &Dataset) -> String {
     for f in &data.report.files {
         let removed: usize = f.removed_overlap.values().sum();
         lines.push(format!(
-            "  {}: {} rows, {} prompts, {} repeats, {} overlapping held-out sets removed, {} merged with earlier files, {} capped, {} kept",
-            f.file, f.rows, f.prompts, f.repeated_prompts, removed, f.merged_with_earlier_file, f.capped, f.kept
+            "  {}: {} rows ({} without score), {} prompts, {} repeats, {} overlapping held-out sets removed, {} merged with earlier files, {} capped, {} kept",
+            f.file,
+            f.rows,
+            f.missing_scores,
+            f.prompts,
+            f.repeated_prompts,
+            removed,
+            f.merged_with_earlier_file,
+            f.capped,
+            f.kept
         ));
     }
     let r = &data.report;

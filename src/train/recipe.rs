@@ -95,6 +95,8 @@ pub struct Optim {
     pub batch_size: usize,
     /// Peak learning rate of the encoder and heads (AdamW, linear warm-up, cosine decay).
     pub lr: f64,
+    /// Learning rate of a pretrained encoder being fine-tuned (`lr` when unset).
+    pub encoder_lr: Option<f64>,
     /// Learning rate of the ability table θ.
     pub theta_lr: f64,
     pub weight_decay: f64,
@@ -110,6 +112,7 @@ impl Default for Optim {
             epochs: 4,
             batch_size: 32,
             lr: 1e-3,
+            encoder_lr: None,
             theta_lr: 1e-2,
             weight_decay: 0.01,
             warmup: 0.05,
@@ -209,16 +212,24 @@ impl Recipe {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        Recipe::parse(&text).map_err(|message| TrainError::Recipe {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        Recipe::parse_in(&text, dir).map_err(|message| TrainError::Recipe {
             path: path.to_path_buf(),
             message,
         })
     }
 
-    pub fn parse(text: &str) -> Result<Recipe, String> {
-        let recipe: Recipe = toml::from_str(text).map_err(|e| e.to_string())?;
+    /// Parses a recipe; `base = "other.toml"` (relative to `dir`) starts from another recipe,
+    /// whose tables this one's keys override (arrays, such as `files`, are replaced whole).
+    pub fn parse_in(text: &str, dir: &Path) -> Result<Recipe, String> {
+        let value = merged_value(text, dir, 0)?;
+        let recipe: Recipe = value.try_into().map_err(|e: toml::de::Error| e.to_string())?;
         recipe.validate()?;
         Ok(recipe)
+    }
+
+    pub fn parse(text: &str) -> Result<Recipe, String> {
+        Recipe::parse_in(text, Path::new("."))
     }
 
     pub fn encoder_choice(&self) -> Result<EncoderChoice, String> {
@@ -274,6 +285,33 @@ impl Recipe {
     }
 }
 
+fn merged_value(text: &str, dir: &Path, depth: usize) -> Result<toml::Table, String> {
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+    let Some(base) = table.remove("base") else {
+        return Ok(table);
+    };
+    let name = base.as_str().ok_or("base must be a file name")?;
+    if depth > 4 {
+        return Err("recipes `base` each other too deeply".into());
+    }
+    let path = dir.join(name);
+    let base_text = std::fs::read_to_string(&path).map_err(|e| format!("base {}: {e}", path.display()))?;
+    let mut merged = merged_value(&base_text, path.parent().unwrap_or(dir), depth + 1)?;
+    overlay(&mut merged, table);
+    Ok(merged)
+}
+
+fn overlay(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => overlay(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,6 +335,18 @@ contains = ["def "]
         assert_eq!(recipe.files[0].kind, FileKind::Outcomes);
         assert_eq!(recipe.files[0].weight, 1.0);
         assert_eq!(recipe.encoder_choice().unwrap(), EncoderChoice::Scratch);
+    }
+
+    #[test]
+    fn a_recipe_can_start_from_a_base() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("base.toml"), MINIMAL).unwrap();
+        let text = "base = \"base.toml\"\nencoder = \"frozen:x\"\n[optim]\nepochs = 9\n";
+        let recipe = Recipe::parse_in(text, dir.path()).unwrap();
+        assert_eq!(recipe.encoder_choice().unwrap(), EncoderChoice::Frozen("x".into()));
+        assert_eq!(recipe.optim.epochs, 9);
+        assert_eq!(recipe.optim.batch_size, 32);
+        assert_eq!(recipe.skill_rules.len(), 1);
     }
 
     #[test]

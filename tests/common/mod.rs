@@ -8,8 +8,10 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use triage::catalog::Catalog;
+use triage::classifier::Classifier;
 use triage::config::Config;
 use triage::mock::{Fault, MockUpstream, RecordedRequest};
+use triage::router::AdaptiveRouter;
 use triage::server::{self, AppState};
 
 pub const ROUTER_KEY: &str = "sk-triage-test";
@@ -76,16 +78,35 @@ impl Harness {
 
     /// Any config; `MOCK_URL` in it becomes the mock's base URL.
     pub async fn start_with(config: &str) -> Harness {
+        Harness::start_full(config, None).await
+    }
+
+    /// The standard config plus `extra`, with adaptive routing on the shipped default model.
+    pub async fn start_adaptive(extra: &str) -> Harness {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default");
+        Harness::start_full(&format!("{CONFIG}\n{extra}"), Some(&dir)).await
+    }
+
+    /// Any config, and a classifier model directory for `auto` if given.
+    pub async fn start_full(config: &str, classifier: Option<&Path>) -> Harness {
         let mock = MockUpstream::start(Some(UPSTREAM_KEY.into()))
             .await
             .unwrap();
-        let text = config.replace("MOCK_URL", &mock.base_url());
+        // `MOCK_GEMINI_URL` becomes the mock's Gemini base URL, `MOCK_URL` its OpenAI and
+        // Anthropic one.
+        let text = config
+            .replace("MOCK_GEMINI_URL", &mock.gemini_base_url())
+            .replace("MOCK_URL", &mock.base_url());
         let config = Config::parse(&text, Path::new("test.toml")).unwrap();
         let catalog = Catalog::build(&config, Path::new("test.toml"), |var| {
             (var == "LOCAL_API_KEY").then(|| UPSTREAM_KEY.to_string())
         })
         .unwrap();
-        let state = AppState::new(&config, catalog, &config.router_keys(None), None).unwrap();
+        let adaptive = classifier.map(|dir| {
+            let classifier = Classifier::load(dir.to_str().unwrap()).unwrap();
+            AdaptiveRouter::new(classifier, &catalog, config.routing.targets())
+        });
+        let state = AppState::new(&config, catalog, &config.router_keys(None), adaptive).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let app = server::app(state.clone());
@@ -109,6 +130,18 @@ impl Harness {
             .unwrap()
     }
 
+    /// POST /v1/messages the way the `anthropic` SDK does: router key in `x-api-key`.
+    pub async fn messages(&self, body: &Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}/v1/messages", self.url))
+            .header("x-api-key", ROUTER_KEY)
+            .header("anthropic-version", "2023-06-01")
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(format!("{}{path}", self.url))
@@ -124,6 +157,16 @@ impl Harness {
             .requests()
             .into_iter()
             .filter(|r| r.body["model"] == upstream_model)
+            .collect()
+    }
+
+    /// Gemini requests the mock received for one upstream model (named in the path).
+    pub fn gemini_calls(&self, upstream_model: &str) -> Vec<RecordedRequest> {
+        let prefix = format!("/v1beta/models/{upstream_model}:");
+        self.mock
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.starts_with(&prefix))
             .collect()
     }
 

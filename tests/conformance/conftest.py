@@ -79,6 +79,47 @@ input_per_mtok = {big_input}
 output_per_mtok = {big_output}
 context = 200000
 tools = true
+
+# The same mock, spoken to natively as Anthropic and as Gemini (test_anthropic_sdk.py).
+[[providers]]
+name = "mock-anthropic"
+kind = "anthropic"
+base_url = "http://127.0.0.1:{mock_port}/v1"
+api_key_env = "MOCK_UPSTREAM_KEY"
+connect_timeout_ms = 2000
+first_byte_timeout_ms = 10000
+total_timeout_ms = 30000
+
+[[providers]]
+name = "mock-gemini"
+kind = "gemini"
+base_url = "http://127.0.0.1:{mock_port}/v1beta"
+api_key_env = "MOCK_UPSTREAM_KEY"
+connect_timeout_ms = 2000
+first_byte_timeout_ms = 10000
+total_timeout_ms = 30000
+
+[[models]]
+id = "mock/claude"
+provider = "mock-anthropic"
+upstream = "claude-model"
+input_per_mtok = 3.0
+output_per_mtok = 15.0
+cached_input_per_mtok = 0.3
+cache_write_per_mtok = 3.75
+context = 200000
+max_output = 8192
+tools = true
+fallbacks = ["mock/big"]
+
+[[models]]
+id = "mock/gemini"
+provider = "mock-gemini"
+upstream = "gemini-model"
+input_per_mtok = 0.5
+output_per_mtok = 3.0
+context = 1000000
+tools = true
 """
 
 

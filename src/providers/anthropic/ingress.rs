@@ -94,7 +94,11 @@ fn convert_turn(turn: &Value, at: &str, out: &mut Vec<Value>) -> Result<(), Untr
             return Ok(());
         }
         Some(Value::Array(blocks)) => blocks,
-        _ => return Err(format!("{at}.content must be a string or an array of blocks")),
+        _ => {
+            return Err(format!(
+                "{at}.content must be a string or an array of blocks"
+            ));
+        }
     };
     match role {
         "user" => convert_user(blocks, at, out),
@@ -130,15 +134,21 @@ fn content_part(block: &Value, at: &str) -> Result<Value, Untranslatable> {
     let source = &block["source"];
     match (str_field(block, "type"), str_field(source, "type")) {
         (Some("text"), _) => Ok(json!({"type": "text", "text": block["text"]})),
-        (Some("image"), Some("base64")) => Ok(json!({"type": "image_url", "image_url": {"url": data_url(source)}})),
-        (Some("image"), Some("url")) => Ok(json!({"type": "image_url", "image_url": {"url": source["url"]}})),
+        (Some("image"), Some("base64")) => {
+            Ok(json!({"type": "image_url", "image_url": {"url": data_url(source)}}))
+        }
+        (Some("image"), Some("url")) => {
+            Ok(json!({"type": "image_url", "image_url": {"url": source["url"]}}))
+        }
         (Some("document"), Some("base64")) => Ok(json!({"type": "file",
             "file": {"filename": "document.pdf", "file_data": data_url(source)}})),
         (Some("document"), Some("text")) => Ok(json!({"type": "text", "text": source["data"]})),
         (kind, source) => Err(format!(
             "{at}: a `{}` block{} has no OpenAI equivalent",
             kind.unwrap_or("(untyped)"),
-            source.map(|s| format!(" with a `{s}` source")).unwrap_or_default()
+            source
+                .map(|s| format!(" with a `{s}` source"))
+                .unwrap_or_default()
         )),
     }
 }
@@ -208,8 +218,15 @@ fn convert_assistant(blocks: &[Value], at: &str) -> Result<Value, Untranslatable
 }
 
 /// `tools` (client tools only) and `tool_choice`.
-fn add_tools(body: &Map<String, Value>, out: &mut Map<String, Value>) -> Result<(), Untranslatable> {
-    let Some(tools) = body.get("tools").and_then(Value::as_array).filter(|t| !t.is_empty()) else {
+fn add_tools(
+    body: &Map<String, Value>,
+    out: &mut Map<String, Value>,
+) -> Result<(), Untranslatable> {
+    let Some(tools) = body
+        .get("tools")
+        .and_then(Value::as_array)
+        .filter(|t| !t.is_empty())
+    else {
         return Ok(());
     };
     let mut functions = Vec::new();
@@ -238,7 +255,12 @@ fn add_tools(body: &Map<String, Value>, out: &mut Map<String, Value>) -> Result<
         Some("any") => json!("required"),
         Some("none") => json!("none"),
         Some("tool") => json!({"type": "function", "function": {"name": choice["name"]}}),
-        other => return Err(format!("tool_choice `{}` is unknown", other.unwrap_or_default())),
+        other => {
+            return Err(format!(
+                "tool_choice `{}` is unknown",
+                other.unwrap_or_default()
+            ));
+        }
     };
     out.insert("tool_choice".into(), mapped);
     if choice.get("disable_parallel_tool_use") == Some(&Value::Bool(true)) {
@@ -259,7 +281,10 @@ pub fn message(completion: &Value) -> Value {
     let reply = &choice["message"];
     let mut content = Vec::new();
     let refusal = str_field(reply, "refusal").filter(|r| !r.is_empty());
-    if let Some(text) = str_field(reply, "content").filter(|t| !t.is_empty()).or(refusal) {
+    if let Some(text) = str_field(reply, "content")
+        .filter(|t| !t.is_empty())
+        .or(refusal)
+    {
         content.push(json!({"type": "text", "text": text}));
     }
     for call in reply["tool_calls"].as_array().into_iter().flatten() {
@@ -348,7 +373,10 @@ impl EventWriter {
         let delta = &choice["delta"];
         let refusal = str_field(delta, "refusal").filter(|t| !t.is_empty());
         self.refused |= refusal.is_some();
-        if let Some(text) = str_field(delta, "content").filter(|t| !t.is_empty()).or(refusal) {
+        if let Some(text) = str_field(delta, "content")
+            .filter(|t| !t.is_empty())
+            .or(refusal)
+        {
             self.switch_to(Open::Text, json!({"type": "text", "text": ""}), &mut events);
             events.push(self.block_delta(json!({"type": "text_delta", "text": text})));
         }
@@ -374,8 +402,11 @@ impl EventWriter {
                  call began), which Anthropic's stream format cannot express"
             ));
         }
-        if let Some(arguments) = str_field(&call["function"], "arguments").filter(|a| !a.is_empty()) {
-            events.push(self.block_delta(json!({"type": "input_json_delta", "partial_json": arguments})));
+        if let Some(arguments) = str_field(&call["function"], "arguments").filter(|a| !a.is_empty())
+        {
+            events.push(
+                self.block_delta(json!({"type": "input_json_delta", "partial_json": arguments})),
+            );
         }
         Ok(())
     }
@@ -386,7 +417,9 @@ impl EventWriter {
             return;
         }
         self.close(events);
-        events.push(json!({"type": "content_block_start", "index": self.blocks, "content_block": block}));
+        events.push(
+            json!({"type": "content_block_start", "index": self.blocks, "content_block": block}),
+        );
         self.open = Some(open);
     }
 
@@ -522,12 +555,20 @@ mod tests {
         let user = json!({"role": "user", "content": "x"});
         assert!(refuse(json!({"messages": [user], "tools": [{"type": "web_search_20250305", "name": "web_search"}]}))
             .contains("web_search_20250305"));
-        assert!(refuse(json!({"messages": [{"role": "user", "content": [{"type": "tool_result",
-            "tool_use_id": "t", "content": [{"type": "image", "source": {}}]}]}]}))
-            .contains("tool result"));
-        assert!(refuse(json!({"messages": [{"role": "user", "content": [{"type": "document",
-            "source": {"type": "url", "url": "https://x/a.pdf"}}]}]}))
-            .contains("document"));
+        assert!(
+            refuse(
+                json!({"messages": [{"role": "user", "content": [{"type": "tool_result",
+            "tool_use_id": "t", "content": [{"type": "image", "source": {}}]}]}]})
+            )
+            .contains("tool result")
+        );
+        assert!(
+            refuse(
+                json!({"messages": [{"role": "user", "content": [{"type": "document",
+            "source": {"type": "url", "url": "https://x/a.pdf"}}]}]})
+            )
+            .contains("document")
+        );
     }
 
     fn completion(message: Value, finish: &str) -> Value {
@@ -560,7 +601,10 @@ mod tests {
                     "cache_read_input_tokens": 100, "output_tokens": 7},
             })
         );
-        let cut = message(&completion(json!({"role": "assistant", "content": "Lo"}), "length"));
+        let cut = message(&completion(
+            json!({"role": "assistant", "content": "Lo"}),
+            "length",
+        ));
         assert_eq!(cut["stop_reason"], "max_tokens");
     }
 
@@ -586,7 +630,9 @@ mod tests {
                                 + delta["text"].as_str().unwrap();
                             block["text"] = json!(text);
                         }
-                        "input_json_delta" => partial.push_str(delta["partial_json"].as_str().unwrap()),
+                        "input_json_delta" => {
+                            partial.push_str(delta["partial_json"].as_str().unwrap())
+                        }
                         other => panic!("unexpected delta {other}"),
                     }
                 }
@@ -618,10 +664,14 @@ mod tests {
             delta(json!({"role": "assistant", "content": ""})),
             delta(json!({"content": "Check"})),
             delta(json!({"content": "ing."})),
-            delta(json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "weather", "arguments": ""}}]})),
+            delta(
+                json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "weather", "arguments": ""}}]}),
+            ),
             delta(json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\":"}}]})),
             delta(json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"Paris\"}"}}]})),
-            delta(json!({"tool_calls": [{"index": 1, "id": "call_2", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Rome\"}"}}]})),
+            delta(
+                json!({"tool_calls": [{"index": 1, "id": "call_2", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Rome\"}"}}]}),
+            ),
             meta(json!([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}])),
             {
                 let mut last = meta(json!([]));
@@ -651,8 +701,22 @@ mod tests {
     fn interleaved_tool_calls_are_an_error() {
         let chunk = |calls: Value| json!({"id": "x", "model": "m", "choices": [{"index": 0, "delta": {"tool_calls": calls}}]});
         let mut writer = EventWriter::default();
-        writer.chunk(&chunk(json!([{"index": 0, "id": "a", "function": {"name": "f", "arguments": ""}}]))).unwrap();
-        writer.chunk(&chunk(json!([{"index": 1, "id": "b", "function": {"name": "g", "arguments": ""}}]))).unwrap();
-        assert!(writer.chunk(&chunk(json!([{"index": 0, "function": {"arguments": "{}"}}]))).is_err());
+        writer
+            .chunk(&chunk(
+                json!([{"index": 0, "id": "a", "function": {"name": "f", "arguments": ""}}]),
+            ))
+            .unwrap();
+        writer
+            .chunk(&chunk(
+                json!([{"index": 1, "id": "b", "function": {"name": "g", "arguments": ""}}]),
+            ))
+            .unwrap();
+        assert!(
+            writer
+                .chunk(&chunk(
+                    json!([{"index": 0, "function": {"arguments": "{}"}}])
+                ))
+                .is_err()
+        );
     }
 }

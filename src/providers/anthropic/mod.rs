@@ -75,7 +75,9 @@ fn post(
 pub(super) fn error_details(body: &Value) -> ErrorDetails {
     let error = body.get("error");
     ErrorDetails {
-        message: error.and_then(|e| str_field(e, "message")).map(String::from),
+        message: error
+            .and_then(|e| str_field(e, "message"))
+            .map(String::from),
         code: error.and_then(|e| str_field(e, "type")).map(String::from),
         ..ErrorDetails::default()
     }
@@ -263,7 +265,10 @@ mod tests {
         let mut events = NativeEvents::default();
         let out = crate::providers::replay(
             &mut events,
-            &[r#"{"type":"message_start","message":{}}"#, r#"{"type":"ping"}"#],
+            &[
+                r#"{"type":"message_start","message":{}}"#,
+                r#"{"type":"ping"}"#,
+            ],
         );
         assert_eq!(out.len(), 3);
         assert!(matches!(out[2], Err(ProviderError::Protocol(_))));

@@ -2,9 +2,10 @@
 //!
 //! System and developer messages become `system`; `tool` messages become `tool_result` blocks in
 //! a user turn; consecutive turns of one role merge, as Anthropic requires alternation.
-//! Parameters without an Anthropic equivalent (penalties, `seed`, `logprobs`, `logit_bias`…)
-//! are dropped; requests whose meaning would change (`n` > 1, audio, file ids) are refused as
-//! untranslatable, so that the dispatcher can try a sibling of another kind.
+//! Parameters without an Anthropic equivalent (penalties, `seed`, `logprobs`, `logit_bias`,
+//! `reasoning_effort`, JSON mode without a schema…) are dropped; Anthropic's own `thinking` and
+//! `top_k` are accepted as they are. Requests whose meaning would change (`n` > 1, audio, file
+//! ids) are refused as untranslatable, so that the dispatcher can try a sibling of another kind.
 
 use serde_json::{Map, Value, json};
 
@@ -104,7 +105,11 @@ fn convert_messages(messages: &[Value]) -> Result<(Vec<Value>, Vec<Value>), Prov
         let at = format!("messages[{i}]");
         match str_field(message, "role").unwrap_or_default() {
             "system" | "developer" => system.extend(content_blocks(message.get("content"), &at)?),
-            "user" => push(&mut turns, "user", content_blocks(message.get("content"), &at)?),
+            "user" => push(
+                &mut turns,
+                "user",
+                content_blocks(message.get("content"), &at)?,
+            ),
             "assistant" => push(&mut turns, "assistant", assistant_blocks(message, &at)?),
             "tool" => push(&mut turns, "user", vec![tool_result(message, &at)?]),
             other => {
@@ -150,7 +155,9 @@ fn content_blocks(content: Option<&Value>, at: &str) -> Result<Vec<Value>, Provi
 /// One OpenAI content part as an Anthropic block; a `cache_control` on the part is kept.
 fn part_block(part: &Value, at: &str) -> Result<Value, ProviderError> {
     let mut block = match str_field(part, "type") {
-        Some("text") => json!({"type": "text", "text": str_field(part, "text").unwrap_or_default()}),
+        Some("text") => {
+            json!({"type": "text", "text": str_field(part, "text").unwrap_or_default()})
+        }
         Some("refusal") => {
             json!({"type": "text", "text": str_field(part, "refusal").unwrap_or_default()})
         }
@@ -227,7 +234,9 @@ fn tool_use(call: &Value, at: &str) -> Result<Value, ProviderError> {
         json!({})
     } else {
         serde_json::from_str(arguments).map_err(|e| {
-            untranslatable(format!("{at}: `arguments` is not JSON ({e}); Anthropic needs an object"))
+            untranslatable(format!(
+                "{at}: `arguments` is not JSON ({e}); Anthropic needs an object"
+            ))
         })?
     };
     Ok(json!({
@@ -253,7 +262,11 @@ fn tool_result(message: &Value, at: &str) -> Result<Value, ProviderError> {
 /// `disable_parallel_tool_use`). A `tool_choice` without tools is dropped, as Anthropic
 /// rejects it.
 fn add_tools(chat: &Map<String, Value>, out: &mut Map<String, Value>) -> Result<(), ProviderError> {
-    let Some(tools) = chat.get("tools").and_then(Value::as_array).filter(|t| !t.is_empty()) else {
+    let Some(tools) = chat
+        .get("tools")
+        .and_then(Value::as_array)
+        .filter(|t| !t.is_empty())
+    else {
         return Ok(());
     };
     let tools = tools
@@ -466,13 +479,20 @@ mod tests {
             choice(json!({"type": "function", "function": {"name": "f"}})),
             json!({"type": "tool", "name": "f"})
         );
-        assert_eq!(choice(Value::Null), Value::Null, "left to Anthropic's default");
-        let out = translate(json!({"messages": [{"role": "user", "content": "x"}], "tools": tools}));
+        assert_eq!(
+            choice(Value::Null),
+            Value::Null,
+            "left to Anthropic's default"
+        );
+        let out =
+            translate(json!({"messages": [{"role": "user", "content": "x"}], "tools": tools}));
         assert_eq!(
             out["tools"][0]["input_schema"],
             json!({"type": "object", "properties": {}})
         );
-        let no_tools = translate(json!({"messages": [{"role": "user", "content": "x"}], "tool_choice": "none"}));
+        let no_tools = translate(
+            json!({"messages": [{"role": "user", "content": "x"}], "tool_choice": "none"}),
+        );
         assert!(no_tools.get("tool_choice").is_none());
     }
 
@@ -489,9 +509,8 @@ mod tests {
 
     #[test]
     fn untranslatable_requests_are_refused() {
-        let refuse = |chat: Value| {
-            to_messages_body(chat.as_object().unwrap(), &model(), false).unwrap_err()
-        };
+        let refuse =
+            |chat: Value| to_messages_body(chat.as_object().unwrap(), &model(), false).unwrap_err();
         let user = json!({"role": "user", "content": "x"});
         for chat in [
             json!({"messages": [user], "n": 2}),

@@ -23,7 +23,9 @@ pub(in crate::providers) fn to_completion(message: &Value) -> Result<Value, Prov
     for block in message["content"].as_array().into_iter().flatten() {
         match str_field(block, "type") {
             Some("text") => text.push_str(str_field(block, "text").unwrap_or_default()),
-            Some("thinking") => reasoning.push_str(str_field(block, "thinking").unwrap_or_default()),
+            Some("thinking") => {
+                reasoning.push_str(str_field(block, "thinking").unwrap_or_default())
+            }
             Some("tool_use") => tool_calls.push(json!({
                 "id": block["id"],
                 "type": "function",
@@ -102,7 +104,13 @@ impl ChunkTranslator {
             Some("tool_use") => {
                 let index = self.tools.len();
                 let key = event["index"].as_u64().unwrap_or_default();
-                self.tools.insert(key, ToolBlock { index, sent_arguments: false });
+                self.tools.insert(
+                    key,
+                    ToolBlock {
+                        index,
+                        sent_arguments: false,
+                    },
+                );
                 self.delta(json!({"tool_calls": [{
                     "index": index, "id": block["id"], "type": "function",
                     "function": {"name": block["name"], "arguments": ""},
@@ -142,20 +150,27 @@ impl ChunkTranslator {
             Some(tool) if !tool.sent_arguments => {
                 tool.sent_arguments = true;
                 let index = tool.index;
-                self.delta(json!({"tool_calls": [{"index": index, "function": {"arguments": "{}"}}]}))
+                self.delta(
+                    json!({"tool_calls": [{"index": index, "function": {"arguments": "{}"}}]}),
+                )
             }
             _ => Vec::new(),
         }
     }
 
     fn message_delta(&mut self, event: &Value) -> Vec<Value> {
-        if let (Some(usage), Some(totals)) = (event["usage"].as_object(), self.usage.as_object_mut()) {
+        if let (Some(usage), Some(totals)) =
+            (event["usage"].as_object(), self.usage.as_object_mut())
+        {
             for (key, value) in usage.iter().filter(|(_, v)| !v.is_null()) {
                 totals.insert(key.clone(), value.clone());
             }
         }
         match event["delta"].get("stop_reason").and_then(Value::as_str) {
-            Some(reason) => vec![self.meta.chunk(0, json!({}), Some(finish_reason(Some(reason))))],
+            Some(reason) => vec![
+                self.meta
+                    .chunk(0, json!({}), Some(finish_reason(Some(reason)))),
+            ],
             None => Vec::new(),
         }
     }
@@ -265,7 +280,10 @@ mod tests {
             json!({"prompt_tokens": 130, "completion_tokens": 30, "total_tokens": 160,
                 "prompt_tokens_details": {"cached_tokens": 100, "cache_write_tokens": 10}})
         );
-        assert_eq!((&completion["id"], &completion["model"]), (&json!("msg_01"), &json!("claude-test")));
+        assert_eq!(
+            (&completion["id"], &completion["model"]),
+            (&json!("msg_01"), &json!("claude-test"))
+        );
     }
 
     #[test]
@@ -280,7 +298,11 @@ mod tests {
 
     #[test]
     fn stop_reasons_become_finish_reasons() {
-        for (stop, finish) in [("end_turn", "stop"), ("max_tokens", "length"), ("stop_sequence", "stop")] {
+        for (stop, finish) in [
+            ("end_turn", "stop"),
+            ("max_tokens", "length"),
+            ("stop_sequence", "stop"),
+        ] {
             let mut answer = tool_answer();
             answer["stop_reason"] = json!(stop);
             answer["content"] = json!([{"type": "text", "text": "x"}]);
@@ -288,7 +310,10 @@ mod tests {
             assert_eq!(completion["choices"][0]["finish_reason"], finish);
             assert_eq!(completion["choices"][0]["message"]["content"], "x");
         }
-        assert!(matches!(to_completion(&json!({"type": "error"})), Err(ProviderError::Protocol(_))));
+        assert!(matches!(
+            to_completion(&json!({"type": "error"})),
+            Err(ProviderError::Protocol(_))
+        ));
     }
 
     #[test]
@@ -297,15 +322,25 @@ mod tests {
             .into_iter()
             .map(Result::unwrap)
             .collect();
-        assert_eq!(chunks[0]["choices"][0]["delta"], json!({"role": "assistant", "content": ""}));
-        assert_eq!(chunks.last().unwrap()["choices"], json!([]), "usage comes last, alone");
+        assert_eq!(
+            chunks[0]["choices"][0]["delta"],
+            json!({"role": "assistant", "content": ""})
+        );
+        assert_eq!(
+            chunks.last().unwrap()["choices"],
+            json!([]),
+            "usage comes last, alone"
+        );
         let whole = to_completion(&tool_answer()).unwrap();
         let message = &whole["choices"][0]["message"];
         let streamed = reassemble(&chunks);
         assert_eq!(streamed["content"], message["content"]);
         assert_eq!(streamed["reasoning"], message["reasoning_content"]);
         assert_eq!(streamed["tool_calls"], message["tool_calls"]);
-        assert_eq!(streamed["finish_reason"], whole["choices"][0]["finish_reason"]);
+        assert_eq!(
+            streamed["finish_reason"],
+            whole["choices"][0]["finish_reason"]
+        );
         assert_eq!(streamed["usage"], whole["usage"]);
         for chunk in &chunks {
             assert_eq!(chunk["object"], "chat.completion.chunk");

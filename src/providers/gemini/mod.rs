@@ -44,7 +44,9 @@ pub(super) fn error_details(body: &Value) -> ErrorDetails {
         .find_map(|d| str_field(d, "retryDelay"))
         .and_then(parse_duration);
     ErrorDetails {
-        message: error.and_then(|e| str_field(e, "message")).map(String::from),
+        message: error
+            .and_then(|e| str_field(e, "message"))
+            .map(String::from),
         code: error.and_then(|e| str_field(e, "status")).map(String::from),
         status: bad_key.then_some(StatusCode::UNAUTHORIZED),
         retry_after,
@@ -122,7 +124,7 @@ fn from_base64url(url: &str) -> String {
             c => c,
         })
         .collect();
-    while standard.len() % 4 != 0 {
+    while !standard.len().is_multiple_of(4) {
         standard.push('=');
     }
     standard
@@ -137,7 +139,11 @@ mod tests {
     fn signatures_round_trip_through_call_ids() {
         let signature = "CiQB+/x9Ab==";
         let id = call_id(Some(signature));
-        assert!(id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'), "{id}");
+        assert!(
+            id.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
+            "{id}"
+        );
         assert_eq!(signature_of(&id).as_deref(), Some(signature));
         assert_eq!(signature_of(&call_id(None)), None);
         assert_eq!(signature_of("toolu_01abc"), None);
@@ -146,9 +152,11 @@ mod tests {
 
     #[test]
     fn error_bodies() {
-        let bad_key = error_details(&json!({"error": {"code": 400, "message": "API key not valid.",
+        let bad_key = error_details(
+            &json!({"error": {"code": 400, "message": "API key not valid.",
             "status": "INVALID_ARGUMENT", "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
-            "reason": "API_KEY_INVALID"}]}}));
+            "reason": "API_KEY_INVALID"}]}}),
+        );
         assert_eq!(bad_key.status, Some(StatusCode::UNAUTHORIZED));
         let limited = error_details(&json!({"error": {"code": 429, "message": "Quota exceeded",
             "status": "RESOURCE_EXHAUSTED", "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo",

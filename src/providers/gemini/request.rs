@@ -45,7 +45,9 @@ pub(in crate::providers) fn request(
 }
 
 /// The Gemini body for an OpenAI chat body.
-pub(super) fn to_gemini_body(chat: &Map<String, Value>) -> Result<Map<String, Value>, ProviderError> {
+pub(super) fn to_gemini_body(
+    chat: &Map<String, Value>,
+) -> Result<Map<String, Value>, ProviderError> {
     let messages = chat
         .get("messages")
         .and_then(Value::as_array)
@@ -84,9 +86,15 @@ fn convert_messages(messages: &[Value]) -> Result<(Vec<Value>, Vec<Value>), Prov
                 let model_parts = assistant_parts(message, &at, &mut call_names)?;
                 push(&mut contents, "model", model_parts);
             }
-            "tool" => push(&mut contents, "user", vec![function_response(message, &at, &call_names)?]),
+            "tool" => push(
+                &mut contents,
+                "user",
+                vec![function_response(message, &at, &call_names)?],
+            ),
             other => {
-                return Err(untranslatable(format!("{at}: role `{other}` has no Gemini equivalent")));
+                return Err(untranslatable(format!(
+                    "{at}: role `{other}` has no Gemini equivalent"
+                )));
             }
         }
     }
@@ -116,7 +124,9 @@ fn parts(content: Option<&Value>, at: &str) -> Result<Vec<Value>, ProviderError>
             .enumerate()
             .map(|(j, part)| part_of(part, &format!("{at}.content[{j}]")))
             .collect(),
-        Some(_) => Err(untranslatable(format!("{at}.content must be a string or an array"))),
+        Some(_) => Err(untranslatable(format!(
+            "{at}.content must be a string or an array"
+        ))),
     }
 }
 
@@ -143,7 +153,11 @@ fn part_of(part: &Value, at: &str) -> Result<Value, ProviderError> {
             let data = part
                 .get("file")
                 .and_then(|f| str_field(f, "file_data"))
-                .ok_or_else(|| untranslatable(format!("{at}: file ids cannot go to Gemini, only inline `file_data`")))?;
+                .ok_or_else(|| {
+                    untranslatable(format!(
+                        "{at}: file ids cannot go to Gemini, only inline `file_data`"
+                    ))
+                })?;
             match parse_data_url(data) {
                 Some(_) => media_part(data, at),
                 None => Ok(json!({"inlineData": {"mimeType": "application/pdf", "data": data}})),
@@ -167,7 +181,11 @@ fn media_part(url: &str, at: &str) -> Result<Value, ProviderError> {
 }
 
 fn mime_from_url(url: &str) -> &'static str {
-    let path = url.split(['?', '#']).next().unwrap_or(url).to_ascii_lowercase();
+    let path = url
+        .split(['?', '#'])
+        .next()
+        .unwrap_or(url)
+        .to_ascii_lowercase();
     let extension = path.rsplit('.').next().unwrap_or_default();
     match extension {
         "png" => "image/png",
@@ -204,7 +222,9 @@ fn assistant_parts(
             json!({})
         } else {
             serde_json::from_str(arguments).map_err(|e| {
-                untranslatable(format!("{at}.tool_calls[{j}]: `arguments` is not JSON ({e})"))
+                untranslatable(format!(
+                    "{at}.tool_calls[{j}]: `arguments` is not JSON ({e})"
+                ))
             })?
         };
         let id = str_field(call, "id").unwrap_or_default();
@@ -253,13 +273,19 @@ fn function_response(
 
 /// `tools` as one `functionDeclarations` tool, and `tool_choice` as `toolConfig`.
 fn add_tools(chat: &Map<String, Value>, out: &mut Map<String, Value>) -> Result<(), ProviderError> {
-    let Some(tools) = chat.get("tools").and_then(Value::as_array).filter(|t| !t.is_empty()) else {
+    let Some(tools) = chat
+        .get("tools")
+        .and_then(Value::as_array)
+        .filter(|t| !t.is_empty())
+    else {
         return Ok(());
     };
     let mut declarations = Vec::new();
     for (i, tool) in tools.iter().enumerate() {
         if str_field(tool, "type").is_some_and(|t| t != "function") {
-            return Err(untranslatable(format!("tools[{i}]: only `function` tools can go to Gemini")));
+            return Err(untranslatable(format!(
+                "tools[{i}]: only `function` tools can go to Gemini"
+            )));
         }
         let function = &tool["function"];
         let mut declaration = json!({"name": function["name"]});
@@ -271,7 +297,10 @@ fn add_tools(chat: &Map<String, Value>, out: &mut Map<String, Value>) -> Result<
         }
         declarations.push(declaration);
     }
-    out.insert("tools".into(), json!([{"functionDeclarations": declarations}]));
+    out.insert(
+        "tools".into(),
+        json!([{"functionDeclarations": declarations}]),
+    );
     let config = match chat.get("tool_choice") {
         None | Some(Value::Null) => return Ok(()),
         Some(Value::String(mode)) => match mode.as_str() {
@@ -288,7 +317,10 @@ fn add_tools(chat: &Map<String, Value>, out: &mut Map<String, Value>) -> Result<
             json!({"mode": "ANY", "allowedFunctionNames": [name]})
         }
     };
-    out.insert("toolConfig".into(), json!({"functionCallingConfig": config}));
+    out.insert(
+        "toolConfig".into(),
+        json!({"functionCallingConfig": config}),
+    );
     Ok(())
 }
 
@@ -475,7 +507,9 @@ mod tests {
             ProviderError::Untranslatable(m) if m.contains("nobody")
         ));
         assert!(matches!(
-            refuse(json!({"messages": [{"role": "user", "content": [{"type": "file", "file": {"file_id": "f"}}]}]})),
+            refuse(
+                json!({"messages": [{"role": "user", "content": [{"type": "file", "file": {"file_id": "f"}}]}]})
+            ),
             ProviderError::Untranslatable(_)
         ));
     }

@@ -61,7 +61,9 @@ struct Said {
 
 fn read_parts(candidate: &Value, first_call_index: usize) -> Said {
     let mut said = Said::default();
-    let parts = candidate.pointer("/content/parts").and_then(Value::as_array);
+    let parts = candidate
+        .pointer("/content/parts")
+        .and_then(Value::as_array);
     for part in parts.into_iter().flatten() {
         if let Some(call) = part.get("functionCall") {
             let signature = str_field(part, "thoughtSignature");
@@ -164,7 +166,9 @@ impl ChunkTranslator {
             .get_or_insert_with(|| ChunkMeta {
                 id: response_id(response),
                 created: now_secs(),
-                model: str_field(response, "modelVersion").unwrap_or_default().to_string(),
+                model: str_field(response, "modelVersion")
+                    .unwrap_or_default()
+                    .to_string(),
             })
             .clone()
     }
@@ -176,7 +180,12 @@ impl ChunkTranslator {
         &mut self.candidates[index]
     }
 
-    fn candidate_chunks(&mut self, meta: &ChunkMeta, candidate: &Value, position: usize) -> Vec<Value> {
+    fn candidate_chunks(
+        &mut self,
+        meta: &ChunkMeta,
+        candidate: &Value,
+        position: usize,
+    ) -> Vec<Value> {
         let index = candidate_index(candidate, position);
         let state = self.state(index as usize);
         let said = read_parts(candidate, state.calls);
@@ -203,7 +212,11 @@ impl ChunkTranslator {
         if let Some(reason) = str_field(candidate, "finishReason") {
             let has_calls = state.calls > 0;
             state.finished = true;
-            chunks.push(meta.chunk(index, json!({}), Some(finish_reason(Some(reason), has_calls))));
+            chunks.push(meta.chunk(
+                index,
+                json!({}),
+                Some(finish_reason(Some(reason), has_calls)),
+            ));
         }
         chunks
     }
@@ -231,7 +244,11 @@ impl EventTranslator for ChunkTranslator {
                 let state = self.state(0);
                 state.started = true;
                 state.finished = true;
-                chunks.push(meta.chunk(0, json!({"role": "assistant", "content": null}), Some("content_filter")));
+                chunks.push(meta.chunk(
+                    0,
+                    json!({"role": "assistant", "content": null}),
+                    Some("content_filter"),
+                ));
             }
             None => {}
         }
@@ -240,10 +257,13 @@ impl EventTranslator for ChunkTranslator {
 
     /// The usage chunk; a stream that ended before any candidate finished was cut short.
     fn end(&mut self) -> Result<Vec<Value>, ProviderError> {
-        let finished = !self.candidates.is_empty() && self.candidates.iter().all(|c| c.finished || !c.started);
+        let finished =
+            !self.candidates.is_empty() && self.candidates.iter().all(|c| c.finished || !c.started);
         match &self.meta {
             Some(meta) if finished => Ok(vec![meta.usage_chunk(&self.usage)]),
-            _ => Err(ProviderError::Protocol("the stream ended before a finish reason".into())),
+            _ => Err(ProviderError::Protocol(
+                "the stream ended before a finish reason".into(),
+            )),
         }
     }
 }
@@ -283,8 +303,14 @@ mod tests {
         assert_eq!(message["reasoning_content"], "Weighing it.");
         let calls = message["tool_calls"].as_array().unwrap();
         assert_eq!(calls.len(), 2);
-        assert_eq!(calls[0]["function"], json!({"name": "weather", "arguments": "{\"city\":\"Paris\"}"}));
-        assert_eq!(signature_of(calls[0]["id"].as_str().unwrap()).as_deref(), Some("c2ln"));
+        assert_eq!(
+            calls[0]["function"],
+            json!({"name": "weather", "arguments": "{\"city\":\"Paris\"}"})
+        );
+        assert_eq!(
+            signature_of(calls[0]["id"].as_str().unwrap()).as_deref(),
+            Some("c2ln")
+        );
         assert_eq!(signature_of(calls[1]["id"].as_str().unwrap()), None);
         assert_ne!(calls[0]["id"], calls[1]["id"]);
         assert_eq!(
@@ -311,8 +337,11 @@ mod tests {
         assert_eq!(safety["choices"][0]["message"]["content"], Value::Null);
         let prompt_blocked = to_completion(&json!({"promptFeedback": {"blockReason": "SAFETY"},
             "usageMetadata": {"promptTokenCount": 5, "totalTokenCount": 5}}))
-            .unwrap();
-        assert_eq!(prompt_blocked["choices"][0]["finish_reason"], "content_filter");
+        .unwrap();
+        assert_eq!(
+            prompt_blocked["choices"][0]["finish_reason"],
+            "content_filter"
+        );
         assert_eq!(prompt_blocked["usage"]["prompt_tokens"], 5);
         assert!(to_completion(&json!({})).is_err());
     }
@@ -324,7 +353,12 @@ mod tests {
             {"content": {"parts": [{"text": "b"}]}, "finishReason": "STOP", "index": 1},
         ]}))
         .unwrap();
-        let texts: Vec<&Value> = completion["choices"].as_array().unwrap().iter().map(|c| &c["message"]["content"]).collect();
+        let texts: Vec<&Value> = completion["choices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| &c["message"]["content"])
+            .collect();
         assert_eq!(texts, [&json!("a"), &json!("b")]);
     }
 
@@ -369,20 +403,32 @@ mod tests {
         let expected = message["tool_calls"].as_array().unwrap();
         assert_eq!(calls.len(), expected.len());
         for (call, expected) in calls.iter().zip(expected) {
-            assert_eq!(call["function"], expected["function"], "ids are fresh per answer");
+            assert_eq!(
+                call["function"], expected["function"],
+                "ids are fresh per answer"
+            );
         }
-        assert_eq!(signature_of(calls[0]["id"].as_str().unwrap()).as_deref(), Some("c2ln"));
+        assert_eq!(
+            signature_of(calls[0]["id"].as_str().unwrap()).as_deref(),
+            Some("c2ln")
+        );
     }
 
     #[test]
     fn stream_errors_safety_and_truncation() {
-        let out = replay(&mut ChunkTranslator::default(), &[
-            r#"{"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}"#,
-        ]);
+        let out = replay(
+            &mut ChunkTranslator::default(),
+            &[
+                r#"{"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}"#,
+            ],
+        );
         assert!(matches!(&out[0], Err(e) if e.is_retryable()));
-        let out = replay(&mut ChunkTranslator::default(), &[
-            r#"{"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": 4}}"#,
-        ]);
+        let out = replay(
+            &mut ChunkTranslator::default(),
+            &[
+                r#"{"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": 4}}"#,
+            ],
+        );
         let chunks: Vec<Value> = out.into_iter().map(Result::unwrap).collect();
         assert_eq!(reassemble(&chunks)["finish_reason"], "content_filter");
         let events = stream();

@@ -1,0 +1,236 @@
+//! `triage train` end to end on tiny synthetic data: determinism, gradients, that it learns what
+//! the outcomes say, that the written directory loads and reproduces training-time predictions,
+//! and clear errors on malformed rows. Each run trains a one-layer encoder for a few seconds.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use triage::classifier::{Classifier, ClassifierInput};
+use triage::train::{self, TrainArgs, TrainError, TrainSummary};
+
+const WEAK: &str = "weak-model";
+const STRONG: &str = "strong-model";
+
+fn hard_prompt(i: usize) -> String {
+    format!("Prove the theorem on prime gaps with analytic number theory and bound the error term, case {i}.")
+}
+
+fn easy_prompt(i: usize) -> String {
+    format!("hi there, say hello back to me please {i}")
+}
+
+/// Hard prompts: the weak model fails, the strong one passes. Easy prompts: both pass. Plus a
+/// tool-need file; one prompt is a two-turn conversation.
+fn write_data(dir: &Path) {
+    let mut outcomes = String::new();
+    for i in 0..40 {
+        for (prompt, weak) in [(hard_prompt(i), 0.0), (easy_prompt(i), 1.0)] {
+            for (model, score) in [(WEAK, weak), (STRONG, 1.0)] {
+                let row = serde_json::json!({"source": "synthetic", "subset": "s", "prompt_id": prompt,
+                    "prompt": prompt, "model": model, "label": "correct", "score": score});
+                outcomes.push_str(&format!("{row}\n"));
+            }
+        }
+    }
+    let turns = serde_json::json!({"source": "synthetic", "prompt": ["hello", "say hello again"],
+        "model": STRONG, "label": "correct", "score": 1.0});
+    outcomes.push_str(&format!("{turns}\n"));
+    std::fs::write(dir.join("outcomes.jsonl"), outcomes).unwrap();
+    let mut tools = String::new();
+    for i in 0..30 {
+        let rows = [
+            serde_json::json!({"source": "t", "prompt": format!("what is the weather in city {i} right now"), "needs_tool": 1}),
+            serde_json::json!({"source": "t", "prompt": format!("tell me a joke about cats number {i}"), "needs_tool": 0}),
+        ];
+        for row in rows {
+            tools.push_str(&format!("{row}\n"));
+        }
+    }
+    std::fs::write(dir.join("tools.jsonl"), tools).unwrap();
+}
+
+fn recipe(encoder: &str, epochs: usize, batch_size: usize) -> String {
+    format!(
+        r#"
+seed = 7
+dev_fraction = 0.2
+max_tokens = 32
+skills = ["math", "chat", "tool_use"]
+encoder = "{encoder}"
+[scratch]
+layers = 1
+hidden = 32
+attention_heads = 2
+intermediate = 64
+activation = "relu"
+vocab_size = 300
+alphabet = 100
+[optim]
+epochs = {epochs}
+batch_size = {batch_size}
+lr = 3e-3
+theta_lr = 5e-2
+[[files]]
+path = "outcomes.jsonl"
+[[files]]
+path = "tools.jsonl"
+kind = "tool_need"
+extra_negatives = 10
+[[skill_rules]]
+skill = "math"
+contains = ["theorem"]
+[[skill_rules]]
+skill = "chat"
+contains = ["hello"]
+"#
+    )
+}
+
+struct Run {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    out: PathBuf,
+}
+
+fn train_with(recipe_text: &str, data: Option<&Path>) -> (Run, Result<TrainSummary, TrainError>) {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = data.map_or_else(|| dir.path().join("data"), Path::to_path_buf);
+    if data.is_none() {
+        std::fs::create_dir_all(&data_dir).unwrap();
+        write_data(&data_dir);
+    }
+    let recipe_path = dir.path().join("recipe.toml");
+    std::fs::write(&recipe_path, recipe_text).unwrap();
+    let out = dir.path().join("model");
+    let args = TrainArgs {
+        recipe: recipe_path,
+        data_dir: data_dir.clone(),
+        out: out.clone(),
+        epochs: None,
+        seed: None,
+        cache_dir: dir.path().join("cache"),
+        quiet: true,
+    };
+    let result = train::run(&args);
+    (
+        Run {
+            _dir: dir,
+            data: data_dir,
+            out,
+        },
+        result,
+    )
+}
+
+fn predict(classifier: &Classifier, texts: &[String]) -> Vec<triage::classifier::Prediction> {
+    let inputs: Vec<ClassifierInput> = texts.iter().map(|t| ClassifierInput::from_text(t.as_str())).collect();
+    classifier.predict(&inputs).unwrap()
+}
+
+#[test]
+fn a_fixed_seed_gives_the_same_model_twice() {
+    let (a, first) = train_with(&recipe("scratch", 2, 16), None);
+    let (b, second) = train_with(&recipe("scratch", 2, 16), None);
+    first.unwrap();
+    second.unwrap();
+    for file in ["model.safetensors", "tokenizer.json", "config.json"] {
+        let x = std::fs::read(a.out.join(file)).unwrap();
+        let y = std::fs::read(b.out.join(file)).unwrap();
+        assert!(x == y, "{file} differs between two runs with the same seed");
+    }
+}
+
+#[test]
+fn gradients_reach_every_variable() {
+    // One batch holds every prompt: outcome rows, skill labels and tool labels all take part.
+    let (_run, summary) = train_with(&recipe("scratch", 1, 1000), None);
+    let coverage = summary.unwrap().gradient;
+    // Embeddings 3 + their norm 2, one layer 16, heads 6, θ 1.
+    assert_eq!(coverage.total, 28);
+    assert_eq!(coverage.with_gradient, coverage.total, "no gradient: {:?}", coverage.without_gradient);
+}
+
+#[test]
+fn learns_that_hard_prompts_are_hard_and_the_directory_reproduces_training() {
+    let (run, summary) = train_with(&recipe("scratch", 25, 16), None);
+    let summary = summary.unwrap();
+    let classifier = Classifier::load_dir(&run.out, &Device::Cpu).unwrap();
+
+    // The written directory gives the training-time predictions.
+    assert!(!summary.samples.is_empty());
+    for sample in &summary.samples {
+        let got = classifier.predict_one(&ClassifierInput::from_text(sample.text.as_str())).unwrap();
+        let want = &sample.prediction;
+        assert!((got.difficulty - want.difficulty).abs() < 1e-4, "{}: {} vs {}", sample.text, got.difficulty, want.difficulty);
+        assert!((got.tool_need - want.tool_need).abs() < 1e-4);
+        for (g, w) in got.skills.iter().zip(&want.skills) {
+            assert!((g - w).abs() < 1e-4);
+        }
+    }
+
+    // Hard prompts: higher difficulty and lower predicted quality for the weak model.
+    let skills = classifier.skills().to_vec();
+    let weak = &classifier.metadata.abilities[WEAK];
+    let hard = predict(&classifier, &(100..110).map(hard_prompt).collect::<Vec<_>>());
+    let easy = predict(&classifier, &(100..110).map(easy_prompt).collect::<Vec<_>>());
+    let mean = |xs: Vec<f64>| xs.iter().sum::<f64>() / xs.len() as f64;
+    let difficulty = |ps: &[triage::classifier::Prediction]| mean(ps.iter().map(|p| p.difficulty as f64).collect());
+    let weak_quality = |ps: &[triage::classifier::Prediction]| {
+        mean(ps.iter().map(|p| train::quality(weak, &p.skill_mix(&skills), p.difficulty)).collect())
+    };
+    let (hard_b, easy_b) = (difficulty(&hard), difficulty(&easy));
+    let (hard_q, easy_q) = (weak_quality(&hard), weak_quality(&easy));
+    eprintln!("difficulty hard {hard_b:.3} easy {easy_b:.3}; weak-model quality hard {hard_q:.3} easy {easy_q:.3}");
+    assert!(hard_b > easy_b + 0.5, "difficulty hard {hard_b} vs easy {easy_b}");
+    assert!(hard_q < 0.3 && easy_q > 0.7, "weak-model quality hard {hard_q} vs easy {easy_q}");
+
+    // Tool need and skills mean what their labels said.
+    let weather = predict(&classifier, &["what is the weather in city 77 right now".to_string()]);
+    let joke = predict(&classifier, &["tell me a joke about cats number 77".to_string()]);
+    assert!(weather[0].tool_need > 0.8 && joke[0].tool_need < 0.2);
+    assert_eq!(hard[0].top_skill(&skills), "math");
+    assert_eq!(easy[0].top_skill(&skills), "chat");
+
+    let last = summary.epochs.last().unwrap();
+    assert!(last.dev.outcome.auc.unwrap() > 0.9, "dev AUC {:?}", last.dev.outcome.auc);
+    assert_eq!(summary.data.files[0].rows, 161);
+    let metadata = &classifier.metadata;
+    assert_eq!(metadata.format_version, train::FORMAT_VERSION);
+    assert!(metadata.training["git_revision"].is_string());
+    assert_eq!(metadata.training["epochs"].as_array().unwrap().len(), 25);
+}
+
+#[test]
+fn pretrained_encoders_train_frozen_and_fine_tuned() {
+    let (base, summary) = train_with(&recipe("scratch", 1, 16), None);
+    summary.unwrap();
+    for encoder in ["frozen", "finetune"] {
+        let choice = format!("{encoder}:{}", base.out.display());
+        let (run, summary) = train_with(&recipe(&choice, 2, 16), Some(&base.data));
+        let summary = summary.unwrap();
+        let classifier = Classifier::load_dir(&run.out, &Device::Cpu).unwrap();
+        let sample = &summary.samples[0];
+        let got = classifier.predict_one(&ClassifierInput::from_text(sample.text.as_str())).unwrap();
+        assert!((got.difficulty - sample.prediction.difficulty).abs() < 1e-4, "{encoder}");
+        assert_eq!(summary.gradient.without_gradient, Vec::<String>::new(), "{encoder}");
+    }
+}
+
+#[test]
+fn malformed_rows_are_reported_with_file_and_line() {
+    let cases = [
+        ("{\"source\": \"s\", \"prompt\": \"p\", \"model\": \"m\", \"score\": 1}\n{not json\n", "outcomes.jsonl:2: not JSON"),
+        ("\n{\"source\": \"s\", \"prompt\": \"p\", \"model\": \"m\"}\n", "outcomes.jsonl:2: `score`"),
+        ("{\"source\": \"s\", \"prompt\": \"p\", \"model\": \"m\", \"label\": \"correct\", \"score\": 3}\n", "outcomes.jsonl:1: label correct"),
+        ("{\"source\": \"s\", \"prompt\": 5, \"model\": \"m\", \"score\": 1}\n", "outcomes.jsonl:1: `prompt`"),
+        ("[1, 2]\n", "outcomes.jsonl:1: not a JSON object"),
+    ];
+    for (content, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        write_data(dir.path());
+        std::fs::write(dir.path().join("outcomes.jsonl"), content).unwrap();
+        let (_run, result) = train_with(&recipe("scratch", 1, 16), Some(dir.path()));
+        let message = result.err().expect("malformed data must fail").to_string();
+        assert!(message.contains(expected), "{message:?} lacks {expected:?}");
+    }
+}
