@@ -28,6 +28,9 @@ pub struct Config {
     pub classifier: ClassifierConfig,
     #[serde(default)]
     pub routing: RoutingConfig,
+    /// The outcome log (`outcomes`): where requests and feedback are stored.
+    #[serde(default)]
+    pub log: LogConfig,
     /// Providers added to the built-in ones, or replacing fields of one with the same name.
     #[serde(default)]
     pub providers: Vec<ProviderEntry>,
@@ -43,6 +46,41 @@ pub struct AuthConfig {
     /// Bearer keys accepted. Empty (and no `TRIAGE_KEYS`) means no authentication.
     #[serde(default)]
     pub keys: Vec<String>,
+    /// Keys for `/admin/*` (reload) and, like router keys, `GET /v1/usage`.
+    #[serde(default)]
+    pub admin_keys: Vec<String>,
+}
+
+/// The outcome log: one row per request, feedback joined by request id.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Log requests at all.
+    pub enabled: bool,
+    /// SQLite file (WAL mode), created if missing.
+    pub path: PathBuf,
+    /// `postgres://…`: log to PostgreSQL instead of `path` (not implemented yet).
+    pub url: Option<String>,
+    /// Keep prompt and answer text; `false` stores only numbers and ids.
+    pub store_text: bool,
+    /// Rows older than this are deleted at start-up and daily; 0 keeps everything.
+    pub retention_days: u32,
+    /// Outcomes waiting for the writer; when it is full new ones are dropped and counted in
+    /// `triage_log_dropped_total`, and requests still succeed.
+    pub queue_capacity: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            enabled: true,
+            path: PathBuf::from("triage.db"),
+            url: None,
+            store_text: true,
+            retention_days: 90,
+            queue_capacity: 10_000,
+        }
+    }
 }
 
 /// Limits on what a client may send.
@@ -151,6 +189,7 @@ impl Default for Config {
             dispatch: DispatchConfig::default(),
             classifier: ClassifierConfig::default(),
             routing: RoutingConfig::default(),
+            log: LogConfig::default(),
             providers: Vec::new(),
             models: Vec::new(),
         }
@@ -241,6 +280,26 @@ impl Config {
         }
         if let Some(i) = self.auth.keys.iter().position(|k| k.trim().is_empty()) {
             return Err(invalid(&format!("auth.keys[{i}]"), "empty key".into()));
+        }
+        if let Some(i) = self
+            .auth
+            .admin_keys
+            .iter()
+            .position(|k| k.trim().is_empty())
+        {
+            return Err(invalid(
+                &format!("auth.admin_keys[{i}]"),
+                "empty key".into(),
+            ));
+        }
+        if self.log.queue_capacity == 0 {
+            return Err(invalid("log.queue_capacity", "must be above 0".into()));
+        }
+        if self.log.url.is_some() {
+            return Err(invalid(
+                "log.url",
+                "PostgreSQL logging is not available in this build yet; use `path` (SQLite)".into(),
+            ));
         }
         Ok(())
     }

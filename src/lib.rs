@@ -12,6 +12,7 @@ pub mod dispatch;
 pub mod eval;
 pub mod metrics;
 pub mod mock;
+pub mod outcomes;
 pub mod policy;
 pub mod providers;
 pub mod router;

@@ -46,6 +46,17 @@ enum Command {
     BenchOverhead(triage::bench::Options),
     /// Fit the classifier and the model abilities on outcome data; writes a model directory.
     Train(triage::train::TrainArgs),
+    /// Measure routing quality on outcome data: RouteLLM's APGR/CPT (two models) or cost-quality
+    /// curves and AIQ (many models), beside random, oracle and kNN routers.
+    Eval {
+        #[command(flatten)]
+        args: triage::eval::EvalArgs,
+        /// Classifier model directory or Hugging Face repo id.
+        #[arg(long, default_value = "models/default")]
+        model: String,
+    },
+    /// Requests, tokens and cost from the outcome log, and what adaptive routing saved.
+    Report(triage::outcomes::report::ReportArgs),
     /// Print the classifier's view of a prompt: difficulty, skills, tool need.
     Classify {
         /// Print one JSON object.
@@ -90,6 +101,8 @@ fn main() -> anyhow::Result<()> {
         // It builds a single-threaded runtime of its own, leaving the cores to its children.
         Command::BenchOverhead(options) => triage::bench::run(options),
         Command::Classify { json, model, text } => classify(json, model, &text),
+        Command::Report(args) => triage::outcomes::report::run(&args),
+        Command::Eval { args, model } => evaluate(&args, &model),
         Command::Train(args) => {
             let summary = triage::train::run(&args)?;
             eprintln!(
@@ -100,6 +113,19 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn evaluate(args: &triage::eval::EvalArgs, model: &str) -> anyhow::Result<()> {
+    let classifier = Classifier::load(model)?;
+    let dir = std::path::Path::new(model).is_dir().then(|| PathBuf::from(model));
+    let scorer = triage::eval::classifier::ClassifierScorer::new(&classifier, dir);
+    let report = triage::eval::run(args, &scorer)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{report}");
+    }
+    Ok(())
 }
 
 fn classify(json: bool, model: Option<String>, text: &str) -> anyhow::Result<()> {
@@ -168,9 +194,15 @@ async fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyh
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     tracing::info!(%addr, models, "triage listening");
-    axum::serve(listener, server::app(state))
+    tokio::spawn(reload_on_sighup(state.clone()));
+    axum::serve(server::no_delay(listener), server::app(state.clone()))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    // Every request has finished and queued its outcome: write them all before exiting.
+    if let Some(log) = &state.outcomes {
+        log.flush().await;
+        tracing::info!("outcome log drained");
+    }
     Ok(())
 }
 
@@ -194,6 +226,20 @@ fn load_adaptive(config: &Config, catalog: &Catalog) -> Option<AdaptiveRouter> {
             None
         }
     }
+}
+
+/// SIGHUP reloads the classifier model directory, like `POST /admin/reload`.
+async fn reload_on_sighup(state: std::sync::Arc<AppState>) {
+    #[cfg(unix)]
+    if let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    {
+        while hangups.recv().await.is_some() {
+            // Errors are logged inside and leave the old model in place.
+            let _ = server::reload_classifier(&state).await;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = state;
 }
 
 /// Ctrl-C or SIGTERM: stop accepting, finish what is in flight.

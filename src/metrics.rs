@@ -59,6 +59,8 @@ pub struct Metrics {
     pub cost: Family<CostLabels, Counter<f64, AtomicU64>>,
     /// 0 closed, 1 open, 2 half-open.
     pub circuit_state: Family<ModelLabels, Gauge>,
+    /// Outcomes the log could not take (queue full) or failed to write.
+    pub log_dropped: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -124,6 +126,12 @@ impl Metrics {
             "Circuit breaker per model: 0 closed, 1 open, 2 half-open",
             circuit_state.clone(),
         );
+        let log_dropped = Counter::default();
+        registry.register(
+            "log_dropped",
+            "Outcomes not logged: the log's queue was full or a write failed",
+            log_dropped.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -135,6 +143,7 @@ impl Metrics {
             tokens,
             cost,
             circuit_state,
+            log_dropped,
         }
     }
 

@@ -11,6 +11,7 @@
 //! Not for: training (`train`) or serving. Nothing here does network I/O.
 
 pub mod abilities;
+pub mod classifier;
 pub mod data;
 pub mod knn;
 pub mod metrics;

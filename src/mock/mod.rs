@@ -57,7 +57,7 @@ impl MockUpstream {
         let state = Shared::default();
         let app = router(Arc::clone(&state), api_key);
         tokio::spawn(async move {
-            if let Err(err) = axum::serve(listener, app).await {
+            if let Err(err) = axum::serve(crate::server::no_delay(listener), app).await {
                 tracing::warn!(%err, "mock upstream stopped");
             }
         });
@@ -87,7 +87,7 @@ impl MockUpstream {
 
 /// Serves on an already-bound listener until the process ends (the `mock-upstream` command).
 pub async fn serve(listener: TcpListener, api_key: Option<String>) -> io::Result<()> {
-    axum::serve(listener, router(Shared::default(), api_key)).await
+    axum::serve(crate::server::no_delay(listener), router(Shared::default(), api_key)).await
 }
 
 /// One scripted behaviour. Every field is optional; the default is a normal answer.

@@ -32,7 +32,7 @@ pub(super) async fn messages(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let mut finished = Finished::start();
+    let mut finished = Finished::start("messages");
     let request_id = finished.request_id.clone();
     let mut response = match handle(&state, &headers, body, &mut finished).await {
         Ok(response) => response,
@@ -61,6 +61,10 @@ async fn handle(
         body.map_err(|rejection| (body_rejection(&rejection, state.max_body_bytes), None))?;
     let request = MessagesRequest::parse(&body).map_err(|e| (e, None))?;
     finished.requested = request.requested[0].clone();
+    finished.stream = request.stream;
+    if state.stores_text() {
+        finished.prompt = Some(crate::outcomes::prompt_text(&request.body));
+    }
     let chain = route(state, &request.requested).map_err(|e| (e, None))?;
     let chat = ingress::chat_body(&request.body);
     let native = Native {
@@ -127,6 +131,9 @@ fn full_response(
     };
     let cost = model.cost(&usage);
     finished.usage = Some((usage, cost));
+    if state.stores_text() {
+        finished.answer = crate::outcomes::answer_text(&message);
+    }
     state.record(finished, Some(model));
     let mut response = Json(message).into_response();
     set_header(&mut response, "x-triage-cost-usd", &format_usd(cost));

@@ -4,6 +4,7 @@
 //! Handlers parse and check the request, ask `router` for the chain of models, hand it to
 //! `dispatch`, and shape the answer: pricing, `x-triage-*` headers, metrics and logs.
 
+mod admin;
 mod error;
 mod messages;
 mod request;
@@ -14,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwapOption;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
@@ -25,6 +27,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+pub use admin::reload_classifier;
 pub use error::ApiError;
 pub use request::ChatRequest;
 
@@ -32,7 +35,9 @@ use crate::catalog::{Catalog, Model, Usage};
 use crate::config::Config;
 use crate::dispatch::{Answer, DispatchError, Dispatched, Dispatcher, Failure};
 use crate::metrics::{Metrics, ModelLabels, RequestLabels};
-use crate::router::AdaptiveRouter;
+use crate::outcomes::{AutoColumns, LogError, Outcome, OutcomeLog};
+use crate::policy::Targets;
+use crate::router::{AdaptiveRouter, AutoDecision};
 
 /// Everything the handlers share; built once at start-up.
 pub struct AppState {
@@ -40,10 +45,41 @@ pub struct AppState {
     pub dispatcher: Dispatcher,
     pub metrics: Arc<Metrics>,
     /// The classifier and abilities for `auto`; `None` when no classifier model is loaded.
-    pub adaptive: Option<Arc<AdaptiveRouter>>,
+    /// Swapped whole by a reload; a request keeps the one it loaded.
+    pub adaptive: ArcSwapOption<AdaptiveRouter>,
+    /// The outcome log; `None` when `[log] enabled = false`.
+    pub outcomes: Option<OutcomeLog>,
     /// SHA-256 of each accepted router key → the short id used in metrics and logs.
     keys: HashMap<[u8; 32], String>,
+    /// The same for `[auth] admin_keys`.
+    admin_keys: HashMap<[u8; 32], String>,
+    /// Where a reload reads the classifier from, and the targets it routes with.
+    classifier_source: String,
+    targets: Targets,
     max_body_bytes: usize,
+}
+
+/// Why the shared state could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(transparent)]
+    Http(#[from] reqwest::Error),
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+/// SHA-256 of each key → `key-xxxxxxxx`, the id that metrics and logs show.
+fn key_ids(keys: &[String], prefix: &str) -> HashMap<[u8; 32], String> {
+    keys.iter()
+        .map(|key| {
+            let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+            let id = format!(
+                "{prefix}-{:02x}{:02x}{:02x}{:02x}",
+                digest[0], digest[1], digest[2], digest[3]
+            );
+            (digest, id)
+        })
+        .collect()
 }
 
 impl AppState {
@@ -52,28 +88,61 @@ impl AppState {
         catalog: Catalog,
         router_keys: &[String],
         adaptive: Option<AdaptiveRouter>,
-    ) -> Result<Arc<AppState>, reqwest::Error> {
+    ) -> Result<Arc<AppState>, StateError> {
         let metrics = Arc::new(Metrics::new());
         let dispatcher = Dispatcher::new(&catalog, config.dispatch.clone(), metrics.clone())?;
-        let keys = router_keys
-            .iter()
-            .map(|key| {
-                let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-                let id = format!(
-                    "key-{:02x}{:02x}{:02x}{:02x}",
-                    digest[0], digest[1], digest[2], digest[3]
-                );
-                (digest, id)
-            })
-            .collect();
+        let outcomes = if config.log.enabled {
+            Some(OutcomeLog::start(&config.log, metrics.log_dropped.clone())?)
+        } else {
+            None
+        };
         Ok(Arc::new(AppState {
             catalog: Arc::new(catalog),
             dispatcher,
             metrics,
-            adaptive: adaptive.map(Arc::new),
-            keys,
+            adaptive: ArcSwapOption::from(adaptive.map(Arc::new)),
+            outcomes,
+            keys: key_ids(router_keys, "key"),
+            admin_keys: key_ids(&config.auth.admin_keys, "admin"),
+            classifier_source: config.classifier.model.clone(),
+            targets: config.routing.targets(),
             max_body_bytes: config.limits.max_body_bytes,
         }))
+    }
+
+    /// Queues the outcome of a finished request, unless logging is off.
+    fn log_outcome(&self, finished: &Finished, model_id: Option<&str>) {
+        let Some(log) = &self.outcomes else {
+            return;
+        };
+        let usage = finished.usage.map(|(u, _)| u).unwrap_or_default();
+        let elapsed = finished.started.elapsed();
+        log.submit(Outcome {
+            id: finished.request_id.clone(),
+            ts_ms: crate::outcomes::now_ms() - elapsed.as_millis() as i64,
+            endpoint: finished.endpoint,
+            key_id: finished.key_id.clone(),
+            requested: finished.requested.clone(),
+            auto: finished.auto.as_deref().map(AutoColumns::from_decision),
+            model: model_id.map(String::from),
+            fallbacks: finished.fallbacks.clone(),
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            cached_tokens: usage.cached_tokens,
+            cache_write_tokens: usage.cache_write_tokens,
+            cost_usd: finished.usage.map_or(0.0, |(_, c)| c),
+            ttft_ms: finished.ttft.map(|t| t.as_secs_f64() * 1e3),
+            latency_ms: elapsed.as_secs_f64() * 1e3,
+            status: finished.status,
+            stream: finished.stream,
+            prompt: finished.prompt.clone(),
+            answer: finished.answer.clone(),
+        });
+    }
+
+    /// Whether prompt and answer text go into the log.
+    fn stores_text(&self) -> bool {
+        self.outcomes.as_ref().is_some_and(|log| log.store_text)
     }
 
     /// The caller's key id, or 401. With no keys configured every caller is `anonymous`.
@@ -104,6 +173,7 @@ impl AppState {
 
     /// Metrics and a log line for a finished request.
     fn record(&self, finished: &Finished, model: Option<&Model>) {
+        self.log_outcome(finished, model.map(|m| m.id.as_str()));
         let model_id = model.map_or(finished.requested.as_str(), |m| m.id.as_str());
         let elapsed = finished.started.elapsed();
         self.metrics
@@ -154,13 +224,20 @@ pub struct Finished {
     ttft: Option<Duration>,
     usage: Option<(Usage, f64)>,
     fallbacks: String,
+    /// For the outcome log: `chat` or `messages`, whether streamed, the adaptive decision,
+    /// and the text when `[log] store_text` is on.
+    endpoint: &'static str,
+    stream: bool,
+    auto: Option<Arc<AutoDecision>>,
+    prompt: Option<String>,
+    answer: Option<String>,
 }
 
 impl Finished {
-    /// The bookkeeping of a request that has just arrived.
-    fn start() -> Finished {
+    /// The bookkeeping of a request that has just arrived at `endpoint`.
+    fn start(endpoint: &'static str) -> Finished {
         Finished {
-            request_id: format!("req_{}", uuid::Uuid::new_v4().simple()),
+            request_id: request_id(),
             key_id: String::new(),
             requested: String::new(),
             started: Instant::now(),
@@ -168,6 +245,11 @@ impl Finished {
             ttft: None,
             usage: None,
             fallbacks: String::new(),
+            endpoint,
+            stream: false,
+            auto: None,
+            prompt: None,
+            answer: None,
         }
     }
 
@@ -178,6 +260,24 @@ impl Finished {
     }
 }
 
+/// The listener with `TCP_NODELAY` on every accepted connection: SSE answers go out as many
+/// small writes, and Nagle's algorithm with delayed ACKs would hold each back up to 40 ms.
+pub fn no_delay(
+    listener: tokio::net::TcpListener,
+) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {error}");
+        }
+    })
+}
+
+/// A request id from the thread's fast random generator (no system call per request).
+fn request_id() -> String {
+    format!("req_{:032x}", rand::random::<u128>())
+}
+
 /// The axum application.
 pub fn app(state: Arc<AppState>) -> Router {
     let limit = state.max_body_bytes;
@@ -186,6 +286,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/messages", post(messages::messages))
         .route("/v1/models", get(list_models))
         .route("/v1/route", post(routing::route_handler))
+        .route("/v1/feedback", post(admin::feedback))
+        .route("/v1/usage", get(admin::usage))
+        .route("/admin/reload", post(admin::reload))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(unknown_path)
@@ -200,16 +303,7 @@ async fn chat_completions(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let mut finished = Finished {
-        request_id: format!("req_{}", uuid::Uuid::new_v4().simple()),
-        key_id: String::new(),
-        requested: String::new(),
-        started: Instant::now(),
-        status: 200,
-        ttft: None,
-        usage: None,
-        fallbacks: String::new(),
-    };
+    let mut finished = Finished::start("chat");
     let request_id = finished.request_id.clone();
     let mut response = match chat(&state, &headers, body, &mut finished).await {
         Ok(response) => response,
@@ -238,9 +332,14 @@ async fn chat(
         body.map_err(|rejection| (body_rejection(&rejection, state.max_body_bytes), None))?;
     let mut request = ChatRequest::parse(&body).map_err(|e| (e, None))?;
     finished.requested = request.requested[0].clone();
+    finished.stream = request.stream;
+    if state.stores_text() {
+        finished.prompt = Some(crate::outcomes::prompt_text(&request.body));
+    }
     let routing::Routed { chain, auto } = routing::resolve(state, &mut request)
         .await
         .map_err(|e| (e, None))?;
+    finished.auto = auto.clone();
     let dispatched = state
         .dispatcher
         .dispatch(&chain, &request.body, request.stream)
@@ -287,6 +386,11 @@ impl Finished {
             ttft: None,
             usage: None,
             fallbacks: self.fallbacks.clone(),
+            endpoint: self.endpoint,
+            stream: self.stream,
+            auto: None,
+            prompt: None,
+            answer: None,
         }
     }
 }
@@ -303,6 +407,9 @@ fn full_response(
         let cost = model.cost(&usage);
         value["usage"]["cost"] = json!(cost);
         finished.usage = Some((usage, cost));
+    }
+    if state.stores_text() {
+        finished.answer = crate::outcomes::answer_text(&value);
     }
     state.record(finished, Some(model));
     let mut response = Json(value).into_response();
@@ -354,14 +461,27 @@ async fn list_models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
     if let Err(error) = state.authenticate(&headers) {
         return error.into_response();
     }
-    let data: Vec<Value> = state
+    let mut data: Vec<Value> = state
         .catalog
         .models
         .values()
         .map(|m| m.to_openai_json())
         .collect();
+    if state.adaptive.load().is_some() {
+        data.extend(ROUTING_PROFILES.iter().map(|(id, description)| {
+            json!({"id": id, "object": "model", "created": 0, "owned_by": "triage",
+                   "description": description})
+        }));
+    }
     Json(json!({"object": "list", "data": data})).into_response()
 }
+
+/// The adaptive profiles listed by `/v1/models` when a classifier is loaded.
+const ROUTING_PROFILES: [(&str, &str); 3] = [
+    ("auto", "the cheapest model within 95% of the best predicted quality"),
+    ("auto:cheap", "the cheapest model within 80% of the best predicted quality"),
+    ("auto:best", "the model with the best predicted quality"),
+];
 
 async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))

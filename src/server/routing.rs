@@ -50,7 +50,7 @@ async fn decide(
     request: &mut ChatRequest,
     profile: Profile,
 ) -> Result<AutoDecision, ApiError> {
-    let Some(adaptive) = state.adaptive.clone() else {
+    let Some(adaptive) = state.adaptive.load_full() else {
         let mut error = ApiError::internal(
             "Adaptive routing is unavailable: no classifier model is loaded. Name a model \
              explicitly, or set [classifier] model in the config.",

@@ -89,6 +89,8 @@ async fn forward(
         total,
     } = streamed;
     let mut finished = context.finished;
+    // The answer text for the outcome log, gathered as the items pass.
+    let mut answer = context.state.stores_text().then(String::new);
     let mut next = Some(Ok(first));
     loop {
         let item = match next.take() {
@@ -99,7 +101,14 @@ async fn forward(
             },
         };
         let shaped = match item {
-            Some(Ok(chunk)) => shape.item(chunk),
+            Some(Ok(chunk)) => {
+                if let (Some(text), Some(delta)) =
+                    (answer.as_mut(), crate::outcomes::delta_text(&chunk))
+                {
+                    text.push_str(delta);
+                }
+                shape.item(chunk)
+            }
             Some(Err(error)) => Err(error),
             None => {
                 if let Some(bytes) = shape.end() {
@@ -129,6 +138,7 @@ async fn forward(
         }
     }
     finished.usage = shape.usage();
+    finished.answer = answer;
     context.state.record(&finished, Some(&context.model));
 }
 

@@ -143,6 +143,12 @@ impl TrainEncoder {
     /// Last hidden state `[batch, len, hidden]` for `input_ids` and a 0/1 `mask`, both
     /// `[batch, len]` u32, as `BertModel::forward` computes it with token types all 0.
     pub fn forward(&self, input_ids: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward_train(input_ids, mask, &mut Dropout::Off)
+    }
+
+    /// [`TrainEncoder::forward`] with BERT's hidden dropout (after the embeddings and after each
+    /// block's output projection, before the residual add).
+    pub fn forward_train(&self, input_ids: &Tensor, mask: &Tensor, dropout: &mut Dropout) -> candle_core::Result<Tensor> {
         let (_, len) = input_ids.dims2()?;
         let token_types = input_ids.zeros_like()?;
         let positions = Tensor::arange(0u32, len as u32, input_ids.device())?;
@@ -151,14 +157,36 @@ impl TrainEncoder {
             .forward(input_ids)?
             .add(&self.token_type.forward(&token_types)?)?
             .broadcast_add(&self.position.forward(&positions)?)?;
-        let mut hidden = self.norm.forward(&embedded)?;
+        let mut hidden = dropout.apply(&self.norm.forward(&embedded)?)?;
         // BertModel's additive mask: 0 where attended, f32::MIN where padded; built in f32.
         let mask = mask.to_dtype(DType::F32)?.unsqueeze(1)?.unsqueeze(1)?;
         let additive = (mask.ones_like()? - &mask)?.affine(f32::MIN as f64, 0.0)?;
         for layer in &self.layers {
-            hidden = layer.forward(&hidden, &additive, &self.shape)?;
+            hidden = layer.forward(&hidden, &additive, &self.shape, dropout)?;
         }
         Ok(hidden)
+    }
+}
+
+/// Inverted dropout whose masks come from the run's seeded generator (candle's own dropout
+/// draws from an unseeded one, and a fixed seed must give the same model twice).
+pub enum Dropout<'a> {
+    Off,
+    On { rate: f32, rng: &'a mut StdRng },
+}
+
+impl Dropout<'_> {
+    pub fn apply(&mut self, x: &Tensor) -> candle_core::Result<Tensor> {
+        use rand::Rng;
+        match self {
+            Dropout::On { rate, rng } if *rate > 0.0 => {
+                let scale = 1.0 / (1.0 - *rate);
+                let mask: Vec<f32> =
+                    (0..x.elem_count()).map(|_| if rng.random::<f32>() < *rate { 0.0 } else { scale }).collect();
+                x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?)
+            }
+            _ => Ok(x.clone()),
+        }
     }
 }
 
@@ -186,7 +214,13 @@ impl Norm {
 }
 
 impl Layer {
-    fn forward(&self, hidden: &Tensor, additive_mask: &Tensor, shape: &BertShape) -> candle_core::Result<Tensor> {
+    fn forward(
+        &self,
+        hidden: &Tensor,
+        additive_mask: &Tensor,
+        shape: &BertShape,
+        dropout: &mut Dropout,
+    ) -> candle_core::Result<Tensor> {
         let heads = shape.num_attention_heads;
         let head_size = shape.hidden_size / heads;
         let split = |x: Tensor| -> candle_core::Result<Tensor> {
@@ -199,14 +233,14 @@ impl Layer {
         let scores = (q.matmul(&k.t()?)? / (head_size as f64).sqrt())?.broadcast_add(additive_mask)?;
         let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
         let context = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.flatten_from(D::Minus2)?;
-        let attended = self.attention_norm.forward(&(self.attention_out.forward(&context)? + hidden)?)?;
+        let attended = self.attention_norm.forward(&(dropout.apply(&self.attention_out.forward(&context)?)? + hidden)?)?;
         let inner = self.intermediate.forward(&attended)?;
         let inner = match shape.hidden_act.as_str() {
             "relu" => inner.relu()?,
             "gelu_approximate" => inner.gelu()?,
             _ => inner.gelu_erf()?,
         };
-        self.output_norm.forward(&(self.output.forward(&inner)? + attended)?)
+        self.output_norm.forward(&(dropout.apply(&self.output.forward(&inner)?)? + attended)?)
     }
 }
 

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use super::TrainError;
 use super::data::{Dataset, PromptRecord};
-use super::encoder::{Init, TrainEncoder};
+use super::encoder::{Dropout, Init, TrainEncoder};
 use super::metrics::{self, OutcomeRows, OutcomeSummary};
 use super::params::Params;
 use super::progress::Progress;
@@ -141,12 +141,12 @@ impl Model {
     }
 
     /// Mean-pooled encoder output for the prompts `batch` (indices into `tokens`).
-    fn pooled(&self, batch: &[usize], tokens: &[Vec<u32>]) -> candle_core::Result<Tensor> {
+    fn pooled(&self, batch: &[usize], tokens: &[Vec<u32>], dropout: &mut Dropout) -> candle_core::Result<Tensor> {
         match &self.encoder {
             Encoder::Trainable(encoder) => {
                 let ids: Vec<Vec<u32>> = batch.iter().map(|&i| tokens[i].clone()).collect();
                 let (ids, mask) = pad_batch(&ids, self.pad, &Device::Cpu)?;
-                mean_pool(&encoder.forward(&ids, &mask)?, &mask)
+                mean_pool(&encoder.forward_train(&ids, &mask, dropout)?, &mask)
             }
             Encoder::Frozen(table) => {
                 let index: Vec<u32> = batch.iter().map(|&i| i as u32).collect();
@@ -155,8 +155,8 @@ impl Model {
         }
     }
 
-    fn outputs(&self, batch: &[usize], tokens: &[Vec<u32>]) -> candle_core::Result<Outputs> {
-        let pooled = self.pooled(batch, tokens)?;
+    fn outputs(&self, batch: &[usize], tokens: &[Vec<u32>], dropout: &mut Dropout) -> candle_core::Result<Outputs> {
+        let pooled = self.pooled(batch, tokens, dropout)?;
         let difficulty = self.difficulty.forward(&pooled)?.squeeze(1)?;
         let skill_logits = self.skills.forward(&pooled)?;
         let tool_logits = self.tool.forward(&pooled)?.squeeze(1)?;
@@ -186,8 +186,13 @@ impl Model {
         prompts: &[PromptRecord],
         tokens: &[Vec<u32>],
         recipe: &Recipe,
+        rng: &mut StdRng,
     ) -> candle_core::Result<Tensor> {
-        let out = self.outputs(batch, tokens)?;
+        let mut dropout = Dropout::On {
+            rate: recipe.optim.dropout as f32,
+            rng,
+        };
+        let out = self.outputs(batch, tokens, &mut dropout)?;
         let cpu = &Device::Cpu;
         let mut total = (self.theta.sqr()?.mean_all()? * recipe.loss.theta_l2)?;
 
@@ -244,7 +249,7 @@ impl Model {
     pub fn predict(&self, batch: &[usize], tokens: &[Vec<u32>]) -> candle_core::Result<Vec<PromptPrediction>> {
         let mut out = Vec::with_capacity(batch.len());
         for chunk in batch.chunks(EVAL_BATCH) {
-            let o = self.outputs(chunk, tokens)?;
+            let o = self.outputs(chunk, tokens, &mut Dropout::Off)?;
             let difficulty = o.difficulty.to_vec1::<f32>()?;
             let skills = candle_nn::ops::softmax(&o.skill_logits, D::Minus1)?.to_vec2::<f32>()?;
             let tool = candle_nn::ops::sigmoid(&o.tool_logits)?.to_vec1::<f32>()?;
@@ -388,7 +393,15 @@ fn learning_rate_factor(step: usize, total: usize, warmup: f64) -> f64 {
     0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
 }
 
-/// Runs the epochs; returns per-epoch metrics and the first step's gradient coverage.
+/// What [`train`] did.
+pub struct Fitted {
+    pub epochs: Vec<EpochMetrics>,
+    /// The epoch whose weights the model ends with: the lowest dev loss with `keep_best`.
+    pub selected_epoch: usize,
+    pub gradient: GradientCoverage,
+}
+
+/// Runs the epochs; with `keep_best`, ends with the weights of the epoch of lowest dev loss.
 pub fn train(
     model: &Model,
     data: &Dataset,
@@ -396,7 +409,7 @@ pub fn train(
     recipe: &Recipe,
     rng: &mut StdRng,
     quiet: bool,
-) -> Result<(Vec<EpochMetrics>, GradientCoverage), TrainError> {
+) -> Result<Fitted, TrainError> {
     let train: Vec<usize> = (0..data.prompts.len()).filter(|&i| !data.prompts[i].dev).collect();
     let dev: Vec<usize> = (0..data.prompts.len()).filter(|&i| data.prompts[i].dev).collect();
     let optim = &recipe.optim;
@@ -428,6 +441,7 @@ pub fn train(
     let mut bar = Progress::new(total_steps as u64, "training", "steps", quiet);
     let mut coverage = GradientCoverage::default();
     let mut history = Vec::new();
+    let mut best: Option<(f64, usize, Vec<Tensor>)> = None;
     let mut step = 0;
     for epoch in 1..=optim.epochs {
         let started = Instant::now();
@@ -438,7 +452,7 @@ pub fn train(
             encoder_opt.set_learning_rate(encoder_lr * factor);
             heads_opt.set_learning_rate(optim.lr * factor);
             theta_opt.set_learning_rate(optim.theta_lr * factor);
-            let loss = model.loss(&batch, &data.prompts, tokens, recipe)?;
+            let loss = model.loss(&batch, &data.prompts, tokens, recipe, rng)?;
             let grads = loss.backward()?;
             if step == 0 {
                 coverage = gradient_coverage(&model.params, &grads)?;
@@ -467,10 +481,24 @@ pub fn train(
             seconds: started.elapsed().as_secs_f64(),
         };
         bar.println(&epoch_line(&metrics, optim.epochs));
+        if optim.keep_best && !dev.is_empty() && best.as_ref().is_none_or(|(loss, _, _)| metrics.dev.loss < *loss) {
+            best = Some((metrics.dev.loss, epoch, model.params.snapshot()?));
+        }
         history.push(metrics);
     }
     bar.finish();
-    Ok((history, coverage))
+    let selected = match best {
+        Some((_, epoch, values)) => {
+            model.params.restore(&values)?;
+            epoch
+        }
+        None => optim.epochs,
+    };
+    Ok(Fitted {
+        epochs: history,
+        selected_epoch: selected,
+        gradient: coverage,
+    })
 }
 
 fn gradient_coverage(params: &Params, grads: &candle_core::backprop::GradStore) -> Result<GradientCoverage, TrainError> {

@@ -100,6 +100,8 @@ pub struct TrainSummary {
     pub out: PathBuf,
     pub data: DataReport,
     pub epochs: Vec<EpochMetrics>,
+    /// The epoch whose weights were written (lowest dev loss, with `optim.keep_best`).
+    pub selected_epoch: usize,
     /// Dev outcome numbers of a prompt-blind router (each model's mean training score).
     pub baseline: OutcomeSummary,
     pub gradient: GradientCoverage,
@@ -166,7 +168,8 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
     };
     let model = Model::new(params, encoder, shape.hidden_size, &recipe, &data, special.pad, &mut rng)?;
     let baseline = fit::model_only_baseline(&data);
-    let (epochs, gradient) = fit::train(&model, &data, &tokens, &recipe, &mut rng, args.quiet)?;
+    let fitted = fit::train(&model, &data, &tokens, &recipe, &mut rng, args.quiet)?;
+    let gradient = fitted.gradient;
     if !gradient.without_gradient.is_empty() {
         say(format!(
             "warning: {} of {} variables got no gradient on the first step: {}",
@@ -193,7 +196,8 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
     let mut summary = TrainSummary {
         out: args.out.clone(),
         data: data.report.clone(),
-        epochs,
+        epochs: fitted.epochs,
+        selected_epoch: fitted.selected_epoch,
         baseline,
         gradient,
         samples,
@@ -301,6 +305,7 @@ fn metadata(
         "models": data.models.len(),
         "trained_parameters": parameters,
         "epochs": summary.epochs,
+        "selected_epoch": summary.selected_epoch,
         "dev_baseline_model_only": summary.baseline,
         "gradient_coverage": summary.gradient,
         "seed": recipe.seed,

@@ -45,6 +45,19 @@ impl Params {
         self.entries.iter().filter(|(n, _)| n.starts_with(prefix)).map(|(_, v)| v.clone()).collect()
     }
 
+    /// Copies of every variable's current value.
+    pub fn snapshot(&self) -> Result<Vec<Tensor>, TrainError> {
+        Ok(self.entries.iter().map(|(_, v)| v.as_tensor().copy()).collect::<Result<_, _>>()?)
+    }
+
+    /// Sets every variable back to a [`Params::snapshot`].
+    pub fn restore(&self, values: &[Tensor]) -> Result<(), TrainError> {
+        for ((_, var), value) in self.entries.iter().zip(values) {
+            var.set(value)?;
+        }
+        Ok(())
+    }
+
     /// Writes the variables whose names pass `keep` (safetensors orders them by name, so the
     /// bytes depend only on the values).
     pub fn save_where(&self, path: &Path, keep: impl Fn(&str) -> bool) -> Result<(), TrainError> {

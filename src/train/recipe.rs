@@ -104,6 +104,10 @@ pub struct Optim {
     pub warmup: f64,
     /// Stop after this many prompts per epoch (0: all); for smoke runs and CPU fine-tuning.
     pub max_prompts_per_epoch: usize,
+    /// BERT's hidden dropout while training a trainable encoder.
+    pub dropout: f64,
+    /// End with the weights of the epoch with the lowest dev loss (else the last epoch's).
+    pub keep_best: bool,
 }
 
 impl Default for Optim {
@@ -117,6 +121,8 @@ impl Default for Optim {
             weight_decay: 0.01,
             warmup: 0.05,
             max_prompts_per_epoch: 0,
+            dropout: 0.1,
+            keep_best: true,
         }
     }
 }

