@@ -523,7 +523,9 @@ impl Children {
             dir,
         };
         let config = children.dir.join("triage.toml");
-        std::fs::write(&config, router_config(mock, router))?;
+        // The outcome log is on, as in production, in the scratch directory.
+        let log = format!("\n[log]\npath = {:?}\n", children.dir.join("triage.db"));
+        std::fs::write(&config, router_config(mock, router) + &log)?;
         children.spawn("mock", &["mock-upstream", "--listen", &mock.to_string()])?;
         let config = config.to_string_lossy();
         children.spawn("router", &["serve", "--config", &config])?;

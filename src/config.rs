@@ -59,7 +59,8 @@ pub struct LogConfig {
     pub enabled: bool,
     /// SQLite file (WAL mode), created if missing.
     pub path: PathBuf,
-    /// `postgres://…`: log to PostgreSQL instead of `path` (not implemented yet).
+    /// `postgres://user:password@host/db`: log to PostgreSQL instead of `path` (no TLS; for
+    /// several router instances sharing one log).
     pub url: Option<String>,
     /// Keep prompt and answer text; `false` stores only numbers and ids.
     pub store_text: bool,
@@ -295,10 +296,12 @@ impl Config {
         if self.log.queue_capacity == 0 {
             return Err(invalid("log.queue_capacity", "must be above 0".into()));
         }
-        if self.log.url.is_some() {
+        if let Some(url) = &self.log.url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
             return Err(invalid(
                 "log.url",
-                "PostgreSQL logging is not available in this build yet; use `path` (SQLite)".into(),
+                "expected a PostgreSQL URL like postgres://user:password@host/db".into(),
             ));
         }
         Ok(())

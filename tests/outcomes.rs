@@ -189,26 +189,23 @@ async fn old_rows_are_pruned_at_start() {
     let day = 24 * 3600 * 1000;
     let now = triage::outcomes::now_ms();
     {
-        let store = Store::open(&tmp.path().join("triage.db")).unwrap();
+        drop(Store::open(&tmp.path().join("triage.db")).unwrap());
+        let conn = db(tmp.path());
         for (id, age) in [("req_old", 3 * day), ("req_recent", day / 2)] {
-            store
-                .connection()
-                .execute(
-                    "INSERT INTO outcomes (id, ts_ms, endpoint, key_id, requested, route, fallbacks,
+            conn.execute(
+                "INSERT INTO outcomes (id, ts_ms, endpoint, key_id, requested, route, fallbacks,
                      prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens, cost_usd,
                      latency_ms, status, stream) VALUES (?1, ?2, 'chat', 'k', 'm', 'explicit', '',
                      0, 0, 0, 0, 0, 1, 200, 0)",
-                    rusqlite::params![id, now - age],
-                )
-                .unwrap();
-        }
-        store
-            .connection()
-            .execute(
-                "INSERT INTO feedback (request_id, ts_ms, score) VALUES ('req_old', ?1, 1)",
-                [now],
+                rusqlite::params![id, now - age],
             )
             .unwrap();
+        }
+        conn.execute(
+            "INSERT INTO feedback (request_id, ts_ms, score) VALUES ('req_old', ?1, 1)",
+            [now],
+        )
+        .unwrap();
     }
     let h = Harness::start_with(&log_config(tmp.path(), "retention_days = 2")).await;
     flush(&h).await;
@@ -383,13 +380,8 @@ async fn report_arithmetic_matches_hand_computed_values() {
     flush(&h).await;
 
     let usage: Value = h.get("/v1/usage").await.json().await.unwrap();
-    let store = Store::open_read(&tmp.path().join("triage.db")).unwrap();
-    let report = Report::compute(
-        store.connection(),
-        &h.state.catalog,
-        &ReportOptions::default(),
-    )
-    .unwrap();
+    let mut store = Store::open_read(&tmp.path().join("triage.db")).unwrap();
+    let report = Report::compute(&mut store, &h.state.catalog, &ReportOptions::default()).unwrap();
     assert_eq!(
         usage,
         serde_json::to_value(&report).unwrap(),
@@ -675,13 +667,25 @@ async fn sigterm_drains_every_acknowledged_request_into_the_log() {
     let mut server = Server::start(tmp.path(), &mock.base_url()).await;
     let url = server.url.clone();
     let traffic = tokio::spawn(async move { load(&url, false, Duration::from_secs(3)).await });
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // SIGHUP reloads the classifier (here a failing load that keeps the old state) and must
+    // neither stop the server nor fail a request.
+    server.signal("-HUP");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "SIGHUP stopped the server"
+    );
     server.signal("-TERM");
     let acknowledged = traffic.await.unwrap();
     assert!(server.wait().await.success());
     assert!(
         acknowledged.len() > 10,
         "only {} requests",
+        acknowledged.len()
+    );
+    eprintln!(
+        "{} acknowledged requests before SIGTERM",
         acknowledged.len()
     );
     let conn = db(tmp.path());
@@ -713,6 +717,10 @@ async fn kill_9_loses_no_acknowledged_feedback() {
         "only {} feedbacks",
         acknowledged.len()
     );
+    eprintln!(
+        "{} acknowledged feedbacks before kill -9",
+        acknowledged.len()
+    );
     // Restart on the same log: it opens (recovering the WAL) and every feedback is there.
     let server = Server::start(tmp.path(), &mock.base_url()).await;
     let conn = db(tmp.path());
@@ -727,4 +735,99 @@ async fn kill_9_loses_no_acknowledged_feedback() {
         assert_eq!(found, 1, "feedback for {id} was acknowledged but lost");
     }
     drop(server);
+}
+
+/// `TRIAGE_TEST_POSTGRES_URL` (`.ci/run` starts one with scripts/ci-postgres.sh); required in
+/// CI, a skip elsewhere.
+fn postgres_url() -> Option<String> {
+    let url = std::env::var("TRIAGE_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|url| !url.is_empty());
+    if url.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must set TRIAGE_TEST_POSTGRES_URL"
+        );
+        eprintln!(
+            "skipped: set TRIAGE_TEST_POSTGRES_URL (scripts/ci-postgres.sh) to test PostgreSQL"
+        );
+    }
+    url
+}
+
+#[tokio::test]
+async fn postgres_logs_feedback_and_reports_like_sqlite() {
+    let Some(url) = postgres_url() else { return };
+    let fresh = url.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut store = Store::connect(&fresh).unwrap();
+        store
+            .execute_batch("DROP TABLE IF EXISTS feedback, outcomes")
+            .unwrap();
+    })
+    .await
+    .unwrap();
+    let h = Harness::start_with(&format!("{CONFIG}\n[log]\nurl = \"{url}\"\n")).await;
+    let mut ids = Vec::new();
+    for model in ["local/small", "local/big", "local/small"] {
+        let response = h.chat(&hello(model)).await;
+        assert_eq!(response.status(), 200);
+        let id = request_id(&response);
+        // Straight after the answer: the feedback waits for the outcome's commit.
+        let feedback = post_feedback(&h, &json!({"id": id, "thumbs": "up"})).await;
+        assert_eq!(feedback.status(), 200, "{}", feedback.text().await.unwrap());
+        ids.push(id);
+    }
+    let unknown = post_feedback(&h, &json!({"id": "req_nope", "score": 1})).await;
+    assert_eq!(unknown.status(), 404);
+    let log = h.state.outcomes.as_ref().unwrap();
+    log.submit(auto_outcome(
+        "pg-auto",
+        "local/small",
+        (1000, 500),
+        0.00045,
+        (0.6, 0.9),
+    ));
+    flush(&h).await;
+
+    let usage: Value = h.get("/v1/usage").await.json().await.unwrap();
+    assert_eq!(usage["total"]["requests"], 4);
+    let by_model: Vec<(&str, u64)> = usage["by_model"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| (g["name"].as_str().unwrap(), g["requests"].as_u64().unwrap()))
+        .collect();
+    // local/small also carries the priced adaptive row, so it costs the most.
+    assert_eq!(by_model, [("local/small", 3), ("local/big", 1)]);
+    assert!(close(
+        usage["savings"]["baseline_cost_usd"].as_f64().unwrap(),
+        0.0075
+    ));
+    assert!(close(
+        usage["savings"]["actual_cost_usd"].as_f64().unwrap(),
+        0.00045
+    ));
+
+    tokio::task::spawn_blocking(move || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        for id in &ids {
+            let row = client
+                .query_one(
+                    "SELECT o.model, o.status, o.prompt, f.score FROM outcomes o
+                     JOIN feedback f ON f.request_id = o.id WHERE o.id = $1",
+                    &[id],
+                )
+                .unwrap();
+            assert_eq!(row.get::<_, i64>(1), 200);
+            assert!(
+                row.get::<_, Option<String>>(2)
+                    .unwrap()
+                    .contains("hello there")
+            );
+            assert_eq!(row.get::<_, f64>(3), 1.0);
+        }
+    })
+    .await
+    .unwrap();
 }

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::LogConfig;
 use crate::router::AutoDecision;
-pub use store::Store;
+pub use store::{Store, StoreError};
 
 /// Rows committed in one transaction at most.
 pub const MAX_BATCH: usize = 256;
@@ -121,11 +121,48 @@ pub enum FeedbackError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
-    #[error("cannot open the outcome log {path}: {source}")]
-    Open {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
+    #[error("cannot open the outcome log ({target}): {source}")]
+    Open { target: String, source: StoreError },
+}
+
+/// Where the log is: an SQLite file, or a PostgreSQL URL.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl Target {
+    pub fn of(config: &LogConfig) -> Target {
+        match &config.url {
+            Some(url) => Target::Postgres(url.clone()),
+            None => Target::Sqlite(config.path.clone()),
+        }
+    }
+
+    /// Opens the log for writing, creating the tables if needed. Blocking.
+    pub fn open(&self) -> Result<Store, StoreError> {
+        match self {
+            Target::Sqlite(path) => Store::open(path),
+            Target::Postgres(url) => Store::connect(url),
+        }
+    }
+
+    /// Opens the log for reading. Blocking.
+    pub fn open_read(&self) -> Result<Store, StoreError> {
+        match self {
+            Target::Sqlite(path) => Store::open_read(path),
+            Target::Postgres(url) => Store::connect(url),
+        }
+    }
+
+    /// For messages: the file, or `PostgreSQL` (a URL may hold a password).
+    pub fn describe(&self) -> String {
+        match self {
+            Target::Sqlite(path) => path.display().to_string(),
+            Target::Postgres(_) => "PostgreSQL at [log] url".into(),
+        }
+    }
 }
 
 enum Command {
@@ -139,7 +176,7 @@ enum Command {
 pub struct OutcomeLog {
     tx: mpsc::Sender<Command>,
     dropped: Counter,
-    pub path: PathBuf,
+    pub target: Target,
     pub store_text: bool,
 }
 
@@ -147,17 +184,34 @@ impl OutcomeLog {
     /// Opens the database and starts the writer thread (and, inside a tokio runtime, the daily
     /// pruning). `dropped` counts outcomes that could not be logged.
     pub fn start(config: &LogConfig, dropped: Counter) -> Result<OutcomeLog, LogError> {
-        let store = Store::open(&config.path).map_err(|source| LogError::Open {
-            path: config.path.clone(),
-            source,
-        })?;
+        let target = Target::of(config);
         let (tx, rx) = mpsc::channel(config.queue_capacity);
         let retention_ms = i64::from(config.retention_days) * DAY_MS;
         let writer_dropped = dropped.clone();
+        // The writer opens the store on its own thread: PostgreSQL's blocking client must not
+        // run on an async worker. Start-up waits for the verdict.
+        let (opened, open_result) = std::sync::mpsc::channel();
+        let writer_target = target.clone();
         std::thread::Builder::new()
             .name("triage-outcomes".into())
-            .spawn(move || write_loop(store, rx, retention_ms, writer_dropped))
+            .spawn(move || match writer_target.open() {
+                Ok(store) => {
+                    let _ = opened.send(Ok(()));
+                    write_loop(store, rx, retention_ms, writer_dropped);
+                }
+                Err(error) => {
+                    let _ = opened.send(Err(error));
+                }
+            })
             .expect("spawning the outcome writer thread");
+        let describe = |source| LogError::Open {
+            target: target.describe(),
+            source,
+        };
+        open_result
+            .recv()
+            .unwrap_or_else(|_| Err(StoreError::Closed))
+            .map_err(describe)?;
         if retention_ms > 0
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
@@ -176,7 +230,7 @@ impl OutcomeLog {
         Ok(OutcomeLog {
             tx,
             dropped,
-            path: config.path.clone(),
+            target,
             store_text: config.store_text,
         })
     }
@@ -218,7 +272,7 @@ fn write_loop(
     retention_ms: i64,
     dropped: Counter,
 ) {
-    let prune = |store: &Store| {
+    let prune = |store: &mut Store| {
         if retention_ms > 0 {
             match store.prune(now_ms() - retention_ms) {
                 Ok(0) => {}
@@ -227,7 +281,7 @@ fn write_loop(
             }
         }
     };
-    prune(&store);
+    prune(&mut store);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -281,7 +335,7 @@ fn write_loop(
                 Command::Flush(reply) => {
                     let _ = reply.send(());
                 }
-                Command::Prune => prune(&store),
+                Command::Prune => prune(&mut store),
             }
         }
     }

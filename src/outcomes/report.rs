@@ -6,10 +6,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use rusqlite::{Connection, params};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::Store;
+use super::store::{LoggedRow, StoreError};
 use crate::catalog::{Catalog, Usage};
 
 /// What to report on.
@@ -77,35 +78,24 @@ pub struct Report {
 }
 
 impl Report {
-    /// Reads the log and prices the counterfactual with `catalog`.
+    /// Reads the log and prices the counterfactual with `catalog`. The rows are aggregated
+    /// here rather than in SQL, so SQLite and PostgreSQL give the same numbers.
     pub fn compute(
-        conn: &Connection,
+        store: &mut Store,
         catalog: &Catalog,
         options: &ReportOptions,
-    ) -> rusqlite::Result<Report> {
-        let since = options.since_ms.unwrap_or(i64::MIN);
-        let group = |column: &str| groups(conn, column, since);
-        let total = group("'all'")?.pop().unwrap_or_else(|| Group {
-            name: "all".into(),
-            requests: 0,
-            errors: 0,
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            cost_usd: 0.0,
-        });
-        let by_model = group("COALESCE(model, '(none)')")?;
-        let by_key = group("key_id")?;
-        let by_profile = group("COALESCE(profile, 'explicit')")?;
-        let mut mix = conn.prepare(
-            "SELECT COALESCE(model, '(none)'), COUNT(*) FROM outcomes
-             WHERE route = 'auto' AND status < 400 AND ts_ms >= ?1
-             GROUP BY 1 ORDER BY 2 DESC, 1",
-        )?;
-        let counts: Vec<(String, u64)> = mix
-            .query_map([since], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
-            .collect::<Result<_, _>>()?;
-        let auto_total: u64 = counts.iter().map(|(_, n)| n).sum();
-        let routing_mix = counts
+    ) -> Result<Report, StoreError> {
+        let mut totals = Totals::default();
+        let mut savings = SavingsSum::new(options.baseline.as_deref());
+        store.scan(options.since_ms.unwrap_or(i64::MIN), |row| {
+            totals.add(&row);
+            if row.profile.is_some() && row.status < 400 {
+                savings.add(&row, catalog);
+            }
+        })?;
+        let auto_total: u64 = totals.mix.values().sum();
+        let mut routing_mix: Vec<Share> = totals
+            .mix
             .into_iter()
             .map(|(model, requests)| Share {
                 model,
@@ -113,38 +103,92 @@ impl Report {
                 share: requests as f64 / auto_total as f64,
             })
             .collect();
-        let savings = savings(conn, catalog, since, options.baseline.as_deref())?;
+        routing_mix.sort_by(|a, b| b.requests.cmp(&a.requests).then(a.model.cmp(&b.model)));
         Ok(Report {
             since_ms: options.since_ms,
-            total,
-            by_model,
-            by_key,
-            by_profile,
+            total: totals.all,
+            by_model: sorted(totals.by_model),
+            by_key: sorted(totals.by_key),
+            by_profile: sorted(totals.by_profile),
             routing_mix,
-            savings,
+            savings: savings.finish(),
         })
     }
 }
 
-fn groups(conn: &Connection, column: &str, since: i64) -> rusqlite::Result<Vec<Group>> {
-    let sql = format!(
-        "SELECT {column}, COUNT(*), SUM(status >= 400), SUM(prompt_tokens),
-         SUM(completion_tokens), SUM(cost_usd)
-         FROM outcomes WHERE ts_ms >= ?1 GROUP BY 1 ORDER BY 6 DESC, 2 DESC, 1"
-    );
-    let mut statement = conn.prepare(&sql)?;
-    statement
-        .query_map(params![since], |r| {
-            Ok(Group {
-                name: r.get(0)?,
-                requests: r.get::<_, i64>(1)? as u64,
-                errors: r.get::<_, i64>(2)? as u64,
-                prompt_tokens: r.get::<_, i64>(3)? as u64,
-                completion_tokens: r.get::<_, i64>(4)? as u64,
-                cost_usd: r.get(5)?,
-            })
-        })?
-        .collect()
+impl Group {
+    fn new(name: &str) -> Group {
+        Group {
+            name: name.to_string(),
+            requests: 0,
+            errors: 0,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            cost_usd: 0.0,
+        }
+    }
+
+    fn add(&mut self, row: &LoggedRow) {
+        self.requests += 1;
+        self.errors += u64::from(row.status >= 400);
+        self.prompt_tokens += row.prompt_tokens as u64;
+        self.completion_tokens += row.completion_tokens as u64;
+        self.cost_usd += row.cost_usd;
+    }
+}
+
+/// Most expensive first, then most requests, then by name.
+fn sorted(groups: BTreeMap<String, Group>) -> Vec<Group> {
+    let mut groups: Vec<Group> = groups.into_values().collect();
+    groups.sort_by(|a, b| {
+        b.cost_usd
+            .total_cmp(&a.cost_usd)
+            .then(b.requests.cmp(&a.requests))
+            .then(a.name.cmp(&b.name))
+    });
+    groups
+}
+
+struct Totals {
+    all: Group,
+    by_model: BTreeMap<String, Group>,
+    by_key: BTreeMap<String, Group>,
+    by_profile: BTreeMap<String, Group>,
+    /// Successful adaptive requests per answering model.
+    mix: BTreeMap<String, u64>,
+}
+
+impl Default for Totals {
+    fn default() -> Self {
+        Totals {
+            all: Group::new("all"),
+            by_model: BTreeMap::new(),
+            by_key: BTreeMap::new(),
+            by_profile: BTreeMap::new(),
+            mix: BTreeMap::new(),
+        }
+    }
+}
+
+impl Totals {
+    fn add(&mut self, row: &LoggedRow) {
+        let model = row.model.as_deref().unwrap_or("(none)");
+        let profile = row.profile.as_deref().unwrap_or("explicit");
+        self.all.add(row);
+        for (groups, name) in [
+            (&mut self.by_model, model),
+            (&mut self.by_key, row.key_id.as_str()),
+            (&mut self.by_profile, profile),
+        ] {
+            groups
+                .entry(name.to_string())
+                .or_insert_with(|| Group::new(name))
+                .add(row);
+        }
+        if row.profile.is_some() && row.status < 400 {
+            *self.mix.entry(model.to_string()).or_default() += 1;
+        }
+    }
 }
 
 /// A logged candidate, as `AutoColumns::candidates` wrote it.
@@ -185,45 +229,48 @@ fn strongest(candidates: &[Candidate]) -> Option<&Candidate> {
     best(true).or_else(|| best(false))
 }
 
-fn savings(
-    conn: &Connection,
-    catalog: &Catalog,
-    since: i64,
-    baseline: Option<&str>,
-) -> rusqlite::Result<Savings> {
-    let mut statement = conn.prepare(
-        "SELECT model, candidates, prompt_tokens, completion_tokens, cached_tokens,
-         cache_write_tokens, cost_usd FROM outcomes
-         WHERE route = 'auto' AND status < 400 AND ts_ms >= ?1",
-    )?;
-    let mut rows = statement.query([since])?;
-    let mut s = Savings {
-        baseline: baseline.unwrap_or("strongest candidate").to_string(),
-        ..Savings::default()
-    };
-    let (mut quality_sum, mut baseline_quality_sum, mut rated) = (0.0, 0.0, 0u64);
-    while let Some(row) = rows.next()? {
-        let answered: Option<String> = row.get(0)?;
-        let logged: Option<String> = row.get(1)?;
+struct SavingsSum<'a> {
+    baseline: Option<&'a str>,
+    s: Savings,
+    quality: f64,
+    baseline_quality: f64,
+    rated: u64,
+}
+
+impl<'a> SavingsSum<'a> {
+    fn new(baseline: Option<&'a str>) -> SavingsSum<'a> {
+        SavingsSum {
+            baseline,
+            s: Savings {
+                baseline: baseline.unwrap_or("strongest candidate").to_string(),
+                ..Savings::default()
+            },
+            quality: 0.0,
+            baseline_quality: 0.0,
+            rated: 0,
+        }
+    }
+
+    /// One successful adaptive request.
+    fn add(&mut self, row: &LoggedRow, catalog: &Catalog) {
+        let logged = candidates(row.candidates.as_deref().unwrap_or(""));
+        let baseline_id = match self.baseline {
+            Some(id) => Some(id),
+            None => strongest(&logged).map(|c| c.model.as_str()),
+        };
+        let Some(model) = baseline_id.and_then(|id| catalog.model(id)) else {
+            self.s.unpriced += 1;
+            return;
+        };
         let usage = Usage {
-            prompt_tokens: row.get::<_, i64>(2)? as u64,
-            completion_tokens: row.get::<_, i64>(3)? as u64,
-            cached_tokens: row.get::<_, i64>(4)? as u64,
-            cache_write_tokens: row.get::<_, i64>(5)? as u64,
+            prompt_tokens: row.prompt_tokens as u64,
+            completion_tokens: row.completion_tokens as u64,
+            cached_tokens: row.cached_tokens as u64,
+            cache_write_tokens: row.cache_write_tokens as u64,
         };
-        let cost: f64 = row.get(6)?;
-        let logged = candidates(logged.as_deref().unwrap_or(""));
-        let baseline_id = match baseline {
-            Some(id) => Some(id.to_string()),
-            None => strongest(&logged).map(|c| c.model.clone()),
-        };
-        let Some(model) = baseline_id.as_deref().and_then(|id| catalog.model(id)) else {
-            s.unpriced += 1;
-            continue;
-        };
-        s.requests += 1;
-        s.actual_cost_usd += cost;
-        s.baseline_cost_usd += model.cost(&usage);
+        self.s.requests += 1;
+        self.s.actual_cost_usd += row.cost_usd;
+        self.s.baseline_cost_usd += model.cost(&usage);
         let quality_of = |id: &str| {
             logged
                 .iter()
@@ -231,26 +278,31 @@ fn savings(
                 .and_then(|c| c.quality)
         };
         if let (Some(q), Some(b)) = (
-            answered.as_deref().and_then(quality_of),
+            row.model.as_deref().and_then(quality_of),
             quality_of(&model.id),
         ) {
-            quality_sum += q;
-            baseline_quality_sum += b;
-            rated += 1;
+            self.quality += q;
+            self.baseline_quality += b;
+            self.rated += 1;
         }
     }
-    s.saved_usd = s.baseline_cost_usd - s.actual_cost_usd;
-    s.saved_pct = if s.baseline_cost_usd > 0.0 {
-        100.0 * s.saved_usd / s.baseline_cost_usd
-    } else {
-        0.0
-    };
-    if rated > 0 {
-        s.mean_quality = Some(quality_sum / rated as f64);
-        s.mean_baseline_quality = Some(baseline_quality_sum / rated as f64);
-        s.quality_kept = (baseline_quality_sum > 0.0).then(|| quality_sum / baseline_quality_sum);
+
+    fn finish(mut self) -> Savings {
+        let s = &mut self.s;
+        s.saved_usd = s.baseline_cost_usd - s.actual_cost_usd;
+        s.saved_pct = if s.baseline_cost_usd > 0.0 {
+            100.0 * s.saved_usd / s.baseline_cost_usd
+        } else {
+            0.0
+        };
+        if self.rated > 0 {
+            s.mean_quality = Some(self.quality / self.rated as f64);
+            s.mean_baseline_quality = Some(self.baseline_quality / self.rated as f64);
+            s.quality_kept =
+                (self.baseline_quality > 0.0).then(|| self.quality / self.baseline_quality);
+        }
+        self.s
     }
-    Ok(s)
 }
 
 impl fmt::Display for Report {
@@ -323,7 +375,7 @@ impl fmt::Display for Report {
 /// `triage report`: the report of a log file, as text or JSON.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReportArgs {
-    /// The SQLite outcome log (default: the config's `[log] path`, else triage.db).
+    /// The SQLite outcome log (default: the config's `[log] url` or `path`, else triage.db).
     #[arg(long)]
     pub db: Option<std::path::PathBuf>,
     /// Config file whose catalog prices the baseline (default: the built-in catalog).
@@ -365,13 +417,17 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
             "--baseline {baseline}: not a model of the catalog"
         );
     }
-    let store = super::Store::open_read(&db)
-        .with_context(|| format!("cannot open the outcome log {}", db.display()))?;
+    let mut store = match &config.log.url {
+        Some(url) if args.db.is_none() => Store::connect(url)
+            .with_context(|| "cannot connect to the outcome log at [log] url".to_string())?,
+        _ => Store::open_read(&db)
+            .with_context(|| format!("cannot open the outcome log {}", db.display()))?,
+    };
     let options = ReportOptions {
         since_ms,
         baseline: args.baseline.clone(),
     };
-    let report = Report::compute(store.connection(), &catalog, &options)
+    let report = Report::compute(&mut store, &catalog, &options)
         .with_context(|| format!("cannot read the outcome log {}", db.display()))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -1,17 +1,19 @@
-//! The SQLite side of the outcome log: schema, batched inserts, feedback, pruning.
+//! Where the outcome log lives: SQLite (embedded default) or PostgreSQL (several router
+//! instances). Both take the same SQL for writes and reads (`$n` parameters, `ON CONFLICT`);
+//! only the schema's types differ. Nothing here knows about HTTP or queues.
 //!
-//! WAL mode with `synchronous = NORMAL`: a committed transaction survives a crash of the
-//! process (kill -9), not necessarily a power loss or kernel crash (the last commits may roll
-//! back then). Nothing here knows about HTTP or queues.
+//! SQLite runs in WAL mode with `synchronous = NORMAL`: a committed transaction survives a
+//! crash of the process (kill -9), not necessarily a power loss or kernel crash (the last
+//! commits may roll back then). PostgreSQL commits are as durable as the server's settings.
 
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{OpenFlags, OptionalExtension};
 
 use super::{Feedback, FeedbackError, Outcome};
 
-const SCHEMA: &str = "
+const SQLITE_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS outcomes (
     id TEXT PRIMARY KEY,
     ts_ms INTEGER NOT NULL,
@@ -50,41 +52,136 @@ CREATE TABLE IF NOT EXISTS feedback (
 CREATE INDEX IF NOT EXISTS feedback_request ON feedback (request_id);
 ";
 
+const POSTGRES_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS outcomes (
+    id TEXT PRIMARY KEY,
+    ts_ms BIGINT NOT NULL,
+    endpoint TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    requested TEXT NOT NULL,
+    route TEXT NOT NULL,
+    profile TEXT,
+    difficulty DOUBLE PRECISION,
+    skills TEXT,
+    tool_need DOUBLE PRECISION,
+    candidates TEXT,
+    model TEXT,
+    fallbacks TEXT NOT NULL,
+    prompt_tokens BIGINT NOT NULL,
+    completion_tokens BIGINT NOT NULL,
+    cached_tokens BIGINT NOT NULL,
+    cache_write_tokens BIGINT NOT NULL,
+    cost_usd DOUBLE PRECISION NOT NULL,
+    ttft_ms DOUBLE PRECISION,
+    latency_ms DOUBLE PRECISION NOT NULL,
+    status BIGINT NOT NULL,
+    stream BIGINT NOT NULL,
+    prompt TEXT,
+    answer TEXT
+);
+CREATE INDEX IF NOT EXISTS outcomes_ts ON outcomes (ts_ms);
+CREATE TABLE IF NOT EXISTS feedback (
+    seq BIGSERIAL PRIMARY KEY,
+    request_id TEXT NOT NULL REFERENCES outcomes (id) ON DELETE CASCADE,
+    ts_ms BIGINT NOT NULL,
+    score DOUBLE PRECISION NOT NULL,
+    thumbs TEXT,
+    comment TEXT
+);
+CREATE INDEX IF NOT EXISTS feedback_request ON feedback (request_id);
+";
+
+const INSERT_OUTCOME: &str = "INSERT INTO outcomes (id, ts_ms, endpoint, key_id, requested,
+    route, profile, difficulty, skills, tool_need, candidates, model, fallbacks, prompt_tokens,
+    completion_tokens, cached_tokens, cache_write_tokens, cost_usd, ttft_ms, latency_ms, status,
+    stream, prompt, answer)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
+    $20, $21, $22, $23, $24)
+    ON CONFLICT (id) DO NOTHING";
+const KNOWN_ID: &str = "SELECT 1 FROM outcomes WHERE id = $1";
+const INSERT_FEEDBACK: &str = "INSERT INTO feedback (request_id, ts_ms, score, thumbs, comment)
+    VALUES ($1, $2, $3, $4, $5)";
+const PRUNE_FEEDBACK: &str =
+    "DELETE FROM feedback WHERE request_id IN (SELECT id FROM outcomes WHERE ts_ms < $1)";
+const PRUNE: &str = "DELETE FROM outcomes WHERE ts_ms < $1";
+const SCAN: &str = "SELECT model, key_id, profile, status, prompt_tokens, completion_tokens,
+    cached_tokens, cache_write_tokens, cost_usd, candidates FROM outcomes WHERE ts_ms >= $1";
+
+/// One logged request, as the report reads it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoggedRow {
+    pub model: Option<String>,
+    pub key_id: String,
+    /// The `auto…` profile; `None` for explicit requests.
+    pub profile: Option<String>,
+    pub status: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cached_tokens: i64,
+    pub cache_write_tokens: i64,
+    pub cost_usd: f64,
+    pub candidates: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Postgres(#[from] postgres::Error),
+    #[error("the outcome writer stopped")]
+    Closed,
+}
+
 /// One queued write, in the order it arrived.
 pub(super) enum Write<'a> {
     Outcome(&'a Outcome),
     Feedback(&'a Feedback),
 }
 
-/// An open SQLite outcome log.
-pub struct Store {
-    conn: Connection,
+/// An open outcome log.
+pub enum Store {
+    Sqlite(rusqlite::Connection),
+    Postgres(Box<postgres::Client>),
 }
 
 impl Store {
-    /// Opens (creating if needed) the log for writing.
-    pub fn open(path: &Path) -> rusqlite::Result<Store> {
-        let conn = Connection::open(path)?;
+    /// Opens (creating if needed) an SQLite log for writing.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let conn = rusqlite::Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.execute_batch(SCHEMA)?;
-        Ok(Store { conn })
+        conn.execute_batch(SQLITE_SCHEMA)?;
+        Ok(Store::Sqlite(conn))
     }
 
-    /// Opens an existing log for reading (reports); never creates a file.
-    pub fn open_read(path: &Path) -> rusqlite::Result<Store> {
-        let conn = Connection::open_with_flags(
+    /// Opens an existing SQLite log for reading (reports); never creates a file.
+    pub fn open_read(path: &Path) -> Result<Store, StoreError> {
+        let conn = rusqlite::Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(Duration::from_secs(10))?;
-        Ok(Store { conn })
+        Ok(Store::Sqlite(conn))
     }
 
-    pub fn connection(&self) -> &Connection {
-        &self.conn
+    /// Connects to PostgreSQL (`postgres://…`) and creates the tables if needed. Blocking:
+    /// call it off the async runtime.
+    pub fn connect(url: &str) -> Result<Store, StoreError> {
+        let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+        client.batch_execute(POSTGRES_SCHEMA)?;
+        Ok(Store::Postgres(Box::new(client)))
+    }
+
+    /// Runs SQL with no parameters (tests and maintenance).
+    pub fn execute_batch(&mut self, sql: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(conn) => conn.execute_batch(sql)?,
+            Store::Postgres(client) => client.batch_execute(sql)?,
+        }
+        Ok(())
     }
 
     /// Writes a batch in one transaction. Each feedback gets its own verdict (an unknown
@@ -92,81 +189,213 @@ impl Store {
     pub(super) fn write(
         &mut self,
         batch: &[Write<'_>],
-    ) -> rusqlite::Result<Vec<Result<(), FeedbackError>>> {
-        let tx = self.conn.transaction()?;
-        let mut verdicts = Vec::new();
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT OR REPLACE INTO outcomes (id, ts_ms, endpoint, key_id, requested, route,
-                 profile, difficulty, skills, tool_need, candidates, model, fallbacks,
-                 prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens, cost_usd,
-                 ttft_ms, latency_ms, status, stream, prompt, answer)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                 ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
-            )?;
-            for write in batch {
-                match write {
-                    Write::Outcome(o) => {
-                        insert.execute(params![
-                            o.id,
-                            o.ts_ms,
-                            o.endpoint,
-                            o.key_id,
-                            o.requested,
-                            o.route(),
-                            o.auto.as_ref().map(|a| &a.profile),
-                            o.auto.as_ref().map(|a| a.difficulty),
-                            o.auto.as_ref().map(|a| &a.skills),
-                            o.auto.as_ref().map(|a| a.tool_need),
-                            o.auto.as_ref().map(|a| &a.candidates),
-                            o.model,
-                            o.fallbacks,
-                            o.prompt_tokens as i64,
-                            o.completion_tokens as i64,
-                            o.cached_tokens as i64,
-                            o.cache_write_tokens as i64,
-                            o.cost_usd,
-                            o.ttft_ms,
-                            o.latency_ms,
-                            o.status,
-                            o.stream,
-                            o.prompt,
-                            o.answer,
-                        ])?;
-                    }
-                    Write::Feedback(f) => verdicts.push(insert_feedback(&tx, f)?),
+    ) -> Result<Vec<Result<(), FeedbackError>>, StoreError> {
+        match self {
+            Store::Sqlite(conn) => write_sqlite(conn, batch),
+            Store::Postgres(client) => write_postgres(client, batch),
+        }
+    }
+
+    /// Deletes outcomes (and their feedback) older than `cutoff_ms`; returns the requests
+    /// deleted.
+    pub fn prune(&mut self, cutoff_ms: i64) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(conn) => {
+                let tx = conn.transaction()?;
+                tx.execute(PRUNE_FEEDBACK, [cutoff_ms])?;
+                let rows = tx.execute(PRUNE, [cutoff_ms])?;
+                tx.commit()?;
+                Ok(rows as u64)
+            }
+            Store::Postgres(client) => {
+                let mut tx = client.transaction()?;
+                tx.execute(PRUNE_FEEDBACK, &[&cutoff_ms])?;
+                let rows = tx.execute(PRUNE, &[&cutoff_ms])?;
+                tx.commit()?;
+                Ok(rows)
+            }
+        }
+    }
+
+    /// Calls `each` on every request logged at or after `since_ms`.
+    pub fn scan(
+        &mut self,
+        since_ms: i64,
+        mut each: impl FnMut(LoggedRow),
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(conn) => {
+                let mut statement = conn.prepare(SCAN)?;
+                let mut rows = statement.query([since_ms])?;
+                while let Some(r) = rows.next()? {
+                    each(LoggedRow {
+                        model: r.get(0)?,
+                        key_id: r.get(1)?,
+                        profile: r.get(2)?,
+                        status: r.get(3)?,
+                        prompt_tokens: r.get(4)?,
+                        completion_tokens: r.get(5)?,
+                        cached_tokens: r.get(6)?,
+                        cache_write_tokens: r.get(7)?,
+                        cost_usd: r.get(8)?,
+                        candidates: r.get(9)?,
+                    });
+                }
+            }
+            Store::Postgres(client) => {
+                for r in client.query(SCAN, &[&since_ms])? {
+                    each(LoggedRow {
+                        model: r.try_get(0)?,
+                        key_id: r.try_get(1)?,
+                        profile: r.try_get(2)?,
+                        status: r.try_get(3)?,
+                        prompt_tokens: r.try_get(4)?,
+                        completion_tokens: r.try_get(5)?,
+                        cached_tokens: r.try_get(6)?,
+                        cache_write_tokens: r.try_get(7)?,
+                        cost_usd: r.try_get(8)?,
+                        candidates: r.try_get(9)?,
+                    });
                 }
             }
         }
-        tx.commit()?;
-        Ok(verdicts)
-    }
-
-    /// Deletes outcomes (and their feedback) older than `cutoff_ms`; returns the rows deleted.
-    pub fn prune(&self, cutoff_ms: i64) -> rusqlite::Result<usize> {
-        self.conn
-            .execute("DELETE FROM outcomes WHERE ts_ms < ?1", [cutoff_ms])
+        Ok(())
     }
 }
 
-fn insert_feedback(
-    tx: &rusqlite::Transaction<'_>,
-    f: &Feedback,
-) -> rusqlite::Result<Result<(), FeedbackError>> {
-    let known: Option<i64> = tx
-        .query_row(
-            "SELECT 1 FROM outcomes WHERE id = ?1",
-            [&f.request_id],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if known.is_none() {
-        return Ok(Err(FeedbackError::UnknownId(f.request_id.clone())));
+/// An outcome's 24 column values, in `INSERT_OUTCOME`'s order.
+struct Columns<'a> {
+    o: &'a Outcome,
+    route: &'static str,
+    profile: Option<&'a str>,
+    difficulty: Option<f64>,
+    skills: Option<&'a str>,
+    tool_need: Option<f64>,
+    candidates: Option<&'a str>,
+    numbers: [i64; 6],
+}
+
+impl<'a> Columns<'a> {
+    fn of(o: &'a Outcome) -> Columns<'a> {
+        let auto = o.auto.as_ref();
+        Columns {
+            o,
+            route: o.route(),
+            profile: auto.map(|a| a.profile.as_str()),
+            difficulty: auto.map(|a| a.difficulty),
+            skills: auto.map(|a| a.skills.as_str()),
+            tool_need: auto.map(|a| a.tool_need),
+            candidates: auto.map(|a| a.candidates.as_str()),
+            numbers: [
+                o.prompt_tokens as i64,
+                o.completion_tokens as i64,
+                o.cached_tokens as i64,
+                o.cache_write_tokens as i64,
+                i64::from(o.status),
+                i64::from(o.stream),
+            ],
+        }
     }
-    tx.prepare_cached(
-        "INSERT INTO feedback (request_id, ts_ms, score, thumbs, comment)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![f.request_id, f.ts_ms, f.score, f.thumbs, f.comment])?;
-    Ok(Ok(()))
+}
+
+/// The 24 parameters of `INSERT_OUTCOME`, as `&$t` (each backend's `ToSql` trait object).
+macro_rules! outcome_params {
+    ($c:expr, $t:ty) => {{
+        let c = $c;
+        let o = c.o;
+        [
+            &o.id as &$t,
+            &o.ts_ms as &$t,
+            &o.endpoint as &$t,
+            &o.key_id as &$t,
+            &o.requested as &$t,
+            &c.route as &$t,
+            &c.profile as &$t,
+            &c.difficulty as &$t,
+            &c.skills as &$t,
+            &c.tool_need as &$t,
+            &c.candidates as &$t,
+            &o.model as &$t,
+            &o.fallbacks as &$t,
+            &c.numbers[0] as &$t,
+            &c.numbers[1] as &$t,
+            &c.numbers[2] as &$t,
+            &c.numbers[3] as &$t,
+            &o.cost_usd as &$t,
+            &o.ttft_ms as &$t,
+            &o.latency_ms as &$t,
+            &c.numbers[4] as &$t,
+            &c.numbers[5] as &$t,
+            &o.prompt as &$t,
+            &o.answer as &$t,
+        ]
+    }};
+}
+
+fn write_sqlite(
+    conn: &mut rusqlite::Connection,
+    batch: &[Write<'_>],
+) -> Result<Vec<Result<(), FeedbackError>>, StoreError> {
+    let tx = conn.transaction()?;
+    let mut verdicts = Vec::new();
+    for write in batch {
+        match write {
+            Write::Outcome(o) => {
+                let columns = Columns::of(o);
+                let params = outcome_params!(&columns, dyn rusqlite::ToSql);
+                tx.prepare_cached(INSERT_OUTCOME)?.execute(&params[..])?;
+            }
+            Write::Feedback(f) => {
+                let known: Option<i64> = tx
+                    .query_row(KNOWN_ID, [&f.request_id], |r| r.get(0))
+                    .optional()?;
+                if known.is_none() {
+                    verdicts.push(Err(FeedbackError::UnknownId(f.request_id.clone())));
+                    continue;
+                }
+                tx.prepare_cached(INSERT_FEEDBACK)?
+                    .execute(rusqlite::params![
+                        f.request_id,
+                        f.ts_ms,
+                        f.score,
+                        f.thumbs,
+                        f.comment
+                    ])?;
+                verdicts.push(Ok(()));
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(verdicts)
+}
+
+fn write_postgres(
+    client: &mut postgres::Client,
+    batch: &[Write<'_>],
+) -> Result<Vec<Result<(), FeedbackError>>, StoreError> {
+    let mut tx = client.transaction()?;
+    let insert = tx.prepare(INSERT_OUTCOME)?;
+    let mut verdicts = Vec::new();
+    for write in batch {
+        match write {
+            Write::Outcome(o) => {
+                let columns = Columns::of(o);
+                let params = outcome_params!(&columns, dyn postgres::types::ToSql + Sync);
+                tx.execute(&insert, &params[..])?;
+            }
+            Write::Feedback(f) => {
+                if tx.query_opt(KNOWN_ID, &[&f.request_id])?.is_none() {
+                    verdicts.push(Err(FeedbackError::UnknownId(f.request_id.clone())));
+                    continue;
+                }
+                tx.execute(
+                    INSERT_FEEDBACK,
+                    &[&f.request_id, &f.ts_ms, &f.score, &f.thumbs, &f.comment],
+                )?;
+                verdicts.push(Ok(()));
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(verdicts)
 }

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use super::{ApiError, AppState, body_rejection};
 use crate::classifier::Classifier;
 use crate::outcomes::report::{Report, ReportOptions};
-use crate::outcomes::{Feedback, FeedbackError, OutcomeLog, Store, now_ms, parse_date};
+use crate::outcomes::{Feedback, FeedbackError, OutcomeLog, now_ms, parse_date};
 use crate::router::AdaptiveRouter;
 
 /// Longest accepted feedback comment, in bytes.
@@ -172,11 +172,11 @@ async fn usage_report(
     };
     let log = outcome_log(state)?;
     log.flush().await;
-    let path = log.path.clone();
+    let target = log.target.clone();
     let catalog = state.catalog.clone();
     tokio::task::spawn_blocking(move || {
-        let store = Store::open_read(&path)?;
-        Report::compute(store.connection(), &catalog, &options)
+        let mut store = target.open_read()?;
+        Report::compute(&mut store, &catalog, &options)
     })
     .await
     .map_err(|e| ApiError::internal(format!("report task failed: {e}")))?
