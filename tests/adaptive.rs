@@ -176,3 +176,23 @@ async fn explicit_models_bypass_the_classifier() {
     assert!(header(&response, "x-triage-difficulty").is_none());
     assert!(!h.metrics().await.contains("triage_classify_seconds_count"), "no classification for a pinned model");
 }
+
+#[tokio::test]
+async fn messages_endpoint_routes_auto_through_the_same_path() {
+    let h = Harness::start_adaptive(MODELS).await;
+    let body = json!({"model": "auto:fastest", "max_tokens": 10,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let response = h
+        .client
+        .post(format!("{}/v1/messages", h.url))
+        .header("x-api-key", ROUTER_KEY)
+        .header("anthropic-version", "2023-06-01")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["type"], "error");
+    assert!(error["error"]["message"].as_str().unwrap().contains("routing profile"), "{error}");
+}

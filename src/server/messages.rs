@@ -25,7 +25,8 @@ use crate::catalog::{Model, Usage};
 use crate::dispatch::{Answer, Dispatched, Streamed};
 use crate::providers::anthropic::{self, Native, ingress};
 use crate::providers::{Body, Format, ProviderError};
-use crate::router::{self, RouteError};
+use super::routing;
+use crate::policy::Constraints;
 
 pub(super) async fn messages(
     State(state): State<Arc<AppState>>,
@@ -65,8 +66,13 @@ async fn handle(
     if state.stores_text() {
         finished.prompt = Some(crate::outcomes::prompt_text(&request.body));
     }
-    let chain = route(state, &request.requested).map_err(|e| (e, None))?;
     let chat = ingress::chat_body(&request.body);
+    let mut routing_body = chat.clone().unwrap_or_default();
+    let routing::Routed { chain, auto } =
+        routing::resolve_body(state, &request.requested, &Constraints::default(), &mut routing_body)
+            .await
+            .map_err(|e| (e, None))?;
+    finished.auto = auto.clone();
     let native = Native {
         body: &request.body,
         version: header_text(headers, "anthropic-version"),
@@ -96,15 +102,10 @@ async fn handle(
     };
     set_header(&mut response, "x-triage-model", &model.id);
     set_header(&mut response, "x-triage-fallbacks", &finished.fallbacks);
+    if let Some(auto) = &auto {
+        routing::explain(&mut response, auto, &model.id);
+    }
     Ok(response)
-}
-
-/// The chain of models to try: the explicit ids, through the catalog.
-fn route(state: &AppState, requested: &[String]) -> Result<Vec<Arc<Model>>, ApiError> {
-    router::explicit_chain(&state.catalog, requested).map_err(|e| match e {
-        RouteError::UnknownModel(id) => ApiError::model_not_found(&id),
-        RouteError::NoModel => ApiError::invalid_request("model: Field required", Some("model")),
-    })
 }
 
 fn header_text<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {

@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 use super::{AppState, ApiError, ChatRequest, body_rejection, set_header};
 use crate::catalog::Model;
 use crate::metrics::ModelLabels;
-use crate::policy::Profile;
+use crate::policy::{Constraints, Profile};
 use crate::router::{self, AutoDecision, RouteError};
 
 /// The models to try, and the adaptive decision when there was one.
@@ -27,15 +27,32 @@ pub struct Routed {
 
 /// Resolves the request's `model` (and `models`) to a chain.
 pub async fn resolve(state: &Arc<AppState>, request: &mut ChatRequest) -> Result<Routed, ApiError> {
-    let Some(profile) = Profile::parse(&request.requested[0]) else {
-        let chain = router::explicit_chain(&state.catalog, &request.requested).map_err(|e| match e {
+    resolve_body(state, &request.requested, &request.constraints, &mut request.body).await
+}
+
+/// [`resolve`] for any endpoint: `requested` is `model` then `models`; `chat_body` is the
+/// request as a chat-completions body (what the classifier reads), lent to the classifier
+/// thread and put back.
+pub async fn resolve_body(
+    state: &Arc<AppState>,
+    requested: &[String],
+    constraints: &Constraints,
+    chat_body: &mut Map<String, Value>,
+) -> Result<Routed, ApiError> {
+    let Some(profile) = Profile::parse(&requested[0]) else {
+        let chain = router::explicit_chain(&state.catalog, requested).map_err(|e| match e {
             RouteError::UnknownModel(id) => ApiError::model_not_found(&id),
             RouteError::NoModel => ApiError::invalid_request("No model requested.", Some("model")),
         })?;
         return Ok(Routed { chain, auto: None });
     };
     let profile = profile.map_err(|message| ApiError::invalid_request(message, Some("model")))?;
-    let auto = decide(state, request, profile).await?;
+    let mut constraints = constraints.clone();
+    if requested.len() > 1 {
+        // `"models": [...]` beside `auto` narrows the choice like `triage.models`.
+        constraints.models = Some(requested[1..].to_vec());
+    }
+    let auto = decide(state, chat_body, constraints, profile).await?;
     let chain = auto_chain(state, &auto)?;
     Ok(Routed {
         chain,
@@ -47,7 +64,8 @@ pub async fn resolve(state: &Arc<AppState>, request: &mut ChatRequest) -> Result
 /// not stall the async workers.
 async fn decide(
     state: &Arc<AppState>,
-    request: &mut ChatRequest,
+    chat_body: &mut Map<String, Value>,
+    constraints: Constraints,
     profile: Profile,
 ) -> Result<AutoDecision, ApiError> {
     let Some(adaptive) = state.adaptive.load_full() else {
@@ -59,12 +77,7 @@ async fn decide(
         error.code = Some("classifier_unavailable".into());
         return Err(error);
     };
-    let mut constraints = request.constraints.clone();
-    if request.requested.len() > 1 {
-        // `"models": [...]` beside `auto` narrows the choice like `triage.models`.
-        constraints.models = Some(request.requested[1..].to_vec());
-    }
-    let body = std::mem::take(&mut request.body);
+    let body = std::mem::take(chat_body);
     let state_for_task = state.clone();
     let started = Instant::now();
     let (result, body) = tokio::task::spawn_blocking(move || {
@@ -74,7 +87,7 @@ async fn decide(
     })
     .await
     .map_err(|e| ApiError::internal(format!("classifier task failed: {e}")))?;
-    request.body = body;
+    *chat_body = body;
     state
         .metrics
         .classify
