@@ -370,17 +370,25 @@ fn intern_models(
 /// Marks a seeded sample of outcome-file prompts as "needs no tool": the tool-need file's own
 /// negatives are few.
 fn add_tool_negatives(recipe: &Recipe, prompts: &mut [PromptRecord]) -> usize {
-    let wanted: usize = recipe.files.iter().filter(|f| f.kind == FileKind::ToolNeed).map(|f| f.extra_negatives).sum();
     let salt = format!("negatives:{}", recipe.seed);
-    let mut candidates: Vec<usize> = (0..prompts.len())
-        .filter(|&i| prompts[i].tool.is_none() && !prompts[i].outcomes.is_empty())
-        .collect();
-    candidates.sort_by_cached_key(|&i| stable_hash(&salt, &prompts[i].text));
-    candidates.truncate(wanted);
-    for &i in &candidates {
-        prompts[i].tool = Some(0.0);
+    let mut added = 0;
+    for spec in recipe.files.iter().filter(|f| f.kind == FileKind::ToolNeed) {
+        let mut candidates: Vec<usize> = (0..prompts.len())
+            .filter(|&i| {
+                let p = &prompts[i];
+                p.tool.is_none()
+                    && !p.outcomes.is_empty()
+                    && (spec.negative_sources.is_empty() || spec.negative_sources.contains(&p.source))
+            })
+            .collect();
+        candidates.sort_by_cached_key(|&i| stable_hash(&salt, &prompts[i].text));
+        candidates.truncate(spec.extra_negatives);
+        for &i in &candidates {
+            prompts[i].tool = Some(0.0);
+        }
+        added += candidates.len();
     }
-    candidates.len()
+    added
 }
 
 fn label_skills(recipe: &Recipe, prompts: &mut [PromptRecord], report: &mut DataReport) {
@@ -405,6 +413,7 @@ fn rule_matches(rule: &SkillRule, prompt: &PromptRecord, lower: &str) -> bool {
         && (rule.contains.is_empty() || rule.contains.iter().any(|c| lower.contains(c.as_str())))
         && (rule.starts_with.is_empty() || rule.starts_with.iter().any(|c| lower.starts_with(c.as_str())))
         && rule.min_chars.is_none_or(|n| prompt.text.chars().count() >= n)
+        && rule.max_chars.is_none_or(|n| prompt.text.chars().count() <= n)
 }
 
 /// Calls `each(line_number, row)` for every non-blank line of a JSON-lines file, plain or gzip

@@ -81,6 +81,14 @@ pub struct DevMetrics {
     pub per_source: std::collections::BTreeMap<String, OutcomeSummary>,
 }
 
+impl DevMetrics {
+    /// What `keep_best` minimises: the outcome log-loss (routing rests on it), or the total
+    /// loss when there are no dev outcome rows.
+    pub fn selection_loss(&self) -> f64 {
+        self.outcome.log_loss.unwrap_or(self.loss)
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct EpochMetrics {
     pub epoch: usize,
@@ -396,12 +404,14 @@ fn learning_rate_factor(step: usize, total: usize, warmup: f64) -> f64 {
 /// What [`train`] did.
 pub struct Fitted {
     pub epochs: Vec<EpochMetrics>,
-    /// The epoch whose weights the model ends with: the lowest dev loss with `keep_best`.
+    /// The epoch whose weights the model ends with: the lowest dev outcome log-loss with
+    /// `keep_best`.
     pub selected_epoch: usize,
     pub gradient: GradientCoverage,
 }
 
-/// Runs the epochs; with `keep_best`, ends with the weights of the epoch of lowest dev loss.
+/// Runs the epochs; with `keep_best`, ends with the weights of the epoch of lowest dev outcome
+/// log-loss.
 pub fn train(
     model: &Model,
     data: &Dataset,
@@ -481,8 +491,9 @@ pub fn train(
             seconds: started.elapsed().as_secs_f64(),
         };
         bar.println(&epoch_line(&metrics, optim.epochs));
-        if optim.keep_best && !dev.is_empty() && best.as_ref().is_none_or(|(loss, _, _)| metrics.dev.loss < *loss) {
-            best = Some((metrics.dev.loss, epoch, model.params.snapshot()?));
+        let criterion = metrics.dev.selection_loss();
+        if optim.keep_best && !dev.is_empty() && best.as_ref().is_none_or(|(loss, _, _)| criterion < *loss) {
+            best = Some((criterion, epoch, model.params.snapshot()?));
         }
         history.push(metrics);
     }

@@ -100,7 +100,7 @@ pub struct TrainSummary {
     pub out: PathBuf,
     pub data: DataReport,
     pub epochs: Vec<EpochMetrics>,
-    /// The epoch whose weights were written (lowest dev loss, with `optim.keep_best`).
+    /// The epoch whose weights were written (lowest dev outcome log-loss, with `keep_best`).
     pub selected_epoch: usize,
     /// Dev outcome numbers of a prompt-blind router (each model's mean training score).
     pub baseline: OutcomeSummary,

@@ -106,7 +106,7 @@ pub struct Optim {
     pub max_prompts_per_epoch: usize,
     /// BERT's hidden dropout while training a trainable encoder.
     pub dropout: f64,
-    /// End with the weights of the epoch with the lowest dev loss (else the last epoch's).
+    /// End with the weights of the epoch with the lowest dev outcome log-loss (else the last).
     pub keep_best: bool,
 }
 
@@ -174,6 +174,10 @@ pub struct FileSpec {
     /// tool_need only: this many prompts of the outcome files are added as "needs no tool".
     #[serde(default)]
     pub extra_negatives: usize,
+    /// tool_need only: draw the extra negatives from these sources (all outcome prompts when
+    /// empty). Short questions make the negatives that teach "a question is not a tool call".
+    #[serde(default)]
+    pub negative_sources: Vec<String>,
 }
 
 /// A weak skill label: a prompt matching every given condition gets `skill`.
@@ -194,6 +198,8 @@ pub struct SkillRule {
     pub starts_with: Vec<String>,
     /// The prompt has at least this many characters.
     pub min_chars: Option<usize>,
+    /// The prompt has at most this many characters.
+    pub max_chars: Option<usize>,
 }
 
 fn default_dev_fraction() -> f64 {
