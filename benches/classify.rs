@@ -49,9 +49,18 @@ fn minilm_with_zero_heads(dir: &Path) -> anyhow::Result<Classifier> {
     for name in ["config.json", "tokenizer.json", "model.safetensors"] {
         std::fs::copy(dir.join(name), tmp.join(name))?;
     }
-    let skills: Vec<String> = ["code", "math", "reasoning", "knowledge", "writing", "extraction", "chat", "tool_use"]
-        .map(String::from)
-        .to_vec();
+    let skills: Vec<String> = [
+        "code",
+        "math",
+        "reasoning",
+        "knowledge",
+        "writing",
+        "extraction",
+        "chat",
+        "tool_use",
+    ]
+    .map(String::from)
+    .to_vec();
     add_untrained_heads(&tmp, &skills)?;
     Ok(Classifier::load_dir(&tmp, &Device::Cpu)?)
 }

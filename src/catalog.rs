@@ -636,7 +636,10 @@ mod tests {
     #[test]
     fn example_config_is_valid() {
         let catalog = build(include_str!("../triage.example.toml")).unwrap();
-        assert_eq!(catalog.model("local/small").unwrap().fallbacks, ["local/big"]);
+        assert_eq!(
+            catalog.model("local/small").unwrap().fallbacks,
+            ["local/big"]
+        );
         let mini = catalog.model("openai/gpt-4o-mini").unwrap();
         assert_eq!(mini.fallbacks, ["local/small"], "one field overridden");
         assert!(mini.vision, "the rest kept");

@@ -9,8 +9,8 @@ use tracing_subscriber::EnvFilter;
 
 use triage::catalog::Catalog;
 use triage::classifier::{Classifier, ClassifierInput};
-use triage::router::AdaptiveRouter;
 use triage::config::Config;
+use triage::router::AdaptiveRouter;
 use triage::server::{self, AppState};
 
 #[global_allocator]
@@ -78,7 +78,9 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Serve { .. }) && std::env::var_os("RAYON_NUM_THREADS").is_none() {
+    if matches!(cli.command, Command::Serve { .. })
+        && std::env::var_os("RAYON_NUM_THREADS").is_none()
+    {
         // One thread per classification, several requests in parallel: the better shape for
         // a server on few cores (CANDLE.md). SAFETY: no other thread exists yet.
         unsafe { std::env::set_var("RAYON_NUM_THREADS", "1") };
@@ -117,7 +119,9 @@ fn main() -> anyhow::Result<()> {
 
 fn evaluate(args: &triage::eval::EvalArgs, model: &str) -> anyhow::Result<()> {
     let classifier = Classifier::load(model)?;
-    let dir = std::path::Path::new(model).is_dir().then(|| PathBuf::from(model));
+    let dir = std::path::Path::new(model)
+        .is_dir()
+        .then(|| PathBuf::from(model));
     let scorer = triage::eval::classifier::ClassifierScorer::new(&classifier, dir);
     let report = triage::eval::run(args, &scorer)?;
     if args.json {

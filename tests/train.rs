@@ -12,7 +12,9 @@ const WEAK: &str = "weak-model";
 const STRONG: &str = "strong-model";
 
 fn hard_prompt(i: usize) -> String {
-    format!("Prove the theorem on prime gaps with analytic number theory and bound the error term, case {i}.")
+    format!(
+        "Prove the theorem on prime gaps with analytic number theory and bound the error term, case {i}."
+    )
 }
 
 fn easy_prompt(i: usize) -> String {
@@ -123,7 +125,10 @@ fn train_with(recipe_text: &str, data: Option<&Path>) -> (Run, Result<TrainSumma
 }
 
 fn predict(classifier: &Classifier, texts: &[String]) -> Vec<triage::classifier::Prediction> {
-    let inputs: Vec<ClassifierInput> = texts.iter().map(|t| ClassifierInput::from_text(t.as_str())).collect();
+    let inputs: Vec<ClassifierInput> = texts
+        .iter()
+        .map(|t| ClassifierInput::from_text(t.as_str()))
+        .collect();
     classifier.predict(&inputs).unwrap()
 }
 
@@ -147,7 +152,11 @@ fn gradients_reach_every_variable() {
     let coverage = summary.unwrap().gradient;
     // Embeddings 3 + their norm 2, one layer 16, heads 6, θ 1.
     assert_eq!(coverage.total, 28);
-    assert_eq!(coverage.with_gradient, coverage.total, "no gradient: {:?}", coverage.without_gradient);
+    assert_eq!(
+        coverage.with_gradient, coverage.total,
+        "no gradient: {:?}",
+        coverage.without_gradient
+    );
 }
 
 #[test]
@@ -159,9 +168,17 @@ fn learns_that_hard_prompts_are_hard_and_the_directory_reproduces_training() {
     // The written directory gives the training-time predictions.
     assert!(!summary.samples.is_empty());
     for sample in &summary.samples {
-        let got = classifier.predict_one(&ClassifierInput::from_text(sample.text.as_str())).unwrap();
+        let got = classifier
+            .predict_one(&ClassifierInput::from_text(sample.text.as_str()))
+            .unwrap();
         let want = &sample.prediction;
-        assert!((got.difficulty - want.difficulty).abs() < 1e-4, "{}: {} vs {}", sample.text, got.difficulty, want.difficulty);
+        assert!(
+            (got.difficulty - want.difficulty).abs() < 1e-4,
+            "{}: {} vs {}",
+            sample.text,
+            got.difficulty,
+            want.difficulty
+        );
         assert!((got.tool_need - want.tool_need).abs() < 1e-4);
         for (g, w) in got.skills.iter().zip(&want.skills) {
             assert!((g - w).abs() < 1e-4);
@@ -171,28 +188,58 @@ fn learns_that_hard_prompts_are_hard_and_the_directory_reproduces_training() {
     // Hard prompts: higher difficulty and lower predicted quality for the weak model.
     let skills = classifier.skills().to_vec();
     let weak = &classifier.metadata.abilities[WEAK];
-    let hard = predict(&classifier, &(100..110).map(hard_prompt).collect::<Vec<_>>());
-    let easy = predict(&classifier, &(100..110).map(easy_prompt).collect::<Vec<_>>());
+    let hard = predict(
+        &classifier,
+        &(100..110).map(hard_prompt).collect::<Vec<_>>(),
+    );
+    let easy = predict(
+        &classifier,
+        &(100..110).map(easy_prompt).collect::<Vec<_>>(),
+    );
     let mean = |xs: Vec<f64>| xs.iter().sum::<f64>() / xs.len() as f64;
-    let difficulty = |ps: &[triage::classifier::Prediction]| mean(ps.iter().map(|p| p.difficulty as f64).collect());
+    let difficulty = |ps: &[triage::classifier::Prediction]| {
+        mean(ps.iter().map(|p| p.difficulty as f64).collect())
+    };
     let weak_quality = |ps: &[triage::classifier::Prediction]| {
-        mean(ps.iter().map(|p| train::quality(weak, &p.skill_mix(&skills), p.difficulty)).collect())
+        mean(
+            ps.iter()
+                .map(|p| train::quality(weak, &p.skill_mix(&skills), p.difficulty))
+                .collect(),
+        )
     };
     let (hard_b, easy_b) = (difficulty(&hard), difficulty(&easy));
     let (hard_q, easy_q) = (weak_quality(&hard), weak_quality(&easy));
-    eprintln!("difficulty hard {hard_b:.3} easy {easy_b:.3}; weak-model quality hard {hard_q:.3} easy {easy_q:.3}");
-    assert!(hard_b > easy_b + 0.5, "difficulty hard {hard_b} vs easy {easy_b}");
-    assert!(hard_q < 0.3 && easy_q > 0.7, "weak-model quality hard {hard_q} vs easy {easy_q}");
+    eprintln!(
+        "difficulty hard {hard_b:.3} easy {easy_b:.3}; weak-model quality hard {hard_q:.3} easy {easy_q:.3}"
+    );
+    assert!(
+        hard_b > easy_b + 0.5,
+        "difficulty hard {hard_b} vs easy {easy_b}"
+    );
+    assert!(
+        hard_q < 0.3 && easy_q > 0.7,
+        "weak-model quality hard {hard_q} vs easy {easy_q}"
+    );
 
     // Tool need and skills mean what their labels said.
-    let weather = predict(&classifier, &["what is the weather in city 77 right now".to_string()]);
-    let joke = predict(&classifier, &["tell me a joke about cats number 77".to_string()]);
+    let weather = predict(
+        &classifier,
+        &["what is the weather in city 77 right now".to_string()],
+    );
+    let joke = predict(
+        &classifier,
+        &["tell me a joke about cats number 77".to_string()],
+    );
     assert!(weather[0].tool_need > 0.8 && joke[0].tool_need < 0.2);
     assert_eq!(hard[0].top_skill(&skills), "math");
     assert_eq!(easy[0].top_skill(&skills), "chat");
 
     let last = summary.epochs.last().unwrap();
-    assert!(last.dev.outcome.auc.unwrap() > 0.9, "dev AUC {:?}", last.dev.outcome.auc);
+    assert!(
+        last.dev.outcome.auc.unwrap() > 0.9,
+        "dev AUC {:?}",
+        last.dev.outcome.auc
+    );
     assert_eq!(summary.data.files[0].rows, 161);
     let metadata = &classifier.metadata;
     assert_eq!(metadata.format_version, train::FORMAT_VERSION);
@@ -210,19 +257,40 @@ fn pretrained_encoders_train_frozen_and_fine_tuned() {
         let summary = summary.unwrap();
         let classifier = Classifier::load_dir(&run.out, &Device::Cpu).unwrap();
         let sample = &summary.samples[0];
-        let got = classifier.predict_one(&ClassifierInput::from_text(sample.text.as_str())).unwrap();
-        assert!((got.difficulty - sample.prediction.difficulty).abs() < 1e-4, "{encoder}");
-        assert_eq!(summary.gradient.without_gradient, Vec::<String>::new(), "{encoder}");
+        let got = classifier
+            .predict_one(&ClassifierInput::from_text(sample.text.as_str()))
+            .unwrap();
+        assert!(
+            (got.difficulty - sample.prediction.difficulty).abs() < 1e-4,
+            "{encoder}"
+        );
+        assert_eq!(
+            summary.gradient.without_gradient,
+            Vec::<String>::new(),
+            "{encoder}"
+        );
     }
 }
 
 #[test]
 fn malformed_rows_are_reported_with_file_and_line() {
     let cases = [
-        ("{\"source\": \"s\", \"prompt\": \"p\", \"model\": \"m\", \"score\": 1}\n{not json\n", "outcomes.jsonl:2: not JSON"),
-        ("\n{\"source\": \"s\", \"prompt\": \"p\", \"model\": \"m\"}\n", "outcomes.jsonl:2: `score`"),
-        ("{\"source\": \"s\", \"prompt\": \"p\", \"model\": \"m\", \"label\": \"correct\", \"score\": 3}\n", "outcomes.jsonl:1: label correct"),
-        ("{\"source\": \"s\", \"prompt\": 5, \"model\": \"m\", \"score\": 1}\n", "outcomes.jsonl:1: `prompt`"),
+        (
+            "{\"source\": \"s\", \"prompt\": \"p\", \"model\": \"m\", \"score\": 1}\n{not json\n",
+            "outcomes.jsonl:2: not JSON",
+        ),
+        (
+            "\n{\"source\": \"s\", \"prompt\": \"p\", \"model\": \"m\"}\n",
+            "outcomes.jsonl:2: `score`",
+        ),
+        (
+            "{\"source\": \"s\", \"prompt\": \"p\", \"model\": \"m\", \"label\": \"correct\", \"score\": 3}\n",
+            "outcomes.jsonl:1: label correct",
+        ),
+        (
+            "{\"source\": \"s\", \"prompt\": 5, \"model\": \"m\", \"score\": 1}\n",
+            "outcomes.jsonl:1: `prompt`",
+        ),
         ("[1, 2]\n", "outcomes.jsonl:1: not a JSON object"),
     ];
     for (content, expected) in cases {
@@ -230,7 +298,10 @@ fn malformed_rows_are_reported_with_file_and_line() {
         write_data(dir.path());
         std::fs::write(dir.path().join("outcomes.jsonl"), content).unwrap();
         let (_run, result) = train_with(&recipe("scratch", 1, 16), Some(dir.path()));
-        let message = result.err().expect("malformed data must fail").to_string();
+        let Err(error) = result else {
+            panic!("malformed data must fail")
+        };
+        let message = error.to_string();
         assert!(message.contains(expected), "{message:?} lacks {expected:?}");
     }
 }

@@ -49,19 +49,36 @@ pub fn render_conversation(messages: &[Value]) -> String {
         .iter()
         .rposition(|m| m.get("role").and_then(Value::as_str) == Some("user"));
     let Some(last_user) = last_user else {
-        return messages.iter().map(message_text).collect::<Vec<_>>().join("\n");
+        return messages
+            .iter()
+            .map(message_text)
+            .collect::<Vec<_>>()
+            .join("\n");
     };
     let mut lines = Vec::new();
-    if let Some(system) = messages.iter().take(last_user).find(|m| is_role(m, &["system", "developer"])) {
-        lines.push(format!("system: {}", head_chars(&message_text(system), CONTEXT_CHARS)));
+    if let Some(system) = messages
+        .iter()
+        .take(last_user)
+        .find(|m| is_role(m, &["system", "developer"]))
+    {
+        lines.push(format!(
+            "system: {}",
+            head_chars(&message_text(system), CONTEXT_CHARS)
+        ));
     }
     let earlier = messages[..last_user]
         .iter()
         .filter(|m| !is_role(m, &["system", "developer"]));
     let earlier: Vec<&Value> = earlier.collect();
     for message in &earlier[earlier.len().saturating_sub(EARLIER_TURNS)..] {
-        let role = message.get("role").and_then(Value::as_str).unwrap_or("user");
-        lines.push(format!("{role}: {}", head_chars(&message_text(message), CONTEXT_CHARS)));
+        let role = message
+            .get("role")
+            .and_then(Value::as_str)
+            .unwrap_or("user");
+        lines.push(format!(
+            "{role}: {}",
+            head_chars(&message_text(message), CONTEXT_CHARS)
+        ));
     }
     lines.push(message_text(&messages[last_user]));
     lines.join("\n")

@@ -171,8 +171,12 @@ impl Classifier {
             .map_err(|e| load_error(format!("weights: {e}")))?;
         let encoder = BertModel::load(vb.clone(), &config)
             .map_err(|e| load_error(format!("encoder weights: {e}")))?;
-        let heads = Heads::load(vb.pp(HEADS_PREFIX), config.hidden_size, metadata.skills.len())
-            .map_err(|e| load_error(format!("head weights: {e}")))?;
+        let heads = Heads::load(
+            vb.pp(HEADS_PREFIX),
+            config.hidden_size,
+            metadata.skills.len(),
+        )
+        .map_err(|e| load_error(format!("head weights: {e}")))?;
         Ok(Classifier {
             encoder,
             heads,
@@ -201,7 +205,13 @@ impl Classifier {
         let difficulty = self.heads.difficulty.forward(&pooled)?.squeeze(1)?;
         let skills = candle_nn::ops::softmax(&self.heads.skills.forward(&pooled)?, D::Minus1)?;
         let tool = candle_nn::ops::sigmoid(&self.heads.tool.forward(&pooled)?.squeeze(1)?)?;
-        let normalised = pooled.broadcast_div(&pooled.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f32::MAX)?)?;
+        let normalised = pooled.broadcast_div(
+            &pooled
+                .sqr()?
+                .sum_keepdim(1)?
+                .sqrt()?
+                .clamp(1e-12, f32::MAX)?,
+        )?;
         let difficulty = difficulty.to_vec1::<f32>()?;
         let skills = skills.to_vec2::<f32>()?;
         let tool = tool.to_vec1::<f32>()?;
@@ -224,14 +234,21 @@ impl Classifier {
     /// Token ids for one text: `[CLS] … [SEP]`, keeping the *end* of the text when it is over
     /// the budget (the last user turn matters most).
     pub fn token_ids(&self, text: &str) -> Result<Vec<u32>, ClassifierError> {
-        token_ids(&self.tokenizer, self.special, text, self.metadata.max_tokens)
+        token_ids(
+            &self.tokenizer,
+            self.special,
+            text,
+            self.metadata.max_tokens,
+        )
     }
 
     /// Mean-pooled encoder output for a batch of token-id lists, padded to the longest.
     fn embed_ids(&self, ids: &[Vec<u32>]) -> Result<(Tensor, Vec<usize>), ClassifierError> {
         let (input_ids, mask) = pad_batch(ids, self.special.pad, &self.device)?;
         let token_types = input_ids.zeros_like()?;
-        let hidden = self.encoder.forward(&input_ids, &token_types, Some(&mask))?;
+        let hidden = self
+            .encoder
+            .forward(&input_ids, &token_types, Some(&mask))?;
         let pooled = mean_pool(&hidden, &mask)?;
         Ok((pooled, ids.iter().map(Vec::len).collect()))
     }
@@ -390,8 +407,14 @@ pub fn add_untrained_heads(dir: &Path, skills: &[String]) -> Result<(), Classifi
     let heads = std::collections::HashMap::from([
         (format!("{HEADS_PREFIX}.difficulty.weight"), zeros(&[1, h])?),
         (format!("{HEADS_PREFIX}.difficulty.bias"), zeros(&[1])?),
-        (format!("{HEADS_PREFIX}.skills.weight"), zeros(&[skills.len(), h])?),
-        (format!("{HEADS_PREFIX}.skills.bias"), zeros(&[skills.len()])?),
+        (
+            format!("{HEADS_PREFIX}.skills.weight"),
+            zeros(&[skills.len(), h])?,
+        ),
+        (
+            format!("{HEADS_PREFIX}.skills.bias"),
+            zeros(&[skills.len()])?,
+        ),
         (format!("{HEADS_PREFIX}.tool.weight"), zeros(&[1, h])?),
         (format!("{HEADS_PREFIX}.tool.bias"), zeros(&[1])?),
     ]);
@@ -415,7 +438,12 @@ fn fetch_from_hub(repo: &str, cache: &hf_hub::Cache) -> Result<PathBuf, Classifi
         repo: repo.to_string(),
         message,
     };
-    let names = [CONFIG_FILE, TOKENIZER_FILE, METADATA_FILE, "model.safetensors"];
+    let names = [
+        CONFIG_FILE,
+        TOKENIZER_FILE,
+        METADATA_FILE,
+        "model.safetensors",
+    ];
     let cache_root = cache.clone();
     let cache = cache.model(repo.to_string());
     let cached: Option<Vec<PathBuf>> = names.iter().map(|n| cache.get(n)).collect();
@@ -456,7 +484,10 @@ mod tests {
         assert_eq!(ids.to_vec2::<u32>().unwrap(), [[5, 6, 7], [8, 0, 0]]);
         assert_eq!(mask.to_vec2::<u32>().unwrap(), [[1, 1, 1], [1, 0, 0]]);
         let hidden = Tensor::new(
-            &[[[1f32, 2.], [3., 4.], [5., 6.]], [[7., 8.], [100., 100.], [100., 100.]]],
+            &[
+                [[1f32, 2.], [3., 4.], [5., 6.]],
+                [[7., 8.], [100., 100.], [100., 100.]],
+            ],
             &device,
         )
         .unwrap();

@@ -21,7 +21,10 @@ pub struct ClassifierScorer<'a> {
 
 impl<'a> ClassifierScorer<'a> {
     /// `dir`: the model directory, where the training prompt list may be.
-    pub fn new(classifier: &'a Classifier, dir: Option<std::path::PathBuf>) -> ClassifierScorer<'a> {
+    pub fn new(
+        classifier: &'a Classifier,
+        dir: Option<std::path::PathBuf>,
+    ) -> ClassifierScorer<'a> {
         let name = format!("triage ({})", classifier.metadata.encoder);
         ClassifierScorer {
             classifier,
@@ -37,8 +40,10 @@ impl Scorer for ClassifierScorer<'_> {
         prompts
             .chunks(BATCH)
             .flat_map(|chunk| {
-                let inputs: Vec<ClassifierInput> =
-                    chunk.iter().map(|p| ClassifierInput::from_text(p.clone())).collect();
+                let inputs: Vec<ClassifierInput> = chunk
+                    .iter()
+                    .map(|p| ClassifierInput::from_text(p.clone()))
+                    .collect();
                 self.classifier
                     .predict(&inputs)
                     .expect("classifier inference failed")
@@ -53,7 +58,12 @@ impl Scorer for ClassifierScorer<'_> {
     }
 
     fn known_abilities(&self) -> HashMap<String, Vec<f32>> {
-        self.classifier.metadata.abilities.clone().into_iter().collect()
+        self.classifier
+            .metadata
+            .abilities
+            .clone()
+            .into_iter()
+            .collect()
     }
 
     fn name(&self) -> &str {

@@ -87,7 +87,11 @@ impl MockUpstream {
 
 /// Serves on an already-bound listener until the process ends (the `mock-upstream` command).
 pub async fn serve(listener: TcpListener, api_key: Option<String>) -> io::Result<()> {
-    axum::serve(crate::server::no_delay(listener), router(Shared::default(), api_key)).await
+    axum::serve(
+        crate::server::no_delay(listener),
+        router(Shared::default(), api_key),
+    )
+    .await
 }
 
 /// One scripted behaviour. Every field is optional; the default is a normal answer.

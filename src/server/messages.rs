@@ -17,16 +17,16 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
+use super::routing;
 use super::stream::{self, Shape, StreamContext};
 use super::{
     ApiError, AppState, Finished, body_rejection, describe_failures, format_usd, set_header,
 };
 use crate::catalog::{Model, Usage};
 use crate::dispatch::{Answer, Dispatched, Streamed};
+use crate::policy::Constraints;
 use crate::providers::anthropic::{self, Native, ingress};
 use crate::providers::{Body, Format, ProviderError};
-use super::routing;
-use crate::policy::Constraints;
 
 pub(super) async fn messages(
     State(state): State<Arc<AppState>>,
@@ -68,10 +68,14 @@ async fn handle(
     }
     let chat = ingress::chat_body(&request.body);
     let mut routing_body = chat.clone().unwrap_or_default();
-    let routing::Routed { chain, auto } =
-        routing::resolve_body(state, &request.requested, &Constraints::default(), &mut routing_body)
-            .await
-            .map_err(|e| (e, None))?;
+    let routing::Routed { chain, auto } = routing::resolve_body(
+        state,
+        &request.requested,
+        &Constraints::default(),
+        &mut routing_body,
+    )
+    .await
+    .map_err(|e| (e, None))?;
     finished.auto = auto.clone();
     let native = Native {
         body: &request.body,

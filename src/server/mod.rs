@@ -478,8 +478,14 @@ async fn list_models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
 
 /// The adaptive profiles listed by `/v1/models` when a classifier is loaded.
 const ROUTING_PROFILES: [(&str, &str); 3] = [
-    ("auto", "the cheapest model within 95% of the best predicted quality"),
-    ("auto:cheap", "the cheapest model within 80% of the best predicted quality"),
+    (
+        "auto",
+        "the cheapest model within 95% of the best predicted quality",
+    ),
+    (
+        "auto:cheap",
+        "the cheapest model within 80% of the best predicted quality",
+    ),
     ("auto:best", "the model with the best predicted quality"),
 ];
 

@@ -106,7 +106,10 @@ fn constraints(value: &Value) -> Result<Constraints, ApiError> {
     let models = match object.get("models") {
         None | Some(Value::Null) => None,
         Some(list) => Some(string_list(list).map_err(|_| {
-            invalid("`triage.models` must be an array of model ids.", "triage.models")
+            invalid(
+                "`triage.models` must be an array of model ids.",
+                "triage.models",
+            )
         })?),
     };
     Ok(Constraints {
@@ -248,12 +251,20 @@ mod tests {
         assert!(!r.body.contains_key("triage"));
         assert_eq!(r.constraints.min_quality, Some(0.8));
         assert_eq!(r.constraints.max_cost_usd, Some(0.01));
-        assert_eq!(r.constraints.models.as_deref(), Some(&["a/b".to_string()][..]));
+        assert_eq!(
+            r.constraints.models.as_deref(),
+            Some(&["a/b".to_string()][..])
+        );
         let bad = |t: &str| {
-            let body = format!(r#"{{"model":"auto","messages":[{{"role":"user","content":"x"}}],"triage":{t}}}"#);
+            let body = format!(
+                r#"{{"model":"auto","messages":[{{"role":"user","content":"x"}}],"triage":{t}}}"#
+            );
             ChatRequest::parse(body.as_bytes()).unwrap_err().param
         };
-        assert_eq!(bad(r#"{"min_quality":2}"#).as_deref(), Some("triage.min_quality"));
+        assert_eq!(
+            bad(r#"{"min_quality":2}"#).as_deref(),
+            Some("triage.min_quality")
+        );
         assert_eq!(bad(r#"{"budget":1}"#).as_deref(), Some("triage.budget"));
         assert_eq!(bad(r#"{"models":[1]}"#).as_deref(), Some("triage.models"));
         assert_eq!(bad("[]").as_deref(), Some("triage"));

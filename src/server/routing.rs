@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::{AppState, ApiError, ChatRequest, body_rejection, set_header};
+use super::{ApiError, AppState, ChatRequest, body_rejection, set_header};
 use crate::catalog::Model;
 use crate::metrics::ModelLabels;
 use crate::policy::{Constraints, Profile};
@@ -27,7 +27,13 @@ pub struct Routed {
 
 /// Resolves the request's `model` (and `models`) to a chain.
 pub async fn resolve(state: &Arc<AppState>, request: &mut ChatRequest) -> Result<Routed, ApiError> {
-    resolve_body(state, &request.requested, &request.constraints, &mut request.body).await
+    resolve_body(
+        state,
+        &request.requested,
+        &request.constraints,
+        &mut request.body,
+    )
+    .await
 }
 
 /// [`resolve`] for any endpoint: `requested` is `model` then `models`; `chat_body` is the
@@ -82,7 +88,13 @@ async fn decide(
     let started = Instant::now();
     let (result, body) = tokio::task::spawn_blocking(move || {
         let healthy = |id: &str| state_for_task.dispatcher.is_healthy(id);
-        let result = adaptive.decide(&state_for_task.catalog, &body, profile, &constraints, healthy);
+        let result = adaptive.decide(
+            &state_for_task.catalog,
+            &body,
+            profile,
+            &constraints,
+            healthy,
+        );
         (result, body)
     })
     .await
@@ -121,7 +133,10 @@ fn auto_chain(state: &AppState, auto: &AutoDecision) -> Result<Vec<Arc<Model>>, 
         .iter()
         .any(|c| c.excluded.as_deref() == Some("circuit open"));
     let mut error = ApiError::invalid_request(
-        format!("No model can serve this request under {}: {reasons}", decision.profile),
+        format!(
+            "No model can serve this request under {}: {reasons}",
+            decision.profile
+        ),
         Some("model"),
     );
     error.code = Some("no_eligible_model".into());
@@ -135,9 +150,17 @@ fn auto_chain(state: &AppState, auto: &AutoDecision) -> Result<Vec<Arc<Model>>, 
 /// choice, or a fallback).
 pub fn explain(response: &mut Response, auto: &AutoDecision, answered: &str) {
     let prediction = &auto.prediction;
-    set_header(response, "x-triage-difficulty", &format!("{:.3}", prediction.difficulty));
+    set_header(
+        response,
+        "x-triage-difficulty",
+        &format!("{:.3}", prediction.difficulty),
+    );
     set_header(response, "x-triage-skill", &auto.top_skill);
-    set_header(response, "x-triage-tool-need", &format!("{:.3}", prediction.tool_need));
+    set_header(
+        response,
+        "x-triage-tool-need",
+        &format!("{:.3}", prediction.tool_need),
+    );
     let quality = auto
         .decision
         .candidates
@@ -148,7 +171,11 @@ pub fn explain(response: &mut Response, auto: &AutoDecision, answered: &str) {
         set_header(response, "x-triage-quality", &format!("{q:.3}"));
     }
     let reason = format!("{}: {}", auto.decision.profile, auto.decision.reason);
-    set_header(response, "x-triage-reason", &reason.replace(|c: char| !c.is_ascii() || c.is_ascii_control(), " "));
+    set_header(
+        response,
+        "x-triage-reason",
+        &reason.replace(|c: char| !c.is_ascii() || c.is_ascii_control(), " "),
+    );
 }
 
 /// `POST /v1/route`: the decision for a chat-completions body, without calling a provider.

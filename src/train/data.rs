@@ -146,7 +146,8 @@ impl Dataset {
                 by_key.insert(key, prompts.len());
                 model_rows.push(p.outcomes);
                 prompts.push(PromptRecord {
-                    dev: stable_hash("split", &stem_key(&p.text)) < fraction_threshold(recipe.dev_fraction),
+                    dev: stable_hash("split", &stem_key(&p.text))
+                        < fraction_threshold(recipe.dev_fraction),
                     text: p.text,
                     source: p.source,
                     subset: p.subset,
@@ -172,7 +173,9 @@ impl Dataset {
             }
         }
         if report.train_prompts == 0 {
-            return Err(TrainError::Invalid("no training prompts left after overlap removal".into()));
+            return Err(TrainError::Invalid(
+                "no training prompts left after overlap removal".into(),
+            ));
         }
         Ok(Dataset {
             prompts,
@@ -259,7 +262,11 @@ fn read_outcomes(
             pending.push(Pending {
                 text,
                 source: source.to_string(),
-                subset: row.get("subset").and_then(Value::as_str).unwrap_or_default().to_string(),
+                subset: row
+                    .get("subset")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
                 outcomes: Vec::new(),
                 tool: None,
             });
@@ -298,7 +305,9 @@ fn mean_by_model(pending: &[Pending]) -> BTreeMap<String, f64> {
         entry.0 += score;
         entry.1 += 1;
     }
-    sums.into_iter().map(|(m, (sum, n))| (m, sum / n as f64)).collect()
+    sums.into_iter()
+        .map(|(m, (sum, n))| (m, sum / n as f64))
+        .collect()
 }
 
 fn read_tool_need(path: &Path) -> Result<(Vec<Pending>, FileReport), TrainError> {
@@ -357,12 +366,25 @@ fn intern_models(
     prompts: &mut [PromptRecord],
     model_rows: Vec<Vec<(String, f64)>>,
 ) -> Vec<String> {
-    let alias = |name: &str| recipe.aliases.get(name).cloned().unwrap_or_else(|| name.to_string());
+    let alias = |name: &str| {
+        recipe
+            .aliases
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| name.to_string())
+    };
     let names: BTreeSet<String> = model_rows.iter().flatten().map(|(m, _)| alias(m)).collect();
     let models: Vec<String> = names.into_iter().collect();
-    let index: HashMap<&str, u32> = models.iter().enumerate().map(|(i, m)| (m.as_str(), i as u32)).collect();
+    let index: HashMap<&str, u32> = models
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.as_str(), i as u32))
+        .collect();
     for (prompt, rows) in prompts.iter_mut().zip(&model_rows) {
-        prompt.outcomes = rows.iter().map(|(m, s)| (index[alias(m).as_str()], *s as f32)).collect();
+        prompt.outcomes = rows
+            .iter()
+            .map(|(m, s)| (index[alias(m).as_str()], *s as f32))
+            .collect();
     }
     models
 }
@@ -378,7 +400,8 @@ fn add_tool_negatives(recipe: &Recipe, prompts: &mut [PromptRecord]) -> usize {
                 let p = &prompts[i];
                 p.tool.is_none()
                     && !p.outcomes.is_empty()
-                    && (spec.negative_sources.is_empty() || spec.negative_sources.contains(&p.source))
+                    && (spec.negative_sources.is_empty()
+                        || spec.negative_sources.contains(&p.source))
             })
             .collect();
         candidates.sort_by_cached_key(|&i| stable_hash(&salt, &prompts[i].text));
@@ -400,20 +423,39 @@ fn label_skills(recipe: &Recipe, prompts: &mut [PromptRecord], report: &mut Data
             .iter()
             .find(|rule| rule_matches(rule, prompt, &lower))
             .and_then(|rule| recipe.skills.iter().position(|s| *s == rule.skill))
-            .or(if prompt.tool == Some(1.0) { tool_use } else { None });
+            .or(if prompt.tool == Some(1.0) {
+                tool_use
+            } else {
+                None
+            });
         if let Some(skill) = prompt.skill {
-            *report.skill_labels.entry(recipe.skills[skill].clone()).or_default() += 1;
+            *report
+                .skill_labels
+                .entry(recipe.skills[skill].clone())
+                .or_default() += 1;
         }
     }
 }
 
 fn rule_matches(rule: &SkillRule, prompt: &PromptRecord, lower: &str) -> bool {
     rule.source.as_ref().is_none_or(|s| *s == prompt.source)
-        && (rule.subset.is_empty() || rule.subset.iter().any(|s| prompt.subset.starts_with(s.as_str())))
+        && (rule.subset.is_empty()
+            || rule
+                .subset
+                .iter()
+                .any(|s| prompt.subset.starts_with(s.as_str())))
         && (rule.contains.is_empty() || rule.contains.iter().any(|c| lower.contains(c.as_str())))
-        && (rule.starts_with.is_empty() || rule.starts_with.iter().any(|c| lower.starts_with(c.as_str())))
-        && rule.min_chars.is_none_or(|n| prompt.text.chars().count() >= n)
-        && rule.max_chars.is_none_or(|n| prompt.text.chars().count() <= n)
+        && (rule.starts_with.is_empty()
+            || rule
+                .starts_with
+                .iter()
+                .any(|c| lower.starts_with(c.as_str())))
+        && rule
+            .min_chars
+            .is_none_or(|n| prompt.text.chars().count() >= n)
+        && rule
+            .max_chars
+            .is_none_or(|n| prompt.text.chars().count() <= n)
 }
 
 /// Calls `each(line_number, row)` for every non-blank line of a JSON-lines file, plain or gzip
@@ -428,7 +470,11 @@ pub fn for_each_row(
     };
     let mut file = File::open(path).map_err(|e| file_error(e.to_string()))?;
     let mut magic = [0u8; 2];
-    let gzip = file.read(&mut magic).map_err(|e| file_error(e.to_string()))? == 2 && magic == [0x1f, 0x8b];
+    let gzip = file
+        .read(&mut magic)
+        .map_err(|e| file_error(e.to_string()))?
+        == 2
+        && magic == [0x1f, 0x8b];
     let file = File::open(path).map_err(|e| file_error(e.to_string()))?;
     let reader: Box<dyn BufRead> = if gzip {
         Box::new(BufReader::new(MultiGzDecoder::new(file)))
@@ -450,7 +496,11 @@ pub fn for_each_row(
             .or_else(|e| {
                 // Python's json module writes a missing score as a bare NaN, which is not JSON.
                 let patched = line.replace("\"score\": NaN", "\"score\": null");
-                if patched == line { Err(e) } else { serde_json::from_str(&patched) }
+                if patched == line {
+                    Err(e)
+                } else {
+                    serde_json::from_str(&patched)
+                }
             })
             .map_err(|e| line_error(number, format!("not JSON: {e}")))?;
         let Value::Object(row) = row else {
@@ -491,7 +541,10 @@ fn render_turns(turns: &[Value]) -> Result<String, String> {
         .map(|turn| {
             let text = match turn {
                 Value::String(s) => s.as_str(),
-                Value::Object(o) => o.get("content").and_then(Value::as_str).ok_or("a turn has no `content` string")?,
+                Value::Object(o) => o
+                    .get("content")
+                    .and_then(Value::as_str)
+                    .ok_or("a turn has no `content` string")?,
                 _ => return Err("a turn is neither a string nor an object".to_string()),
             };
             Ok(json!({"role": "user", "content": text}))
@@ -502,16 +555,30 @@ fn render_turns(turns: &[Value]) -> Result<String, String> {
 
 /// Lowercased, whitespace collapsed: two prompts with the same key are the same prompt.
 pub fn normalise(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
 }
 
 /// The question without its answer options or answer-format instructions, normalised: what
 /// identifies an exam question across the sets that reformat it (MMLU in MMLU-Pro and RouteLLM,
 /// GSM8K in RouteLLM and dcrouter).
 pub fn stem_key(text: &str) -> String {
-    const CUTS: [&str; 5] = ["\na. ", "\na) ", "\nafter careful thought", "\nanswer:", "\nlet's think step by step"];
+    const CUTS: [&str; 5] = [
+        "\na. ",
+        "\na) ",
+        "\nafter careful thought",
+        "\nanswer:",
+        "\nlet's think step by step",
+    ];
     let lower = text.to_lowercase();
-    let end = CUTS.iter().filter_map(|cut| lower.find(cut)).filter(|&i| i > 0).min().unwrap_or(lower.len());
+    let end = CUTS
+        .iter()
+        .filter_map(|cut| lower.find(cut))
+        .filter(|&i| i > 0)
+        .min()
+        .unwrap_or(lower.len());
     normalise(&lower[..end])
 }
 
@@ -522,7 +589,11 @@ pub fn stable_hash(salt: &str, key: &str) -> u64 {
     hasher.update([0u8]);
     hasher.update(key.as_bytes());
     let digest = hasher.finalize();
-    u64::from_le_bytes(digest[..8].try_into().expect("a sha256 digest has 32 bytes"))
+    u64::from_le_bytes(
+        digest[..8]
+            .try_into()
+            .expect("a sha256 digest has 32 bytes"),
+    )
 }
 
 fn fraction_threshold(fraction: f64) -> u64 {

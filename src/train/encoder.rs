@@ -70,16 +70,21 @@ struct Layer {
 impl TrainEncoder {
     /// Creates the encoder's variables in `params`: linear and embedding weights N(0, 0.02)
     /// (BERT's initialiser; candle's default std 1 trains badly), biases 0, norms 1 and 0.
-    pub fn new(shape: &BertShape, params: &mut Params, rng: &mut StdRng) -> Result<TrainEncoder, TrainError> {
+    pub fn new(
+        shape: &BertShape,
+        params: &mut Params,
+        rng: &mut StdRng,
+    ) -> Result<TrainEncoder, TrainError> {
         let std = shape.initializer_range as f32;
-        let mut make = |name: &str, dims: &[usize], rng: &mut StdRng| -> Result<Tensor, TrainError> {
-            let init = match name.rsplit('.').next() {
-                Some("bias") => Init::Zeros,
-                _ if name.contains("LayerNorm") => Init::Ones,
-                _ => Init::Normal(std),
+        let mut make =
+            |name: &str, dims: &[usize], rng: &mut StdRng| -> Result<Tensor, TrainError> {
+                let init = match name.rsplit('.').next() {
+                    Some("bias") => Init::Zeros,
+                    _ if name.contains("LayerNorm") => Init::Ones,
+                    _ => Init::Normal(std),
+                };
+                params.create(name, dims, init, rng)
             };
-            params.create(name, dims, init, rng)
-        };
         TrainEncoder::build(shape, &mut make, rng)
     }
 
@@ -90,12 +95,15 @@ impl TrainEncoder {
         params: &mut Params,
         rng: &mut StdRng,
     ) -> Result<TrainEncoder, TrainError> {
-        let tensors: HashMap<String, Tensor> = candle_core::safetensors::load(weights, &Device::Cpu)?;
+        let tensors: HashMap<String, Tensor> =
+            candle_core::safetensors::load(weights, &Device::Cpu)?;
         let mut take = |name: &str, dims: &[usize], _: &mut StdRng| -> Result<Tensor, TrainError> {
             let tensor = tensors
                 .get(name)
                 .or_else(|| tensors.get(&format!("bert.{name}")))
-                .ok_or_else(|| TrainError::Invalid(format!("{}: no tensor {name}", weights.display())))?;
+                .ok_or_else(|| {
+                    TrainError::Invalid(format!("{}: no tensor {name}", weights.display()))
+                })?;
             if tensor.dims() != dims {
                 return Err(TrainError::Invalid(format!(
                     "{}: {name} has shape {:?}, the config says {dims:?}",
@@ -108,12 +116,28 @@ impl TrainEncoder {
         TrainEncoder::build(shape, &mut take, rng)
     }
 
-    fn build(shape: &BertShape, make: &mut MakeTensor, rng: &mut StdRng) -> Result<TrainEncoder, TrainError> {
+    fn build(
+        shape: &BertShape,
+        make: &mut MakeTensor,
+        rng: &mut StdRng,
+    ) -> Result<TrainEncoder, TrainError> {
         let h = shape.hidden_size;
         let eps = shape.layer_norm_eps as f32;
-        let word = make("embeddings.word_embeddings.weight", &[shape.vocab_size, h], rng)?;
-        let position = make("embeddings.position_embeddings.weight", &[shape.max_position_embeddings, h], rng)?;
-        let token_type = make("embeddings.token_type_embeddings.weight", &[shape.type_vocab_size, h], rng)?;
+        let word = make(
+            "embeddings.word_embeddings.weight",
+            &[shape.vocab_size, h],
+            rng,
+        )?;
+        let position = make(
+            "embeddings.position_embeddings.weight",
+            &[shape.max_position_embeddings, h],
+            rng,
+        )?;
+        let token_type = make(
+            "embeddings.token_type_embeddings.weight",
+            &[shape.type_vocab_size, h],
+            rng,
+        )?;
         let norm = Norm::new(make, "embeddings.LayerNorm", h, eps, rng)?;
         let mut layers = Vec::with_capacity(shape.num_hidden_layers);
         for i in 0..shape.num_hidden_layers {
@@ -124,7 +148,13 @@ impl TrainEncoder {
                 key: linear(make, &format!("{p}.attention.self.key"), h, h, rng)?,
                 value: linear(make, &format!("{p}.attention.self.value"), h, h, rng)?,
                 attention_out: linear(make, &format!("{p}.attention.output.dense"), h, h, rng)?,
-                attention_norm: Norm::new(make, &format!("{p}.attention.output.LayerNorm"), h, eps, rng)?,
+                attention_norm: Norm::new(
+                    make,
+                    &format!("{p}.attention.output.LayerNorm"),
+                    h,
+                    eps,
+                    rng,
+                )?,
                 intermediate: linear(make, &format!("{p}.intermediate.dense"), h, ffn, rng)?,
                 output: linear(make, &format!("{p}.output.dense"), ffn, h, rng)?,
                 output_norm: Norm::new(make, &format!("{p}.output.LayerNorm"), h, eps, rng)?,
@@ -148,7 +178,12 @@ impl TrainEncoder {
 
     /// [`TrainEncoder::forward`] with BERT's hidden dropout (after the embeddings and after each
     /// block's output projection, before the residual add).
-    pub fn forward_train(&self, input_ids: &Tensor, mask: &Tensor, dropout: &mut Dropout) -> candle_core::Result<Tensor> {
+    pub fn forward_train(
+        &self,
+        input_ids: &Tensor,
+        mask: &Tensor,
+        dropout: &mut Dropout,
+    ) -> candle_core::Result<Tensor> {
         let (_, len) = input_ids.dims2()?;
         let token_types = input_ids.zeros_like()?;
         let positions = Tensor::arange(0u32, len as u32, input_ids.device())?;
@@ -181,8 +216,15 @@ impl Dropout<'_> {
         match self {
             Dropout::On { rate, rng } if *rate > 0.0 => {
                 let scale = 1.0 / (1.0 - *rate);
-                let mask: Vec<f32> =
-                    (0..x.elem_count()).map(|_| if rng.random::<f32>() < *rate { 0.0 } else { scale }).collect();
+                let mask: Vec<f32> = (0..x.elem_count())
+                    .map(|_| {
+                        if rng.random::<f32>() < *rate {
+                            0.0
+                        } else {
+                            scale
+                        }
+                    })
+                    .collect();
                 x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?)
             }
             _ => Ok(x.clone()),
@@ -193,14 +235,26 @@ impl Dropout<'_> {
 /// Makes (or loads) the variable `name` of shape `dims`.
 type MakeTensor<'a> = dyn FnMut(&str, &[usize], &mut StdRng) -> Result<Tensor, TrainError> + 'a;
 
-fn linear(make: &mut MakeTensor, name: &str, inputs: usize, outputs: usize, rng: &mut StdRng) -> Result<Linear, TrainError> {
+fn linear(
+    make: &mut MakeTensor,
+    name: &str,
+    inputs: usize,
+    outputs: usize,
+    rng: &mut StdRng,
+) -> Result<Linear, TrainError> {
     let weight = make(&format!("{name}.weight"), &[outputs, inputs], rng)?;
     let bias = make(&format!("{name}.bias"), &[outputs], rng)?;
     Ok(Linear::new(weight, Some(bias)))
 }
 
 impl Norm {
-    fn new(make: &mut MakeTensor, name: &str, size: usize, eps: f32, rng: &mut StdRng) -> Result<Norm, TrainError> {
+    fn new(
+        make: &mut MakeTensor,
+        name: &str,
+        size: usize,
+        eps: f32,
+        rng: &mut StdRng,
+    ) -> Result<Norm, TrainError> {
         Ok(Norm {
             weight: make(&format!("{name}.weight"), &[size], rng)?,
             bias: make(&format!("{name}.bias"), &[size], rng)?,
@@ -225,22 +279,32 @@ impl Layer {
         let head_size = shape.hidden_size / heads;
         let split = |x: Tensor| -> candle_core::Result<Tensor> {
             let (b, l, _) = x.dims3()?;
-            x.reshape((b, l, heads, head_size))?.transpose(1, 2)?.contiguous()
+            x.reshape((b, l, heads, head_size))?
+                .transpose(1, 2)?
+                .contiguous()
         };
         let q = split(self.query.forward(hidden)?)?;
         let k = split(self.key.forward(hidden)?)?;
         let v = split(self.value.forward(hidden)?)?;
-        let scores = (q.matmul(&k.t()?)? / (head_size as f64).sqrt())?.broadcast_add(additive_mask)?;
+        let scores =
+            (q.matmul(&k.t()?)? / (head_size as f64).sqrt())?.broadcast_add(additive_mask)?;
         let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
-        let context = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.flatten_from(D::Minus2)?;
-        let attended = self.attention_norm.forward(&(dropout.apply(&self.attention_out.forward(&context)?)? + hidden)?)?;
+        let context = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .flatten_from(D::Minus2)?;
+        let attended = self
+            .attention_norm
+            .forward(&(dropout.apply(&self.attention_out.forward(&context)?)? + hidden)?)?;
         let inner = self.intermediate.forward(&attended)?;
         let inner = match shape.hidden_act.as_str() {
             "relu" => inner.relu()?,
             "gelu_approximate" => inner.gelu()?,
             _ => inner.gelu_erf()?,
         };
-        self.output_norm.forward(&(dropout.apply(&self.output.forward(&inner)?)? + attended)?)
+        self.output_norm
+            .forward(&(dropout.apply(&self.output.forward(&inner)?)? + attended)?)
     }
 }
 
@@ -317,14 +381,26 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let file = dir.path().join("model.safetensors");
             params.save(&file).unwrap();
-            let config: Config = serde_json::from_value(serde_json::to_value(&shape).unwrap()).unwrap();
-            let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&file], DType::F32, &Device::Cpu) }.unwrap();
+            let config: Config =
+                serde_json::from_value(serde_json::to_value(&shape).unwrap()).unwrap();
+            let vb =
+                unsafe { VarBuilder::from_mmaped_safetensors(&[&file], DType::F32, &Device::Cpu) }
+                    .unwrap();
             let stock = BertModel::load(vb, &config).unwrap();
             let ids = Tensor::new(&[[2u32, 7, 9, 11, 3], [2, 5, 3, 0, 0]], &Device::Cpu).unwrap();
             let mask = Tensor::new(&[[1u32, 1, 1, 1, 1], [1, 1, 1, 0, 0]], &Device::Cpu).unwrap();
             let ours = encoder.forward(&ids, &mask).unwrap();
-            let theirs = stock.forward(&ids, &ids.zeros_like().unwrap(), Some(&mask)).unwrap();
-            let diff = (ours - theirs).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            let theirs = stock
+                .forward(&ids, &ids.zeros_like().unwrap(), Some(&mask))
+                .unwrap();
+            let diff = (ours - theirs)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
             assert!(diff < 1e-4, "{act}: max difference {diff}");
         }
     }

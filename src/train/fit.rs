@@ -14,8 +14,8 @@
 use std::time::Instant;
 
 use candle_core::{D, DType, Device, Module, Tensor};
-use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
 use candle_nn::Linear;
+use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::Serialize;
@@ -34,7 +34,9 @@ pub const THETA: &str = "theta";
 /// Prompts per forward when evaluating.
 const EVAL_BATCH: usize = 64;
 
-/// Where pooled prompt vectors come from.
+/// Where pooled prompt vectors come from. One value per training run, so the size difference
+/// between the variants costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum Encoder {
     Trainable(TrainEncoder),
     /// Pooled outputs of a fixed encoder, one row per prompt (index = prompt index).
@@ -120,17 +122,30 @@ impl Model {
         rng: &mut StdRng,
     ) -> Result<Model, TrainError> {
         let k = recipe.skills.len();
-        let mut linear = |name: &str, outputs: usize, rng: &mut StdRng| -> Result<Linear, TrainError> {
-            let weight = params.create(&format!("heads.{name}.weight"), &[outputs, hidden], Init::Normal(0.02), rng)?;
-            let bias = params.create(&format!("heads.{name}.bias"), &[outputs], Init::Zeros, rng)?;
-            Ok(Linear::new(weight, Some(bias)))
-        };
+        let mut linear =
+            |name: &str, outputs: usize, rng: &mut StdRng| -> Result<Linear, TrainError> {
+                let weight = params.create(
+                    &format!("heads.{name}.weight"),
+                    &[outputs, hidden],
+                    Init::Normal(0.02),
+                    rng,
+                )?;
+                let bias =
+                    params.create(&format!("heads.{name}.bias"), &[outputs], Init::Zeros, rng)?;
+                Ok(Linear::new(weight, Some(bias)))
+            };
         let difficulty = linear("difficulty", 1, rng)?;
         let skills = linear("skills", k, rng)?;
         let tool = linear("tool", 1, rng)?;
         let start = model_mean_logits(data);
-        let theta_values: Vec<f32> = start.iter().flat_map(|&l| std::iter::repeat_n(l, k)).collect();
-        let theta = params.insert(THETA, Tensor::from_vec(theta_values, (data.models.len(), k), &Device::Cpu)?)?;
+        let theta_values: Vec<f32> = start
+            .iter()
+            .flat_map(|&l| std::iter::repeat_n(l, k))
+            .collect();
+        let theta = params.insert(
+            THETA,
+            Tensor::from_vec(theta_values, (data.models.len(), k), &Device::Cpu)?,
+        )?;
         Ok(Model {
             params,
             encoder,
@@ -149,7 +164,12 @@ impl Model {
     }
 
     /// Mean-pooled encoder output for the prompts `batch` (indices into `tokens`).
-    fn pooled(&self, batch: &[usize], tokens: &[Vec<u32>], dropout: &mut Dropout) -> candle_core::Result<Tensor> {
+    fn pooled(
+        &self,
+        batch: &[usize],
+        tokens: &[Vec<u32>],
+        dropout: &mut Dropout,
+    ) -> candle_core::Result<Tensor> {
         match &self.encoder {
             Encoder::Trainable(encoder) => {
                 let ids: Vec<Vec<u32>> = batch.iter().map(|&i| tokens[i].clone()).collect();
@@ -163,7 +183,12 @@ impl Model {
         }
     }
 
-    fn outputs(&self, batch: &[usize], tokens: &[Vec<u32>], dropout: &mut Dropout) -> candle_core::Result<Outputs> {
+    fn outputs(
+        &self,
+        batch: &[usize],
+        tokens: &[Vec<u32>],
+        dropout: &mut Dropout,
+    ) -> candle_core::Result<Outputs> {
         let pooled = self.pooled(batch, tokens, dropout)?;
         let difficulty = self.difficulty.forward(&pooled)?.squeeze(1)?;
         let skill_logits = self.skills.forward(&pooled)?;
@@ -172,11 +197,14 @@ impl Model {
         let mix = match self.tool_index {
             None => weights,
             Some(t) => {
-                let need = candle_nn::ops::sigmoid(&tool_logits)?.detach().unsqueeze(1)?;
+                let need = candle_nn::ops::sigmoid(&tool_logits)?
+                    .detach()
+                    .unsqueeze(1)?;
                 let mut one_hot = vec![0f32; self.num_skills];
                 one_hot[t] = 1.0;
                 let one_hot = Tensor::from_vec(one_hot, (1, self.num_skills), &Device::Cpu)?;
-                (weights.broadcast_mul(&need.affine(-1.0, 1.0)?)? + need.broadcast_mul(&one_hot)?)?
+                (weights.broadcast_mul(&need.affine(-1.0, 1.0)?)?
+                    + need.broadcast_mul(&one_hot)?)?
             }
         };
         Ok(Outputs {
@@ -217,10 +245,13 @@ impl Model {
         if !at.is_empty() {
             let at = Tensor::new(at, cpu)?;
             let theta = self.theta.index_select(&Tensor::new(model, cpu)?, 0)?;
-            let logits = (theta * out.mix.index_select(&at, 0)?)?.sum(1)?.sub(&out.difficulty.index_select(&at, 0)?)?;
+            let logits = (theta * out.mix.index_select(&at, 0)?)?
+                .sum(1)?
+                .sub(&out.difficulty.index_select(&at, 0)?)?;
             let weight = Tensor::new(weight, cpu)?;
             let bce = bce_with_logits(&logits, &Tensor::new(score, cpu)?)?;
-            total = (total + ((bce * &weight)?.sum_all()? / weight.sum_all()?.to_scalar::<f32>()? as f64)?)?;
+            total = (total
+                + ((bce * &weight)?.sum_all()? / weight.sum_all()?.to_scalar::<f32>()? as f64)?)?;
         }
 
         let (at, labels): (Vec<u32>, Vec<usize>) = batch
@@ -235,7 +266,10 @@ impl Model {
                 one_hot[row * self.num_skills + label] = 1.0;
             }
             let one_hot = Tensor::from_vec(one_hot, (n, self.num_skills), cpu)?;
-            let log_p = candle_nn::ops::log_softmax(&out.skill_logits.index_select(&Tensor::new(at, cpu)?, 0)?, D::Minus1)?;
+            let log_p = candle_nn::ops::log_softmax(
+                &out.skill_logits.index_select(&Tensor::new(at, cpu)?, 0)?,
+                D::Minus1,
+            )?;
             let ce = ((log_p * one_hot)?.sum_all()? / -(n as f64))?;
             total = (total + (ce * recipe.loss.skill)?)?;
         }
@@ -254,7 +288,11 @@ impl Model {
     }
 
     /// Predictions for `batch`, computed in chunks.
-    pub fn predict(&self, batch: &[usize], tokens: &[Vec<u32>]) -> candle_core::Result<Vec<PromptPrediction>> {
+    pub fn predict(
+        &self,
+        batch: &[usize],
+        tokens: &[Vec<u32>],
+    ) -> candle_core::Result<Vec<PromptPrediction>> {
         let mut out = Vec::with_capacity(batch.len());
         for chunk in batch.chunks(EVAL_BATCH) {
             let o = self.outputs(chunk, tokens, &mut Dropout::Off)?;
@@ -307,7 +345,12 @@ impl Model {
             if let Some(label) = prompt.skill {
                 skill_loss -= (pred.skills[label].max(1e-7) as f64).ln();
                 skill_n += 1;
-                let best = pred.skills.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i);
+                let best = pred
+                    .skills
+                    .iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .map(|(i, _)| i);
                 skill_hits += usize::from(best == Some(label));
             }
             if let Some(t) = prompt.tool {
@@ -316,7 +359,8 @@ impl Model {
                 tool_loss += metrics::log_loss(pred.tool_need as f64, t as f64);
             }
         }
-        let theta_l2 = theta.iter().flatten().map(|t| (t * t) as f64).sum::<f64>() / theta.iter().flatten().count().max(1) as f64;
+        let theta_l2 = theta.iter().flatten().map(|t| (t * t) as f64).sum::<f64>()
+            / theta.iter().flatten().count().max(1) as f64;
         let mean = |sum: f64, n: f64| if n > 0.0 { sum / n } else { 0.0 };
         let loss = mean(outcome_loss, outcome_weight)
             + recipe.loss.skill * mean(skill_loss, skill_n as f64)
@@ -355,7 +399,11 @@ fn model_mean_logits(data: &Dataset) -> Vec<f32> {
     }
     sums.iter()
         .map(|&(sum, n)| {
-            let mean = if n == 0 { 0.5 } else { (sum / n as f64).clamp(0.02, 0.98) };
+            let mean = if n == 0 {
+                0.5
+            } else {
+                (sum / n as f64).clamp(0.02, 0.98)
+            };
             (mean / (1.0 - mean)).ln() as f32
         })
         .collect()
@@ -367,7 +415,11 @@ pub fn model_only_baseline(data: &Dataset) -> OutcomeSummary {
     let mut rows = OutcomeRows::default();
     for prompt in data.prompts.iter().filter(|p| p.dev) {
         for &(m, s) in &prompt.outcomes {
-            rows.push(m, 1.0 / (1.0 + (-logits[m as usize] as f64).exp()), s as f64);
+            rows.push(
+                m,
+                1.0 / (1.0 + (-logits[m as usize] as f64).exp()),
+                s as f64,
+            );
         }
     }
     rows.summary()
@@ -375,7 +427,12 @@ pub fn model_only_baseline(data: &Dataset) -> OutcomeSummary {
 
 /// Batches for one epoch: shuffled, then sorted by length within windows of 16 batches so that
 /// a batch pads little, then the batches shuffled.
-fn epoch_batches(train: &[usize], tokens: &[Vec<u32>], recipe: &Recipe, rng: &mut StdRng) -> Vec<Vec<usize>> {
+fn epoch_batches(
+    train: &[usize],
+    tokens: &[Vec<u32>],
+    recipe: &Recipe,
+    rng: &mut StdRng,
+) -> Vec<Vec<usize>> {
     let size = recipe.optim.batch_size;
     let mut order = train.to_vec();
     order.shuffle(rng);
@@ -420,8 +477,12 @@ pub fn train(
     rng: &mut StdRng,
     quiet: bool,
 ) -> Result<Fitted, TrainError> {
-    let train: Vec<usize> = (0..data.prompts.len()).filter(|&i| !data.prompts[i].dev).collect();
-    let dev: Vec<usize> = (0..data.prompts.len()).filter(|&i| data.prompts[i].dev).collect();
+    let train: Vec<usize> = (0..data.prompts.len())
+        .filter(|&i| !data.prompts[i].dev)
+        .collect();
+    let dev: Vec<usize> = (0..data.prompts.len())
+        .filter(|&i| data.prompts[i].dev)
+        .collect();
     let optim = &recipe.optim;
     let adam = |vars, lr, weight_decay| {
         AdamW::new(
@@ -445,7 +506,11 @@ pub fn train(
     let mut heads_opt = adam(model.params.vars("heads."), optim.lr, optim.weight_decay)?;
     let mut theta_opt = adam(model.params.vars(THETA), optim.theta_lr, 0.0)?;
 
-    let per_epoch = train.len().min(if optim.max_prompts_per_epoch > 0 { optim.max_prompts_per_epoch } else { usize::MAX });
+    let per_epoch = train.len().min(if optim.max_prompts_per_epoch > 0 {
+        optim.max_prompts_per_epoch
+    } else {
+        usize::MAX
+    });
     let steps_per_epoch = per_epoch.div_ceil(optim.batch_size);
     let total_steps = steps_per_epoch * optim.epochs;
     let mut bar = Progress::new(total_steps as u64, "training", "steps", quiet);
@@ -472,7 +537,9 @@ pub fn train(
             theta_opt.step(&grads)?;
             let value = loss.to_scalar::<f32>()? as f64;
             if !value.is_finite() {
-                return Err(TrainError::Invalid(format!("loss became {value} at epoch {epoch}, step {step}")));
+                return Err(TrainError::Invalid(format!(
+                    "loss became {value} at epoch {epoch}, step {step}"
+                )));
             }
             loss_sum += value;
             batches_done += 1;
@@ -492,7 +559,10 @@ pub fn train(
         };
         bar.println(&epoch_line(&metrics, optim.epochs));
         let criterion = metrics.dev.selection_loss();
-        if optim.keep_best && !dev.is_empty() && best.as_ref().is_none_or(|(loss, _, _)| criterion < *loss) {
+        if optim.keep_best
+            && !dev.is_empty()
+            && best.as_ref().is_none_or(|(loss, _, _)| criterion < *loss)
+        {
             best = Some((criterion, epoch, model.params.snapshot()?));
         }
         history.push(metrics);
@@ -512,14 +582,23 @@ pub fn train(
     })
 }
 
-fn gradient_coverage(params: &Params, grads: &candle_core::backprop::GradStore) -> Result<GradientCoverage, TrainError> {
+fn gradient_coverage(
+    params: &Params,
+    grads: &candle_core::backprop::GradStore,
+) -> Result<GradientCoverage, TrainError> {
     let mut coverage = GradientCoverage {
         total: params.entries().len(),
         ..Default::default()
     };
     for (name, var) in params.entries() {
         let nonzero = match grads.get(var.as_tensor()) {
-            Some(g) => g.abs()?.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()? > 0.0,
+            Some(g) => {
+                g.abs()?
+                    .sum_all()?
+                    .to_dtype(DType::F32)?
+                    .to_scalar::<f32>()?
+                    > 0.0
+            }
             None => false,
         };
         if nonzero {

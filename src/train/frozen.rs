@@ -44,19 +44,34 @@ pub fn embed(
     let hidden = config.hidden_size;
     let budget = tokens.iter().map(Vec::len).max().unwrap_or(0);
     std::fs::create_dir_all(cache_dir).map_err(|e| io(cache_dir, e))?;
-    let identity = format!("{}|{budget}|{hidden}", std::fs::canonicalize(dir).unwrap_or(dir.to_path_buf()).display());
-    let cache_path: PathBuf = cache_dir.join(format!("frozen-{:016x}.bin", stable_hash("frozen", &identity)));
+    let identity = format!(
+        "{}|{budget}|{hidden}",
+        std::fs::canonicalize(dir)
+            .unwrap_or(dir.to_path_buf())
+            .display()
+    );
+    let cache_path: PathBuf = cache_dir.join(format!(
+        "frozen-{:016x}.bin",
+        stable_hash("frozen", &identity)
+    ));
     let mut cached = read_cache(&cache_path, hidden).map_err(|e| io(&cache_path, e))?;
 
     let hashes: Vec<u64> = keys.iter().map(|k| stable_hash("embed", k)).collect();
-    let mut missing: Vec<usize> = (0..tokens.len()).filter(|&i| !cached.contains_key(&hashes[i])).collect();
+    let mut missing: Vec<usize> = (0..tokens.len())
+        .filter(|&i| !cached.contains_key(&hashes[i]))
+        .collect();
     if !missing.is_empty() {
         missing.sort_by_key(|&i| tokens[i].len());
         let weights = dir.join("model.safetensors");
         // SAFETY: the file is mapped read-only and not modified while the model lives.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &Device::Cpu) }?;
+        let vb =
+            unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &Device::Cpu) }?;
         let model = BertModel::load(vb, &config)?;
-        let file = OpenOptions::new().create(true).append(true).open(&cache_path).map_err(|e| io(&cache_path, e))?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&cache_path)
+            .map_err(|e| io(&cache_path, e))?;
         let mut writer = BufWriter::new(file);
         let mut bar = Progress::new(missing.len() as u64, "embedding", "prompts", quiet);
         for chunk in missing.chunks(BATCH) {
@@ -65,9 +80,13 @@ pub fn embed(
             let hidden_states = model.forward(&ids, &ids.zeros_like()?, Some(&mask))?;
             let pooled = mean_pool(&hidden_states, &mask)?.to_vec2::<f32>()?;
             for (&i, vector) in chunk.iter().zip(pooled) {
-                writer.write_all(&hashes[i].to_le_bytes()).map_err(|e| io(&cache_path, e))?;
+                writer
+                    .write_all(&hashes[i].to_le_bytes())
+                    .map_err(|e| io(&cache_path, e))?;
                 for x in &vector {
-                    writer.write_all(&x.to_le_bytes()).map_err(|e| io(&cache_path, e))?;
+                    writer
+                        .write_all(&x.to_le_bytes())
+                        .map_err(|e| io(&cache_path, e))?;
                 }
                 cached.insert(hashes[i], vector);
             }
@@ -76,8 +95,15 @@ pub fn embed(
         }
         bar.finish();
     }
-    let flat: Vec<f32> = hashes.iter().flat_map(|h| cached[h].iter().copied()).collect();
-    Ok(Tensor::from_vec(flat, (tokens.len(), hidden), &Device::Cpu)?)
+    let flat: Vec<f32> = hashes
+        .iter()
+        .flat_map(|h| cached[h].iter().copied())
+        .collect();
+    Ok(Tensor::from_vec(
+        flat,
+        (tokens.len(), hidden),
+        &Device::Cpu,
+    )?)
 }
 
 fn read_cache(path: &Path, hidden: usize) -> std::io::Result<HashMap<u64, Vec<f32>>> {
@@ -91,11 +117,17 @@ fn read_cache(path: &Path, hidden: usize) -> std::io::Result<HashMap<u64, Vec<f3
     let whole = bytes.len() / record * record;
     if whole < bytes.len() {
         // A torn last record (an interrupted run): cut it so that appends stay aligned.
-        OpenOptions::new().write(true).open(path)?.set_len(whole as u64)?;
+        OpenOptions::new()
+            .write(true)
+            .open(path)?
+            .set_len(whole as u64)?;
     }
     for chunk in bytes.chunks_exact(record) {
         let key = u64::from_le_bytes(chunk[..8].try_into().expect("8 bytes"));
-        let vector = chunk[8..].chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect();
+        let vector = chunk[8..]
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+            .collect();
         map.insert(key, vector);
     }
     Ok(map)

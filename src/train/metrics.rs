@@ -62,7 +62,14 @@ impl OutcomeRows {
 
     pub fn log_loss(&self) -> Option<f64> {
         let n = self.len();
-        (n > 0).then(|| self.predicted.iter().zip(&self.score).map(|(&p, &y)| log_loss(p, y)).sum::<f64>() / n as f64)
+        (n > 0).then(|| {
+            self.predicted
+                .iter()
+                .zip(&self.score)
+                .map(|(&p, &y)| log_loss(p, y))
+                .sum::<f64>()
+                / n as f64
+        })
     }
 
     /// AUC over the rows whose score is exactly 0 or 1.
@@ -114,9 +121,15 @@ pub struct OutcomeSummary {
 pub fn by_key(rows: &[(String, u32, f64, f64)]) -> BTreeMap<String, OutcomeSummary> {
     let mut groups: BTreeMap<String, OutcomeRows> = BTreeMap::new();
     for (key, model, predicted, score) in rows {
-        groups.entry(key.clone()).or_default().push(*model, *predicted, *score);
+        groups
+            .entry(key.clone())
+            .or_default()
+            .push(*model, *predicted, *score);
     }
-    groups.into_iter().map(|(k, rows)| (k, rows.summary())).collect()
+    groups
+        .into_iter()
+        .map(|(k, rows)| (k, rows.summary()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -125,8 +138,14 @@ mod tests {
 
     #[test]
     fn auc_counts_ties_as_half() {
-        assert_eq!(auc(&[0.1, 0.2, 0.3, 0.4], &[false, false, true, true]), Some(1.0));
-        assert_eq!(auc(&[0.4, 0.3, 0.2, 0.1], &[false, false, true, true]), Some(0.0));
+        assert_eq!(
+            auc(&[0.1, 0.2, 0.3, 0.4], &[false, false, true, true]),
+            Some(1.0)
+        );
+        assert_eq!(
+            auc(&[0.4, 0.3, 0.2, 0.1], &[false, false, true, true]),
+            Some(0.0)
+        );
         assert_eq!(auc(&[0.5, 0.5], &[false, true]), Some(0.5));
         assert_eq!(auc(&[0.5, 0.5], &[true, true]), None);
     }

@@ -31,7 +31,8 @@ use serde_json::json;
 use tokenizers::Tokenizer;
 
 use crate::classifier::{
-    self, AbilityMap, CONFIG_FILE, ClassifierError, HEADS_PREFIX, METADATA_FILE, Metadata, TOKENIZER_FILE,
+    self, AbilityMap, CONFIG_FILE, ClassifierError, HEADS_PREFIX, METADATA_FILE, Metadata,
+    TOKENIZER_FILE,
 };
 use data::{DataReport, Dataset};
 use encoder::{BertShape, TrainEncoder};
@@ -125,10 +126,12 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
     if let Some(seed) = args.seed {
         recipe.seed = seed;
     }
-    let choice = recipe.encoder_choice().map_err(|message| TrainError::Recipe {
-        path: args.recipe.clone(),
-        message,
-    })?;
+    let choice = recipe
+        .encoder_choice()
+        .map_err(|message| TrainError::Recipe {
+            path: args.recipe.clone(),
+            message,
+        })?;
     let say = |line: String| {
         if !args.quiet {
             eprintln!("{line}");
@@ -154,7 +157,9 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
 
     let mut params = Params::default();
     let encoder = match &choice {
-        EncoderChoice::Scratch => Encoder::Trainable(TrainEncoder::new(&shape, &mut params, &mut rng)?),
+        EncoderChoice::Scratch => {
+            Encoder::Trainable(TrainEncoder::new(&shape, &mut params, &mut rng)?)
+        }
         EncoderChoice::Finetune(dir) => Encoder::Trainable(TrainEncoder::from_pretrained(
             &shape,
             &dir.join("model.safetensors"),
@@ -163,10 +168,25 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
         )?),
         EncoderChoice::Frozen(dir) => {
             let keys: Vec<String> = data.prompts.iter().map(|p| p.text.clone()).collect();
-            Encoder::Frozen(frozen::embed(dir, &tokens, &keys, special.pad, &args.cache_dir, args.quiet)?)
+            Encoder::Frozen(frozen::embed(
+                dir,
+                &tokens,
+                &keys,
+                special.pad,
+                &args.cache_dir,
+                args.quiet,
+            )?)
         }
     };
-    let model = Model::new(params, encoder, shape.hidden_size, &recipe, &data, special.pad, &mut rng)?;
+    let model = Model::new(
+        params,
+        encoder,
+        shape.hidden_size,
+        &recipe,
+        &data,
+        special.pad,
+        &mut rng,
+    )?;
     let baseline = fit::model_only_baseline(&data);
     let fitted = fit::train(&model, &data, &tokens, &recipe, &mut rng, args.quiet)?;
     let gradient = fitted.gradient;
@@ -211,7 +231,10 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
         args.out.display(),
         dir_size(&args.out) as f64 / 1e6,
         summary.seconds,
-        summary.baseline.auc.map_or("-".into(), |a| format!("{a:.4}"))
+        summary
+            .baseline
+            .auc
+            .map_or("-".into(), |a| format!("{a:.4}"))
     ));
     Ok(summary)
 }
@@ -223,7 +246,11 @@ fn tokenizer_and_shape(
 ) -> Result<(Tokenizer, BertShape), TrainError> {
     match choice {
         EncoderChoice::Scratch => {
-            let texts = data.prompts.iter().filter(|p| !p.dev).map(|p| p.text.as_str());
+            let texts = data
+                .prompts
+                .iter()
+                .filter(|p| !p.dev)
+                .map(|p| p.text.as_str());
             let s = &recipe.scratch;
             let tokenizer = vocab::train_tokenizer(texts, s.vocab_size, s.alphabet)?;
             let shape = BertShape {
@@ -262,7 +289,11 @@ fn tokenizer_and_shape(
 fn encoder_description(choice: &EncoderChoice, shape: &BertShape) -> String {
     let name = |dir: &Path| {
         let name = dir.display().to_string();
-        if name.contains("minilm") { "all-MiniLM-L6-v2".to_string() } else { name }
+        if name.contains("minilm") {
+            "all-MiniLM-L6-v2".to_string()
+        } else {
+            name
+        }
     };
     match choice {
         EncoderChoice::Scratch => format!(
@@ -288,8 +319,12 @@ fn metadata(
     model: &Model,
     summary: &TrainSummary,
 ) -> Result<Metadata, TrainError> {
-    let abilities: BTreeMap<String, Vec<f32>> = data.models.iter().cloned().zip(model.theta()?).collect();
-    let ability_map = recipe.ability_map.as_ref().map(|spec| fit_ability_map(spec, recipe, data, &abilities));
+    let abilities: BTreeMap<String, Vec<f32>> =
+        data.models.iter().cloned().zip(model.theta()?).collect();
+    let ability_map = recipe
+        .ability_map
+        .as_ref()
+        .map(|spec| fit_ability_map(spec, recipe, data, &abilities));
     let parameters: usize = model
         .params
         .entries()
@@ -331,7 +366,11 @@ fn fit_ability_map(
     data: &Dataset,
     abilities: &BTreeMap<String, Vec<f32>>,
 ) -> AbilityMap {
-    let means = data.model_means.get(&spec.file).cloned().unwrap_or_default();
+    let means = data
+        .model_means
+        .get(&spec.file)
+        .cloned()
+        .unwrap_or_default();
     let points: Vec<(f64, &Vec<f32>, &String)> = means
         .iter()
         .filter_map(|(name, &accuracy)| {
@@ -347,12 +386,22 @@ fn fit_ability_map(
     let (mut intercept, mut slope, mut r2) = (vec![0f32; k], vec![0f32; k], vec![0f64; k]);
     for skill in 0..k {
         let mean_y = points.iter().map(|p| p.1[skill] as f64).sum::<f64>() / n.max(1.0);
-        let sxy: f64 = points.iter().map(|p| (p.0 - mean_x) * (p.1[skill] as f64 - mean_y)).sum();
-        let syy: f64 = points.iter().map(|p| (p.1[skill] as f64 - mean_y).powi(2)).sum();
+        let sxy: f64 = points
+            .iter()
+            .map(|p| (p.0 - mean_x) * (p.1[skill] as f64 - mean_y))
+            .sum();
+        let syy: f64 = points
+            .iter()
+            .map(|p| (p.1[skill] as f64 - mean_y).powi(2))
+            .sum();
         let b = if sxx > 0.0 { sxy / sxx } else { 0.0 };
         slope[skill] = b as f32;
         intercept[skill] = (mean_y - b * mean_x) as f32;
-        r2[skill] = if sxx > 0.0 && syy > 0.0 { sxy * sxy / (sxx * syy) } else { 0.0 };
+        r2[skill] = if sxx > 0.0 && syy > 0.0 {
+            sxy * sxy / (sxx * syy)
+        } else {
+            0.0
+        };
     }
     AbilityMap {
         benchmark: spec.benchmark.clone(),
@@ -392,27 +441,35 @@ fn write_model_dir(
     match choice {
         EncoderChoice::Frozen(dir) => {
             for name in [CONFIG_FILE, TOKENIZER_FILE] {
-                std::fs::copy(dir.join(name), out.join(name)).map_err(|e| io(&dir.join(name), e))?;
+                std::fs::copy(dir.join(name), out.join(name))
+                    .map_err(|e| io(&dir.join(name), e))?;
             }
             // The encoder's weights, less any heads it had: these heads replace them.
-            let mut weights = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)?;
+            let mut weights =
+                candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)?;
             weights.retain(|name, _| !name.starts_with(&heads_prefix));
             candle_core::safetensors::save(&weights, out.join("model.safetensors"))?;
             model
                 .params
-                .save_where(&out.join("heads.safetensors"), |n| n.starts_with(&heads_prefix))?;
+                .save_where(&out.join("heads.safetensors"), |n| {
+                    n.starts_with(&heads_prefix)
+                })?;
         }
         EncoderChoice::Scratch | EncoderChoice::Finetune(_) => {
             let config = serde_json::to_string_pretty(shape).expect("a config serialises");
-            std::fs::write(out.join(CONFIG_FILE), config + "\n").map_err(|e| io(&out.join(CONFIG_FILE), e))?;
+            std::fs::write(out.join(CONFIG_FILE), config + "\n")
+                .map_err(|e| io(&out.join(CONFIG_FILE), e))?;
             tokenizer
                 .save(out.join(TOKENIZER_FILE), false)
                 .map_err(|e| TrainError::Tokenizer(e.to_string()))?;
-            model.params.save_where(&out.join("model.safetensors"), |n| n != fit::THETA)?;
+            model
+                .params
+                .save_where(&out.join("model.safetensors"), |n| n != fit::THETA)?;
         }
     }
     let text = serde_json::to_string_pretty(metadata).expect("metadata serialises");
-    std::fs::write(out.join(METADATA_FILE), text + "\n").map_err(|e| io(&out.join(METADATA_FILE), e))?;
+    std::fs::write(out.join(METADATA_FILE), text + "\n")
+        .map_err(|e| io(&out.join(METADATA_FILE), e))?;
     Ok(())
 }
 
@@ -457,7 +514,9 @@ fn git_revision() -> String {
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
     };
     match run(&["rev-parse", "HEAD"]) {
-        Some(rev) if run(&["status", "--porcelain"]).is_some_and(|s| !s.is_empty()) => format!("{rev}+dirty"),
+        Some(rev) if run(&["status", "--porcelain"]).is_some_and(|s| !s.is_empty()) => {
+            format!("{rev}+dirty")
+        }
         Some(rev) => rev,
         None => "unknown".into(),
     }
@@ -465,6 +524,12 @@ fn git_revision() -> String {
 
 fn dir_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
-        .map(|entries| entries.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
         .unwrap_or(0)
 }

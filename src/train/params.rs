@@ -20,7 +20,13 @@ pub struct Params {
 
 impl Params {
     /// A new variable of shape `dims`, initialised from `rng`; returns the tensor to compute with.
-    pub fn create(&mut self, name: &str, dims: &[usize], init: Init, rng: &mut StdRng) -> Result<Tensor, TrainError> {
+    pub fn create(
+        &mut self,
+        name: &str,
+        dims: &[usize],
+        init: Init,
+        rng: &mut StdRng,
+    ) -> Result<Tensor, TrainError> {
         let values = init.values(dims.iter().product(), rng);
         self.insert(name, Tensor::from_vec(values, dims, &Device::Cpu)?)
     }
@@ -28,7 +34,9 @@ impl Params {
     /// A new variable holding `value`.
     pub fn insert(&mut self, name: &str, value: Tensor) -> Result<Tensor, TrainError> {
         if self.entries.iter().any(|(n, _)| n == name) {
-            return Err(TrainError::Invalid(format!("variable {name} defined twice")));
+            return Err(TrainError::Invalid(format!(
+                "variable {name} defined twice"
+            )));
         }
         let var = Var::from_tensor(&value)?;
         let tensor = var.as_tensor().clone();
@@ -42,12 +50,20 @@ impl Params {
 
     /// The variables whose names start with `prefix` (all of them for "").
     pub fn vars(&self, prefix: &str) -> Vec<Var> {
-        self.entries.iter().filter(|(n, _)| n.starts_with(prefix)).map(|(_, v)| v.clone()).collect()
+        self.entries
+            .iter()
+            .filter(|(n, _)| n.starts_with(prefix))
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
     /// Copies of every variable's current value.
     pub fn snapshot(&self) -> Result<Vec<Tensor>, TrainError> {
-        Ok(self.entries.iter().map(|(_, v)| v.as_tensor().copy()).collect::<Result<_, _>>()?)
+        Ok(self
+            .entries
+            .iter()
+            .map(|(_, v)| v.as_tensor().copy())
+            .collect::<Result<_, _>>()?)
     }
 
     /// Sets every variable back to a [`Params::snapshot`].

@@ -19,8 +19,14 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(len: u64, label: &str, unit: &'static str, quiet: bool) -> Progress {
-        let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(len) };
-        let template = format!("{{prefix}} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} {unit} ({{per_sec}}, ETA {{eta}}) {{msg}}");
+        let bar = if quiet {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(len)
+        };
+        let template = format!(
+            "{{prefix}} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} {unit} ({{per_sec}}, ETA {{eta}}) {{msg}}"
+        );
         bar.set_style(ProgressStyle::with_template(&template).expect("a valid template"));
         bar.set_prefix(label.to_string());
         Progress {

@@ -235,7 +235,9 @@ impl Recipe {
     /// whose tables this one's keys override (arrays, such as `files`, are replaced whole).
     pub fn parse_in(text: &str, dir: &Path) -> Result<Recipe, String> {
         let value = merged_value(text, dir, 0)?;
-        let recipe: Recipe = value.try_into().map_err(|e: toml::de::Error| e.to_string())?;
+        let recipe: Recipe = value
+            .try_into()
+            .map_err(|e: toml::de::Error| e.to_string())?;
         recipe.validate()?;
         Ok(recipe)
     }
@@ -262,7 +264,10 @@ impl Recipe {
             return Err("skills is empty".into());
         }
         if !(0.0..1.0).contains(&self.dev_fraction) {
-            return Err(format!("dev_fraction {} is not in [0, 1)", self.dev_fraction));
+            return Err(format!(
+                "dev_fraction {} is not in [0, 1)",
+                self.dev_fraction
+            ));
         }
         if self.max_tokens < 3 {
             return Err("max_tokens must be at least 3".into());
@@ -274,19 +279,28 @@ impl Recipe {
             return Err("optim.batch_size and optim.epochs must be positive".into());
         }
         let shape = &self.scratch;
-        if shape.attention_heads == 0 || shape.hidden % shape.attention_heads != 0 {
+        if shape.attention_heads == 0 || !shape.hidden.is_multiple_of(shape.attention_heads) {
             return Err(format!(
                 "scratch.hidden {} is not a multiple of scratch.attention_heads {}",
                 shape.hidden, shape.attention_heads
             ));
         }
         if !["relu", "gelu"].contains(&shape.activation.as_str()) {
-            return Err(format!("scratch.activation {:?} is not relu or gelu", shape.activation));
+            return Err(format!(
+                "scratch.activation {:?} is not relu or gelu",
+                shape.activation
+            ));
         }
         if let Some(map) = &self.ability_map
-            && !self.files.iter().any(|f| f.path == map.file && f.kind == FileKind::Outcomes)
+            && !self
+                .files
+                .iter()
+                .any(|f| f.path == map.file && f.kind == FileKind::Outcomes)
         {
-            return Err(format!("ability_map.file {:?} is not an outcome file of the recipe", map.file));
+            return Err(format!(
+                "ability_map.file {:?} is not an outcome file of the recipe",
+                map.file
+            ));
         }
         for rule in &self.skill_rules {
             if !self.skills.contains(&rule.skill) {
@@ -307,7 +321,8 @@ fn merged_value(text: &str, dir: &Path, depth: usize) -> Result<toml::Table, Str
         return Err("recipes `base` each other too deeply".into());
     }
     let path = dir.join(name);
-    let base_text = std::fs::read_to_string(&path).map_err(|e| format!("base {}: {e}", path.display()))?;
+    let base_text =
+        std::fs::read_to_string(&path).map_err(|e| format!("base {}: {e}", path.display()))?;
     let mut merged = merged_value(&base_text, path.parent().unwrap_or(dir), depth + 1)?;
     overlay(&mut merged, table);
     Ok(merged)
@@ -355,7 +370,10 @@ contains = ["def "]
         std::fs::write(dir.path().join("base.toml"), MINIMAL).unwrap();
         let text = "base = \"base.toml\"\nencoder = \"frozen:x\"\n[optim]\nepochs = 9\n";
         let recipe = Recipe::parse_in(text, dir.path()).unwrap();
-        assert_eq!(recipe.encoder_choice().unwrap(), EncoderChoice::Frozen("x".into()));
+        assert_eq!(
+            recipe.encoder_choice().unwrap(),
+            EncoderChoice::Frozen("x".into())
+        );
         assert_eq!(recipe.optim.epochs, 9);
         assert_eq!(recipe.optim.batch_size, 32);
         assert_eq!(recipe.skill_rules.len(), 1);
@@ -364,7 +382,11 @@ contains = ["def "]
     #[test]
     fn bad_recipes_are_refused() {
         let unknown_skill = MINIMAL.replace("skill = \"code\"", "skill = \"poetry\"");
-        assert!(Recipe::parse(&unknown_skill).unwrap_err().contains("poetry"));
+        assert!(
+            Recipe::parse(&unknown_skill)
+                .unwrap_err()
+                .contains("poetry")
+        );
         let bad_encoder = MINIMAL.replace("\"scratch\"", "\"frozen:\"");
         assert!(Recipe::parse(&bad_encoder).is_err());
         let typo = format!("{MINIMAL}\n[optim]\nepoch = 3\n");

@@ -15,7 +15,8 @@ use tokenizers::normalizers::bert::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
 use tokenizers::{
-    AddedToken, Normalizer, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer, Tokenizer,
+    AddedToken, Normalizer, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer,
+    Tokenizer,
 };
 
 use super::TrainError;
@@ -39,7 +40,9 @@ pub fn train_tokenizer<'a>(
 }
 
 /// Words after BERT normalisation and pre-tokenization, with counts, in sorted order.
-fn count_words<'a>(texts: impl IntoIterator<Item = &'a str>) -> Result<BTreeMap<String, u64>, TrainError> {
+fn count_words<'a>(
+    texts: impl IntoIterator<Item = &'a str>,
+) -> Result<BTreeMap<String, u64>, TrainError> {
     let normalizer = BertNormalizer::default();
     let mut counts: HashMap<String, u64> = HashMap::new();
     for text in texts {
@@ -89,7 +92,11 @@ fn learn_vocab(words: &BTreeMap<String, u64>, vocab_size: usize, alphabet: usize
             .chars()
             .enumerate()
             .map(|(i, c)| {
-                let piece = if i == 0 { c.to_string() } else { format!("{PREFIX}{c}") };
+                let piece = if i == 0 {
+                    c.to_string()
+                } else {
+                    format!("{PREFIX}{c}")
+                };
                 tokens_id(&tokens, &piece, &chars, i == 0)
             })
             .collect();
@@ -136,7 +143,11 @@ impl Merges {
                 merges.pair_words.entry(pair).or_default().push(w);
             }
         }
-        let mut initial: Vec<(u64, Reverse<Pair>)> = merges.pair_counts.iter().map(|(&p, &n)| (n, Reverse(p))).collect();
+        let mut initial: Vec<(u64, Reverse<Pair>)> = merges
+            .pair_counts
+            .iter()
+            .map(|(&p, &n)| (n, Reverse(p)))
+            .collect();
         initial.sort_unstable();
         merges.heap.extend(initial);
         merges
@@ -164,7 +175,11 @@ impl Merges {
             if count < MIN_PAIR_COUNT {
                 break;
             }
-            let merged = format!("{}{}", tokens[pair.0 as usize], tokens[pair.1 as usize].trim_start_matches(PREFIX));
+            let merged = format!(
+                "{}{}",
+                tokens[pair.0 as usize],
+                tokens[pair.1 as usize].trim_start_matches(PREFIX)
+            );
             let new_id = intern(merged, tokens);
             let mut words = self.pair_words.remove(&pair).unwrap_or_default();
             words.sort_unstable();
@@ -218,8 +233,11 @@ fn merge_word(word: &[u32], pair: Pair, new_id: u32) -> Vec<u32> {
 fn build_tokenizer(vocab: Vec<String>) -> Result<Tokenizer, TrainError> {
     let tokenizer_error = |e: tokenizers::Error| TrainError::Tokenizer(e.to_string());
     // Built through its serialised form: the builder wants the `ahash` map type.
-    let vocab: serde_json::Map<String, serde_json::Value> =
-        vocab.iter().enumerate().map(|(i, t)| (t.clone(), i.into())).collect();
+    let vocab: serde_json::Map<String, serde_json::Value> = vocab
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i.into()))
+        .collect();
     let model = serde_json::json!({
         "type": "WordPiece",
         "unk_token": "[UNK]",
@@ -227,15 +245,25 @@ fn build_tokenizer(vocab: Vec<String>) -> Result<Tokenizer, TrainError> {
         "max_input_chars_per_word": 100,
         "vocab": vocab,
     });
-    let model: WordPiece =
-        serde_json::from_str(&model.to_string()).map_err(|e| TrainError::Tokenizer(e.to_string()))?;
+    let model: WordPiece = serde_json::from_str(&model.to_string())
+        .map_err(|e| TrainError::Tokenizer(e.to_string()))?;
     let mut tokenizer = Tokenizer::new(model);
-    tokenizer.with_normalizer(Some(BertNormalizer::default())).map_err(tokenizer_error)?;
+    tokenizer
+        .with_normalizer(Some(BertNormalizer::default()))
+        .map_err(tokenizer_error)?;
     tokenizer.with_pre_tokenizer(Some(BertPreTokenizer));
-    tokenizer.with_post_processor(Some(BertProcessing::new(("[SEP]".into(), 3), ("[CLS]".into(), 2))));
+    tokenizer.with_post_processor(Some(BertProcessing::new(
+        ("[SEP]".into(), 3),
+        ("[CLS]".into(), 2),
+    )));
     tokenizer.with_decoder(Some(WordPieceDecoder::default()));
-    let specials: Vec<AddedToken> = SPECIAL_TOKENS.iter().map(|t| AddedToken::from(*t, true)).collect();
-    tokenizer.add_special_tokens(specials).map_err(tokenizer_error)?;
+    let specials: Vec<AddedToken> = SPECIAL_TOKENS
+        .iter()
+        .map(|t| AddedToken::from(*t, true))
+        .collect();
+    tokenizer
+        .add_special_tokens(specials)
+        .map_err(tokenizer_error)?;
     Ok(tokenizer)
 }
 
@@ -260,7 +288,11 @@ mod tests {
         assert_eq!(a.token_to_id("[CLS]"), Some(2));
         let encoding = a.encode("write a function", false).unwrap();
         assert!(!encoding.get_ids().contains(&1), "no [UNK] for seen words");
-        assert!(encoding.get_ids().len() <= 4, "frequent words are single tokens: {:?}", encoding.get_tokens());
+        assert!(
+            encoding.get_ids().len() <= 4,
+            "frequent words are single tokens: {:?}",
+            encoding.get_tokens()
+        );
     }
 
     #[test]
