@@ -144,7 +144,7 @@ impl AdaptiveRouter {
 /// mean of those given), else its public benchmark score through the model directory's fitted
 /// map, else none.
 ///
-/// Without a fitted map, a documented placeholder applies: θ_k = logit(score) + 1 for every
+/// Without a fitted map for the model's benchmark, a documented placeholder applies: θ_k = logit(score) + 1 for every
 /// skill, from GPQA Diamond where known, else MMLU-Pro — it ranks models by one public number
 /// and puts a 50%-scoring model at 50% predicted quality on a prompt of difficulty 1.
 fn abilities_of(model: &Model, skills: &[String], map: Option<&AbilityMap>) -> Option<Vec<f32>> {
@@ -157,27 +157,26 @@ fn abilities_of(model: &Model, skills: &[String], map: Option<&AbilityMap>) -> O
                 .collect(),
         );
     }
-    match map {
-        Some(map) => {
-            let score = match map.benchmark.as_str() {
-                "gpqa" => model.gpqa,
-                "mmlu_pro" => model.mmlu_pro,
-                _ => None,
-            }?;
-            let x = logit(score);
-            Some(
-                map.intercept
-                    .iter()
-                    .zip(&map.slope)
-                    .map(|(a, b)| a + b * x)
-                    .collect(),
-            )
-        }
-        None => {
-            let value = logit(model.gpqa.or(model.mmlu_pro)?) + 1.0;
-            Some(vec![value; skills.len()])
-        }
-    }
+    let mapped = map.and_then(|map| {
+        let score = match map.benchmark.as_str() {
+            "gpqa" => model.gpqa,
+            "mmlu_pro" => model.mmlu_pro,
+            _ => None,
+        }?;
+        let x = logit(score);
+        Some(
+            map.intercept
+                .iter()
+                .zip(&map.slope)
+                .map(|(a, b)| a + b * x)
+                .collect(),
+        )
+    });
+    // A model without the fitted map's benchmark falls back to the placeholder.
+    mapped.or_else(|| {
+        let value = logit(model.gpqa.or(model.mmlu_pro)?) + 1.0;
+        Some(vec![value; skills.len()])
+    })
 }
 
 /// What the request demands of a model: tools, images, JSON mode, room in the context.
@@ -280,6 +279,42 @@ mod tests {
         let c = catalog();
         let chain = explicit_chain(&c, &["p/c".into(), "p/a".into()]).unwrap();
         assert_eq!(ids(&chain), ["p/c", "p/a", "p/b"]);
+    }
+
+    #[test]
+    fn abilities_come_from_explicit_values_then_the_fitted_map_then_the_placeholder() {
+        let c = catalog();
+        let skills: Vec<String> = ["code", "math"].map(String::from).to_vec();
+        let map = AbilityMap {
+            benchmark: "mmlu_pro".into(),
+            intercept: vec![1.0, 2.0],
+            slope: vec![1.0, 0.0],
+            fit: serde_json::Value::Null,
+        };
+        let mut model = (**c.model("p/a").unwrap()).clone();
+        assert_eq!(
+            abilities_of(&model, &skills, Some(&map)),
+            None,
+            "no score, no abilities"
+        );
+        model.gpqa = Some(0.5);
+        assert_eq!(
+            abilities_of(&model, &skills, Some(&map)),
+            Some(vec![1.0, 1.0]),
+            "placeholder"
+        );
+        model.mmlu_pro = Some(0.5);
+        assert_eq!(
+            abilities_of(&model, &skills, Some(&map)),
+            Some(vec![1.0, 2.0]),
+            "fitted map"
+        );
+        model.abilities = Some([("code".to_string(), 3.0)].into_iter().collect());
+        assert_eq!(
+            abilities_of(&model, &skills, Some(&map)),
+            Some(vec![3.0, 3.0]),
+            "explicit"
+        );
     }
 
     #[test]
