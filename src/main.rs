@@ -1,4 +1,5 @@
-//! The `triage` command line: `serve`, `mock-upstream` and `bench-overhead`.
+//! The `triage` command line: `serve`, `mock-upstream`, `bench-overhead`, `train`, `eval`,
+//! `label`, `calibrate`, `report` and `classify`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -55,6 +56,9 @@ enum Command {
         #[arg(long, default_value = "models/default")]
         model: String,
     },
+    /// Grade logged answers that have no feedback with a judge model; stores the grades in the
+    /// log for `train --from-log`.
+    Label(triage::outcomes::judge::LabelArgs),
     /// Requests, tokens and cost from the outcome log, and what adaptive routing saved.
     Report(triage::outcomes::report::ReportArgs),
     /// Print the classifier's view of a prompt: difficulty, skills, tool need.
@@ -104,6 +108,13 @@ fn main() -> anyhow::Result<()> {
         Command::BenchOverhead(options) => triage::bench::run(options),
         Command::Classify { json, model, text } => classify(json, model, &text),
         Command::Report(args) => triage::outcomes::report::run(&args),
+        Command::Label(args) => {
+            let (config, catalog) = load_config(args.config.as_ref())?;
+            let summary =
+                runtime()?.block_on(triage::outcomes::judge::run(&args, &config, &catalog))?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+            Ok(())
+        }
         Command::Eval { args, model } => evaluate(&args, &model),
         Command::Train(args) => {
             let summary = triage::train::run(&args)?;
@@ -170,12 +181,18 @@ fn classify(json: bool, model: Option<String>, text: &str) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<()> {
-    let (config, file) = match &config_path {
+/// The config file (or the built-in defaults) and its catalog, keys from the environment.
+fn load_config(path: Option<&PathBuf>) -> anyhow::Result<(Config, Catalog)> {
+    let (config, file) = match path {
         Some(path) => (Config::load(path)?, path.clone()),
         None => (Config::default(), PathBuf::from("(built-in defaults)")),
     };
     let catalog = Catalog::build(&config, &file, |var| std::env::var(var).ok())?;
+    Ok((config, catalog))
+}
+
+async fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+    let (config, catalog) = load_config(config_path.as_ref())?;
     for provider in catalog.providers.values() {
         if let (Some(env), None) = (&provider.api_key_env, &provider.api_key) {
             tracing::warn!(provider = %provider.name, "no API key: {env} is not set; its models will fail over");

@@ -86,7 +86,8 @@ impl AdaptiveRouter {
             .models
             .values()
             .filter_map(|m| {
-                abilities_of(m, &skills, classifier.metadata.ability_map.as_ref())
+                let trained = classifier.metadata.abilities.get(&m.id);
+                abilities_of(m, &skills, trained, classifier.metadata.ability_map.as_ref())
                     .map(|a| (m.id.clone(), a))
             })
             .collect();
@@ -141,13 +142,19 @@ impl AdaptiveRouter {
 }
 
 /// θ for a model in the classifier's skill order: explicit abilities (missing skills take the
-/// mean of those given), else its public benchmark score through the model directory's fitted
-/// map, else none.
+/// mean of those given), else the θ the model directory learned for this model id (from the
+/// outcome log: `train --from-log`), else its public benchmark score through the model
+/// directory's fitted map, else none.
 ///
 /// Without a fitted map for the model's benchmark, a documented placeholder applies: θ_k = logit(score) + 1 for every
 /// skill, from GPQA Diamond where known, else MMLU-Pro — it ranks models by one public number
 /// and puts a 50%-scoring model at 50% predicted quality on a prompt of difficulty 1.
-fn abilities_of(model: &Model, skills: &[String], map: Option<&AbilityMap>) -> Option<Vec<f32>> {
+fn abilities_of(
+    model: &Model,
+    skills: &[String],
+    trained: Option<&Vec<f32>>,
+    map: Option<&AbilityMap>,
+) -> Option<Vec<f32>> {
     if let Some(given) = model.abilities.as_ref().filter(|a| !a.is_empty()) {
         let mean = given.values().sum::<f32>() / given.len() as f32;
         return Some(
@@ -156,6 +163,9 @@ fn abilities_of(model: &Model, skills: &[String], map: Option<&AbilityMap>) -> O
                 .map(|s| *given.get(s).unwrap_or(&mean))
                 .collect(),
         );
+    }
+    if let Some(theta) = trained.filter(|t| t.len() == skills.len()) {
+        return Some(theta.clone());
     }
     let mapped = map.and_then(|map| {
         let score = match map.benchmark.as_str() {
@@ -282,7 +292,7 @@ mod tests {
     }
 
     #[test]
-    fn abilities_come_from_explicit_values_then_the_fitted_map_then_the_placeholder() {
+    fn abilities_come_from_explicit_values_then_learned_then_the_fitted_map_then_the_placeholder() {
         let c = catalog();
         let skills: Vec<String> = ["code", "math"].map(String::from).to_vec();
         let map = AbilityMap {
@@ -293,27 +303,38 @@ mod tests {
         };
         let mut model = (**c.model("p/a").unwrap()).clone();
         assert_eq!(
-            abilities_of(&model, &skills, Some(&map)),
+            abilities_of(&model, &skills, None, Some(&map)),
             None,
             "no score, no abilities"
         );
         model.gpqa = Some(0.5);
         assert_eq!(
-            abilities_of(&model, &skills, Some(&map)),
+            abilities_of(&model, &skills, None, Some(&map)),
             Some(vec![1.0, 1.0]),
             "placeholder"
         );
         model.mmlu_pro = Some(0.5);
         assert_eq!(
-            abilities_of(&model, &skills, Some(&map)),
+            abilities_of(&model, &skills, None, Some(&map)),
             Some(vec![1.0, 2.0]),
             "fitted map"
         );
+        let learned = vec![0.5, -0.5];
+        assert_eq!(
+            abilities_of(&model, &skills, Some(&learned), Some(&map)),
+            Some(learned.clone()),
+            "learned from the log for this id"
+        );
         model.abilities = Some([("code".to_string(), 3.0)].into_iter().collect());
         assert_eq!(
-            abilities_of(&model, &skills, Some(&map)),
+            abilities_of(&model, &skills, None, Some(&map)),
             Some(vec![3.0, 3.0]),
             "explicit"
+        );
+        assert_eq!(
+            abilities_of(&model, &skills, Some(&learned), Some(&map)),
+            Some(vec![3.0, 3.0]),
+            "explicit beats learned"
         );
     }
 

@@ -105,13 +105,9 @@ fn train_with(recipe_text: &str, data: Option<&Path>) -> (Run, Result<TrainSumma
     std::fs::write(&recipe_path, recipe_text).unwrap();
     let out = dir.path().join("model");
     let args = TrainArgs {
-        recipe: recipe_path,
-        data_dir: data_dir.clone(),
-        out: out.clone(),
-        epochs: None,
-        seed: None,
         cache_dir: dir.path().join("cache"),
         quiet: true,
+        ..TrainArgs::new(recipe_path, data_dir.clone(), out.clone())
     };
     let result = train::run(&args);
     (

@@ -289,6 +289,17 @@ impl Prediction {
     }
 }
 
+/// A model directory's `triage.json`.
+pub fn load_metadata(dir: &Path) -> Result<Metadata, ClassifierError> {
+    let path = dir.join(METADATA_FILE);
+    let load_error = |message: String| ClassifierError::Load {
+        path: dir.to_path_buf(),
+        message: format!("{METADATA_FILE}: {message}"),
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| load_error(e.to_string()))?;
+    serde_json::from_str(&text).map_err(|e| load_error(e.to_string()))
+}
+
 /// Loads a `tokenizer.json` with padding and truncation off: triage pads and truncates itself
 /// (sentence-transformers files pad to a fixed 128).
 pub fn load_tokenizer(path: &Path) -> Result<Tokenizer, ClassifierError> {

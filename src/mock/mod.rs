@@ -9,7 +9,8 @@
 //!
 //! Behaviour is chosen per request by a [`Fault`]: either carried inline in the request body
 //! under `"mock"`, or taken from a FIFO queue filled with [`MockUpstream::script`] or
-//! `POST /_mock/script`. An empty queue means a normal, successful answer. Each API has its own
+//! `POST /_mock/script`. An empty queue means a normal, successful answer, or the answer of
+//! the first standing [`Rule`] the request matches (`POST /_mock/rules`). Each API has its own
 //! module (request checks, answer and error shapes, streams); what they share, deciding what to
 //! answer, lives here.
 
@@ -79,6 +80,12 @@ impl MockUpstream {
         lock(&self.state).enqueue(model.map(str::to_owned), steps);
     }
 
+    /// Adds a standing rule: requests it matches get its answer unless a fault is queued or
+    /// inline, like `POST /_mock/rules`. Rules are tried in the order they were added.
+    pub fn rule(&self, rule: Rule) {
+        lock(&self.state).rules.push(rule);
+    }
+
     /// Every API request received so far (headers lower-cased, body as JSON), in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.state).requests.clone()
@@ -133,6 +140,24 @@ pub struct Fault {
     pub finish_reason: Option<String>,
 }
 
+/// A standing answer: for requests to `model` (any model when `None`) whose last user message
+/// contains every string of `contains`, answer `content`. It lets a test script a model that
+/// follows a rule, such as a judge grading answers by what they say, whatever the call order.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Rule {
+    pub model: Option<String>,
+    pub contains: Vec<String>,
+    pub content: String,
+}
+
+impl Rule {
+    fn matches(&self, model: &str, text: &str) -> bool {
+        self.model.as_deref().is_none_or(|m| m == model)
+            && self.contains.iter().all(|c| text.contains(c.as_str()))
+    }
+}
+
 /// A request as the mock received it. A body that is not JSON is kept as a JSON string.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RecordedRequest {
@@ -151,6 +176,7 @@ struct MockState {
     by_model: HashMap<String, VecDeque<Fault>>,
     requests: Vec<RecordedRequest>,
     tool_calls: u64,
+    rules: Vec<Rule>,
 }
 
 impl MockState {
@@ -217,13 +243,44 @@ impl App {
             ),
         };
         let inline = inline.filter(|f| f.model.as_deref().is_none_or(|m| m == model));
-        Ok(inline
-            .or_else(|| lock(&self.state).next_fault(model))
-            .unwrap_or_default())
+        if let Some(fault) = inline.or_else(|| lock(&self.state).next_fault(model)) {
+            return Ok(fault);
+        }
+        let text = last_user_text(body);
+        let state = lock(&self.state);
+        let rule = state.rules.iter().find(|r| r.matches(model, &text));
+        Ok(Fault {
+            content: rule.map(|r| r.content.clone()),
+            ..Fault::default()
+        })
     }
 
     fn next_call_number(&self) -> u64 {
         lock(&self.state).next_call_number()
+    }
+}
+
+/// The text of the last user turn of any API's body (`messages` or Gemini's `contents`).
+fn last_user_text(body: &Value) -> String {
+    let turns = body
+        .get("messages")
+        .or_else(|| body.get("contents"))
+        .and_then(Value::as_array);
+    let Some(turn) = turns
+        .into_iter()
+        .flatten()
+        .rev()
+        .find(|t| t.get("role").and_then(Value::as_str) == Some("user"))
+    else {
+        return String::new();
+    };
+    match turn.get("content").or_else(|| turn.get("parts")) {
+        Some(Value::String(text)) => text.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect(),
+        _ => String::new(),
     }
 }
 
@@ -249,6 +306,7 @@ fn router(state: Shared, api_key: Option<String>) -> Router {
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1beta/models/{call}", post(gemini::generate))
         .route("/_mock/script", post(script_steps))
+        .route("/_mock/rules", post(add_rules))
         .route("/_mock/requests", get(recorded_requests))
         .route("/_mock/reset", post(reset))
         .fallback(unknown_route)
@@ -268,6 +326,11 @@ async fn script_steps(
     Json(script): Json<ScriptRequest>,
 ) -> StatusCode {
     lock(&app.state).enqueue(script.model, script.steps);
+    StatusCode::NO_CONTENT
+}
+
+async fn add_rules(State(app): State<Arc<App>>, Json(rules): Json<Vec<Rule>>) -> StatusCode {
+    lock(&app.state).rules.extend(rules);
     StatusCode::NO_CONTENT
 }
 

@@ -708,6 +708,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn standing_rules_answer_by_model_and_text_after_queued_faults() {
+        let mock = MockUpstream::start(None).await.unwrap();
+        mock.rule(crate::mock::Rule {
+            model: Some("judge".into()),
+            contains: vec!["Hello".into(), "mock".into()],
+            content: "Rating: [[2]]".into(),
+        });
+        mock.rule(crate::mock::Rule {
+            model: Some("judge".into()),
+            contains: vec![],
+            content: "Rating: [[9]]".into(),
+        });
+        let content = |body: Value| body["choices"][0]["message"]["content"].clone();
+        assert_eq!(
+            content(json_of(post_chat(&mock, hello("judge")).await).await),
+            "Rating: [[2]]"
+        );
+        let mut other = hello("judge");
+        other["messages"][1]["content"] = json!("Goodbye");
+        assert_eq!(
+            content(json_of(post_chat(&mock, other).await).await),
+            "Rating: [[9]]"
+        );
+        // Other models answer as usual; a queued fault comes before any rule.
+        assert_eq!(
+            content(json_of(post_chat(&mock, hello("m1")).await).await),
+            "Mock answer from m1: Hello there mock"
+        );
+        mock.script(
+            Some("judge"),
+            vec![Fault {
+                status: Some(503),
+                ..Fault::default()
+            }],
+        );
+        assert_eq!(post_chat(&mock, hello("judge")).await.status(), 503);
+    }
+
+    #[tokio::test]
     async fn dropped_connections_break_the_body() {
         let mock = MockUpstream::start(None).await.unwrap();
         let mut request = hello("m1");

@@ -11,7 +11,9 @@
 //! This module is not the place for routing decisions or HTTP; `server` fills the rows in and
 //! `report` reads them back.
 
+pub mod judge;
 pub mod report;
+pub mod signals;
 pub mod store;
 
 use std::path::PathBuf;
@@ -58,6 +60,8 @@ pub struct Outcome {
     pub stream: bool,
     pub prompt: Option<String>,
     pub answer: Option<String>,
+    /// Implicit signals, comma-separated (see [`signals`]).
+    pub signals: String,
 }
 
 impl Outcome {
@@ -137,6 +141,15 @@ impl Target {
         match &config.url {
             Some(url) => Target::Postgres(url.clone()),
             None => Target::Sqlite(config.path.clone()),
+        }
+    }
+
+    /// A command-line log: a `postgres://` (or `postgresql://`) URL, else an SQLite file.
+    pub fn parse(text: &str) -> Target {
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            Target::Postgres(text.to_string())
+        } else {
+            Target::Sqlite(PathBuf::from(text))
         }
     }
 

@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS outcomes (
     status INTEGER NOT NULL,
     stream INTEGER NOT NULL,
     prompt TEXT,
-    answer TEXT
+    answer TEXT,
+    signals TEXT
 );
 CREATE INDEX IF NOT EXISTS outcomes_ts ON outcomes (ts_ms);
 CREATE TABLE IF NOT EXISTS feedback (
@@ -50,6 +51,15 @@ CREATE TABLE IF NOT EXISTS feedback (
     comment TEXT
 );
 CREATE INDEX IF NOT EXISTS feedback_request ON feedback (request_id);
+CREATE TABLE IF NOT EXISTS labels (
+    request_id TEXT NOT NULL REFERENCES outcomes (id) ON DELETE CASCADE,
+    judge TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    rating REAL NOT NULL,
+    score REAL NOT NULL,
+    cost_usd REAL NOT NULL,
+    PRIMARY KEY (request_id, judge)
+);
 ";
 
 const POSTGRES_SCHEMA: &str = "
@@ -77,7 +87,8 @@ CREATE TABLE IF NOT EXISTS outcomes (
     status BIGINT NOT NULL,
     stream BIGINT NOT NULL,
     prompt TEXT,
-    answer TEXT
+    answer TEXT,
+    signals TEXT
 );
 CREATE INDEX IF NOT EXISTS outcomes_ts ON outcomes (ts_ms);
 CREATE TABLE IF NOT EXISTS feedback (
@@ -89,21 +100,47 @@ CREATE TABLE IF NOT EXISTS feedback (
     comment TEXT
 );
 CREATE INDEX IF NOT EXISTS feedback_request ON feedback (request_id);
+CREATE TABLE IF NOT EXISTS labels (
+    request_id TEXT NOT NULL REFERENCES outcomes (id) ON DELETE CASCADE,
+    judge TEXT NOT NULL,
+    ts_ms BIGINT NOT NULL,
+    rating DOUBLE PRECISION NOT NULL,
+    score DOUBLE PRECISION NOT NULL,
+    cost_usd DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (request_id, judge)
+);
 ";
 
 const INSERT_OUTCOME: &str = "INSERT INTO outcomes (id, ts_ms, endpoint, key_id, requested,
     route, profile, difficulty, skills, tool_need, candidates, model, fallbacks, prompt_tokens,
     completion_tokens, cached_tokens, cache_write_tokens, cost_usd, ttft_ms, latency_ms, status,
-    stream, prompt, answer)
+    stream, prompt, answer, signals)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
-    $20, $21, $22, $23, $24)
+    $20, $21, $22, $23, $24, $25)
     ON CONFLICT (id) DO NOTHING";
 const KNOWN_ID: &str = "SELECT 1 FROM outcomes WHERE id = $1";
 const INSERT_FEEDBACK: &str = "INSERT INTO feedback (request_id, ts_ms, score, thumbs, comment)
     VALUES ($1, $2, $3, $4, $5)";
 const PRUNE_FEEDBACK: &str =
     "DELETE FROM feedback WHERE request_id IN (SELECT id FROM outcomes WHERE ts_ms < $1)";
+const PRUNE_LABELS: &str =
+    "DELETE FROM labels WHERE request_id IN (SELECT id FROM outcomes WHERE ts_ms < $1)";
 const PRUNE: &str = "DELETE FROM outcomes WHERE ts_ms < $1";
+/// Answered requests with text and neither feedback nor a grade by judge `$2`.
+const UNLABELLED: &str = "SELECT o.id, o.model, o.prompt, o.answer FROM outcomes o
+    WHERE o.ts_ms >= $1 AND o.status = 200 AND o.model IS NOT NULL
+    AND o.prompt IS NOT NULL AND o.answer IS NOT NULL
+    AND NOT EXISTS (SELECT 1 FROM feedback f WHERE f.request_id = o.id)
+    AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.request_id = o.id AND l.judge = $2)
+    ORDER BY o.ts_ms, o.id";
+const INSERT_LABEL: &str = "INSERT INTO labels (request_id, judge, ts_ms, rating, score, cost_usd)
+    VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (request_id, judge) DO NOTHING";
+/// Answered requests with text, and every verdict on them.
+const LABELLED: &str = "SELECT o.id, o.model, o.prompt, o.signals,
+    (SELECT AVG(f.score) FROM feedback f WHERE f.request_id = o.id),
+    (SELECT AVG(l.score) FROM labels l WHERE l.request_id = o.id)
+    FROM outcomes o WHERE o.ts_ms >= $1 AND o.status = 200 AND o.model IS NOT NULL
+    AND o.prompt IS NOT NULL ORDER BY o.ts_ms, o.id";
 const SCAN: &str = "SELECT model, key_id, profile, status, prompt_tokens, completion_tokens,
     cached_tokens, cache_write_tokens, cost_usd, candidates FROM outcomes WHERE ts_ms >= $1";
 
@@ -121,6 +158,44 @@ pub struct LoggedRow {
     pub cache_write_tokens: i64,
     pub cost_usd: f64,
     pub candidates: Option<String>,
+}
+
+/// A logged answer waiting for a judge's grade.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unlabelled {
+    pub id: String,
+    pub model: String,
+    /// `{"system"?, "messages"}` as the client sent them.
+    pub prompt: String,
+    pub answer: String,
+}
+
+/// A judge's grade of one logged answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Label {
+    pub request_id: String,
+    pub judge: String,
+    pub ts_ms: i64,
+    /// The judge's 1–10 rating.
+    pub rating: f64,
+    /// The rating mapped to 0…1.
+    pub score: f64,
+    /// What asking the judge cost.
+    pub cost_usd: f64,
+}
+
+/// A logged answer with what is known of its quality, for training.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Verdicts {
+    pub id: String,
+    pub model: String,
+    pub prompt: String,
+    /// Implicit signals, comma-separated.
+    pub signals: String,
+    /// Mean client feedback score.
+    pub feedback: Option<f64>,
+    /// Mean judge score over judges.
+    pub judged: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +229,13 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SQLITE_SCHEMA)?;
+        // Logs written before the `signals` column existed.
+        let has_signals = conn
+            .prepare("SELECT 1 FROM pragma_table_info('outcomes') WHERE name = 'signals'")?
+            .exists([])?;
+        if !has_signals {
+            conn.execute_batch("ALTER TABLE outcomes ADD COLUMN signals TEXT")?;
+        }
         Ok(Store::Sqlite(conn))
     }
 
@@ -172,6 +254,7 @@ impl Store {
     pub fn connect(url: &str) -> Result<Store, StoreError> {
         let mut client = postgres::Client::connect(url, postgres::NoTls)?;
         client.batch_execute(POSTGRES_SCHEMA)?;
+        client.batch_execute("ALTER TABLE outcomes ADD COLUMN IF NOT EXISTS signals TEXT")?;
         Ok(Store::Postgres(Box::new(client)))
     }
 
@@ -203,6 +286,7 @@ impl Store {
             Store::Sqlite(conn) => {
                 let tx = conn.transaction()?;
                 tx.execute(PRUNE_FEEDBACK, [cutoff_ms])?;
+                tx.execute(PRUNE_LABELS, [cutoff_ms])?;
                 let rows = tx.execute(PRUNE, [cutoff_ms])?;
                 tx.commit()?;
                 Ok(rows as u64)
@@ -210,6 +294,7 @@ impl Store {
             Store::Postgres(client) => {
                 let mut tx = client.transaction()?;
                 tx.execute(PRUNE_FEEDBACK, &[&cutoff_ms])?;
+                tx.execute(PRUNE_LABELS, &[&cutoff_ms])?;
                 let rows = tx.execute(PRUNE, &[&cutoff_ms])?;
                 tx.commit()?;
                 Ok(rows)
@@ -261,9 +346,111 @@ impl Store {
         }
         Ok(())
     }
+
+    /// Answers logged at or after `since_ms` that have no feedback and no grade by `judge`.
+    pub fn unlabelled(
+        &mut self,
+        since_ms: i64,
+        judge: &str,
+    ) -> Result<Vec<Unlabelled>, StoreError> {
+        let mut out = Vec::new();
+        match self {
+            Store::Sqlite(conn) => {
+                let mut statement = conn.prepare(UNLABELLED)?;
+                let mut rows = statement.query(rusqlite::params![since_ms, judge])?;
+                while let Some(r) = rows.next()? {
+                    out.push(Unlabelled {
+                        id: r.get(0)?,
+                        model: r.get(1)?,
+                        prompt: r.get(2)?,
+                        answer: r.get(3)?,
+                    });
+                }
+            }
+            Store::Postgres(client) => {
+                for r in client.query(UNLABELLED, &[&since_ms, &judge])? {
+                    out.push(Unlabelled {
+                        id: r.try_get(0)?,
+                        model: r.try_get(1)?,
+                        prompt: r.try_get(2)?,
+                        answer: r.try_get(3)?,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores a judge's grade (a second grade of the same answer by the same judge is ignored).
+    pub fn insert_label(&mut self, label: &Label) -> Result<(), StoreError> {
+        let l = label;
+        match self {
+            Store::Sqlite(conn) => {
+                conn.execute(
+                    INSERT_LABEL,
+                    rusqlite::params![
+                        l.request_id,
+                        l.judge,
+                        l.ts_ms,
+                        l.rating,
+                        l.score,
+                        l.cost_usd
+                    ],
+                )?;
+            }
+            Store::Postgres(client) => {
+                client.execute(
+                    INSERT_LABEL,
+                    &[
+                        &l.request_id,
+                        &l.judge,
+                        &l.ts_ms,
+                        &l.rating,
+                        &l.score,
+                        &l.cost_usd,
+                    ],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every answered request with text logged at or after `since_ms`, with its verdicts.
+    pub fn verdicts(&mut self, since_ms: i64) -> Result<Vec<Verdicts>, StoreError> {
+        let mut out = Vec::new();
+        match self {
+            Store::Sqlite(conn) => {
+                let mut statement = conn.prepare(LABELLED)?;
+                let mut rows = statement.query([since_ms])?;
+                while let Some(r) = rows.next()? {
+                    out.push(Verdicts {
+                        id: r.get(0)?,
+                        model: r.get(1)?,
+                        prompt: r.get(2)?,
+                        signals: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                        feedback: r.get(4)?,
+                        judged: r.get(5)?,
+                    });
+                }
+            }
+            Store::Postgres(client) => {
+                for r in client.query(LABELLED, &[&since_ms])? {
+                    out.push(Verdicts {
+                        id: r.try_get(0)?,
+                        model: r.try_get(1)?,
+                        prompt: r.try_get(2)?,
+                        signals: r.try_get::<_, Option<String>>(3)?.unwrap_or_default(),
+                        feedback: r.try_get(4)?,
+                        judged: r.try_get(5)?,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
-/// An outcome's 24 column values, in `INSERT_OUTCOME`'s order.
+/// An outcome's 25 column values, in `INSERT_OUTCOME`'s order.
 struct Columns<'a> {
     o: &'a Outcome,
     route: &'static str,
@@ -272,6 +459,7 @@ struct Columns<'a> {
     skills: Option<&'a str>,
     tool_need: Option<f64>,
     candidates: Option<&'a str>,
+    signals: Option<&'a str>,
     numbers: [i64; 6],
 }
 
@@ -286,6 +474,7 @@ impl<'a> Columns<'a> {
             skills: auto.map(|a| a.skills.as_str()),
             tool_need: auto.map(|a| a.tool_need),
             candidates: auto.map(|a| a.candidates.as_str()),
+            signals: Some(o.signals.as_str()).filter(|s| !s.is_empty()),
             numbers: [
                 o.prompt_tokens as i64,
                 o.completion_tokens as i64,
@@ -298,7 +487,7 @@ impl<'a> Columns<'a> {
     }
 }
 
-/// The 24 parameters of `INSERT_OUTCOME`, as `&$t` (each backend's `ToSql` trait object).
+/// The 25 parameters of `INSERT_OUTCOME`, as `&$t` (each backend's `ToSql` trait object).
 macro_rules! outcome_params {
     ($c:expr, $t:ty) => {{
         let c = $c;
@@ -328,6 +517,7 @@ macro_rules! outcome_params {
             &c.numbers[5] as &$t,
             &o.prompt as &$t,
             &o.answer as &$t,
+            &c.signals as &$t,
         ]
     }};
 }

@@ -139,6 +139,7 @@ fn full_response(
     if state.stores_text() {
         finished.answer = crate::outcomes::answer_text(&message);
     }
+    finished.signals = crate::outcomes::signals::Signals::of_answer(&message);
     state.record(finished, Some(model));
     let mut response = Json(message).into_response();
     set_header(&mut response, "x-triage-cost-usd", &format_usd(cost));

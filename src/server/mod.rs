@@ -35,6 +35,7 @@ use crate::catalog::{Catalog, Model, Usage};
 use crate::config::Config;
 use crate::dispatch::{Answer, DispatchError, Dispatched, Dispatcher, Failure};
 use crate::metrics::{Metrics, ModelLabels, RequestLabels};
+use crate::outcomes::signals::Signals;
 use crate::outcomes::{AutoColumns, LogError, Outcome, OutcomeLog};
 use crate::policy::Targets;
 use crate::router::{AdaptiveRouter, AutoDecision};
@@ -137,6 +138,9 @@ impl AppState {
             stream: finished.stream,
             prompt: finished.prompt.clone(),
             answer: finished.answer.clone(),
+            signals: finished
+                .signals
+                .list(!finished.fallbacks.is_empty() || finished.status >= 500),
         });
     }
 
@@ -231,6 +235,7 @@ pub struct Finished {
     auto: Option<Arc<AutoDecision>>,
     prompt: Option<String>,
     answer: Option<String>,
+    signals: Signals,
 }
 
 impl Finished {
@@ -250,6 +255,7 @@ impl Finished {
             auto: None,
             prompt: None,
             answer: None,
+            signals: Signals::default(),
         }
     }
 
@@ -391,6 +397,7 @@ impl Finished {
             auto: None,
             prompt: None,
             answer: None,
+            signals: Signals::default(),
         }
     }
 }
@@ -411,6 +418,7 @@ fn full_response(
     if state.stores_text() {
         finished.answer = crate::outcomes::answer_text(&value);
     }
+    finished.signals = Signals::of_answer(&value);
     state.record(finished, Some(model));
     let mut response = Json(value).into_response();
     if let Some((_, cost)) = finished.usage {

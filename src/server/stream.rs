@@ -102,6 +102,7 @@ async fn forward(
         };
         let shaped = match item {
             Some(Ok(chunk)) => {
+                finished.signals.observe(&chunk);
                 if let (Some(text), Some(delta)) =
                     (answer.as_mut(), crate::outcomes::delta_text(&chunk))
                 {

@@ -112,6 +112,11 @@ pub struct GradientCoverage {
 impl Model {
     /// Heads and θ on top of `encoder`, all created in `params` from `rng`. θ starts at each
     /// model's logit of its mean training score, so that b(x) starts near 0.
+    ///
+    /// With `warm` (fine-tuning a trained directory) the heads start from its weights and the
+    /// models it knows from its θ; a model it does not know starts at the known models' mean
+    /// θ, shifted by how much better or worse its mean training score is.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         mut params: Params,
         encoder: Encoder,
@@ -119,29 +124,30 @@ impl Model {
         recipe: &Recipe,
         data: &Dataset,
         pad: u32,
+        warm: Option<&Warm>,
         rng: &mut StdRng,
     ) -> Result<Model, TrainError> {
         let k = recipe.skills.len();
         let mut linear =
             |name: &str, outputs: usize, rng: &mut StdRng| -> Result<Linear, TrainError> {
-                let weight = params.create(
-                    &format!("heads.{name}.weight"),
+                let mut make = |name: String, dims: &[usize], init: Init| {
+                    match warm.and_then(|w| w.heads.get(&name)) {
+                        Some(t) if t.dims() == dims => params.insert(&name, t.clone()),
+                        _ => params.create(&name, dims, init, rng),
+                    }
+                };
+                let weight = make(
+                    format!("heads.{name}.weight"),
                     &[outputs, hidden],
                     Init::Normal(0.02),
-                    rng,
                 )?;
-                let bias =
-                    params.create(&format!("heads.{name}.bias"), &[outputs], Init::Zeros, rng)?;
+                let bias = make(format!("heads.{name}.bias"), &[outputs], Init::Zeros)?;
                 Ok(Linear::new(weight, Some(bias)))
             };
         let difficulty = linear("difficulty", 1, rng)?;
         let skills = linear("skills", k, rng)?;
         let tool = linear("tool", 1, rng)?;
-        let start = model_mean_logits(data);
-        let theta_values: Vec<f32> = start
-            .iter()
-            .flat_map(|&l| std::iter::repeat_n(l, k))
-            .collect();
+        let theta_values = initial_theta(data, k, warm);
         let theta = params.insert(
             THETA,
             Tensor::from_vec(theta_values, (data.models.len(), k), &Device::Cpu)?,
@@ -389,6 +395,38 @@ fn bce_with_logits(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Ten
 }
 
 /// logit(mean training score) per model, clamped: θ's starting point.
+/// What a fine-tuning run starts from: a trained directory's heads and θ.
+#[derive(Debug, Clone, Default)]
+pub struct Warm {
+    /// `heads.*` tensors by name.
+    pub heads: std::collections::HashMap<String, Tensor>,
+    pub abilities: std::collections::BTreeMap<String, Vec<f32>>,
+}
+
+/// θ rows (models × skills, flattened): each model's logit of its mean training score on every
+/// skill, or, when fine-tuning, the warm θ (see [`Model::new`]).
+fn initial_theta(data: &Dataset, k: usize, warm: Option<&Warm>) -> Vec<f32> {
+    let logits = model_mean_logits(data);
+    let known: Vec<(usize, &Vec<f32>)> = data
+        .models
+        .iter()
+        .enumerate()
+        .filter_map(|(i, name)| Some((i, warm?.abilities.get(name).filter(|a| a.len() == k)?)))
+        .collect();
+    let n = known.len() as f32;
+    let mean_theta: Vec<f32> = (0..k)
+        .map(|j| known.iter().map(|(_, a)| a[j]).sum::<f32>() / n.max(1.0))
+        .collect();
+    let mean_logit = known.iter().map(|(i, _)| logits[*i]).sum::<f32>() / n.max(1.0);
+    (0..data.models.len())
+        .flat_map(|i| match known.iter().find(|(m, _)| *m == i) {
+            Some((_, a)) => (*a).clone(),
+            None if known.is_empty() => vec![logits[i]; k],
+            None => mean_theta.iter().map(|t| t + logits[i] - mean_logit).collect(),
+        })
+        .collect()
+}
+
 fn model_mean_logits(data: &Dataset) -> Vec<f32> {
     let mut sums = vec![(0.0f64, 0usize); data.models.len()];
     for prompt in data.prompts.iter().filter(|p| !p.dev) {

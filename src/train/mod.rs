@@ -12,6 +12,7 @@
 pub mod data;
 pub mod encoder;
 mod fit;
+pub mod from_log;
 mod frozen;
 pub mod metrics;
 pub mod params;
@@ -37,7 +38,7 @@ use crate::classifier::{
 use data::{DataReport, Dataset};
 use encoder::{BertShape, TrainEncoder};
 pub use fit::{DevMetrics, EpochMetrics, GradientCoverage, PromptPrediction, quality};
-use fit::{Encoder, Model};
+use fit::{Encoder, Model, Warm};
 use metrics::OutcomeSummary;
 use params::Params;
 use recipe::{AbilityMapSpec, EncoderChoice, Recipe};
@@ -93,6 +94,39 @@ pub struct TrainArgs {
     /// No progress bars and no per-epoch lines.
     #[arg(long)]
     pub quiet: bool,
+    /// Also learn from the outcome log (an SQLite file or a `postgres://` URL): answers with
+    /// client feedback, a judge's grade or an implicit failure, mixed with the recipe's files.
+    #[arg(long)]
+    pub from_log: Option<String>,
+    /// Weight of each logged prompt in the outcome loss (the recipe's files say theirs).
+    #[arg(long, default_value_t = 3.0)]
+    pub log_weight: f64,
+    /// Only logged requests from this date on (`2026-11-25` UTC, or RFC 3339).
+    #[arg(long)]
+    pub log_since: Option<String>,
+    /// Fine-tune this model directory (its tokenizer, encoder, heads and θ) instead of
+    /// building the recipe's encoder: the way to retrain on new traffic without starting over.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+}
+
+impl TrainArgs {
+    /// The defaults of the command line, for `out`.
+    pub fn new(recipe: PathBuf, data_dir: PathBuf, out: PathBuf) -> TrainArgs {
+        TrainArgs {
+            recipe,
+            data_dir,
+            out,
+            epochs: None,
+            seed: None,
+            cache_dir: PathBuf::from("target/train-cache"),
+            quiet: false,
+            from_log: None,
+            log_weight: 3.0,
+            log_since: None,
+            init: None,
+        }
+    }
 }
 
 /// What a run did.
@@ -106,6 +140,8 @@ pub struct TrainSummary {
     /// Dev outcome numbers of a prompt-blind router (each model's mean training score).
     pub baseline: OutcomeSummary,
     pub gradient: GradientCoverage,
+    /// What `--from-log` took from the outcome log.
+    pub log: Option<from_log::LogExport>,
     /// Training-time predictions for a few dev prompts.
     pub samples: Vec<SamplePrediction>,
     pub seconds: f64,
@@ -126,7 +162,7 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
     if let Some(seed) = args.seed {
         recipe.seed = seed;
     }
-    let choice = recipe
+    let mut choice = recipe
         .encoder_choice()
         .map_err(|message| TrainError::Recipe {
             path: args.recipe.clone(),
@@ -136,6 +172,27 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
         if !args.quiet {
             eprintln!("{line}");
         }
+    };
+    let log = match &args.from_log {
+        Some(log) => Some(add_log_file(args, log, &mut recipe)?),
+        None => None,
+    };
+    if let Some(export) = &log {
+        say(format!(
+            "outcome log: {} answered requests with text, {} graded rows {:?} over {} models",
+            export.answered,
+            export.rows(),
+            export.by_label,
+            export.models.len()
+        ));
+    }
+    let warm = match &args.init {
+        Some(dir) => {
+            let warm = warm_start(dir, &recipe)?;
+            choice = EncoderChoice::Finetune(dir.clone());
+            Some(warm)
+        }
+        None => None,
     };
     let data = Dataset::load(&recipe, &args.data_dir)?;
     say(data_lines(&data));
@@ -185,6 +242,7 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
         &recipe,
         &data,
         special.pad,
+        warm.as_ref(),
         &mut rng,
     )?;
     let baseline = fit::model_only_baseline(&data);
@@ -220,6 +278,7 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
         selected_epoch: fitted.selected_epoch,
         baseline,
         gradient,
+        log,
         samples,
         seconds: 0.0,
     };
@@ -237,6 +296,67 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
             .map_or("-".into(), |a| format!("{a:.4}"))
     ));
     Ok(summary)
+}
+
+/// Exports the log's graded answers and adds them to the recipe as one more outcome file.
+fn add_log_file(
+    args: &TrainArgs,
+    log: &str,
+    recipe: &mut Recipe,
+) -> Result<from_log::LogExport, TrainError> {
+    let since_ms = match &args.log_since {
+        Some(text) => crate::outcomes::parse_date(text).ok_or_else(|| {
+            TrainError::Invalid(format!("--log-since {text}: expected a date like 2026-11-25"))
+        })?,
+        None => 0,
+    };
+    let export = from_log::export(log, since_ms, &args.cache_dir)?;
+    if export.rows() == 0 {
+        return Err(TrainError::Invalid(format!(
+            "the outcome log has no graded answers ({} answered requests with text): give              feedback, run `triage label --judge MODEL`, or log with [log] store_text = true",
+            export.answered
+        )));
+    }
+    let absolute = std::path::absolute(&export.path).map_err(|e| TrainError::File {
+        path: export.path.clone(),
+        message: e.to_string(),
+    })?;
+    recipe.files.push(recipe::FileSpec {
+        path: absolute.display().to_string(),
+        kind: recipe::FileKind::Outcomes,
+        prompts: None,
+        weight: args.log_weight,
+        max_prompts: None,
+        extra_negatives: 0,
+        negative_sources: Vec::new(),
+    });
+    Ok(export)
+}
+
+/// The heads and θ of a trained directory, checked against the recipe's skills.
+fn warm_start(dir: &Path, recipe: &Recipe) -> Result<Warm, TrainError> {
+    let metadata = classifier::load_metadata(dir)?;
+    if metadata.skills != recipe.skills {
+        return Err(TrainError::Invalid(format!(
+            "--init {}: its skills {:?} differ from the recipe's {:?}",
+            dir.display(),
+            metadata.skills,
+            recipe.skills
+        )));
+    }
+    let mut heads = std::collections::HashMap::new();
+    let prefix = format!("{HEADS_PREFIX}.");
+    for name in ["model.safetensors", "heads.safetensors"] {
+        let path = dir.join(name);
+        if path.exists() {
+            let tensors = candle_core::safetensors::load(&path, &Device::Cpu)?;
+            heads.extend(tensors.into_iter().filter(|(n, _)| n.starts_with(&prefix)));
+        }
+    }
+    Ok(Warm {
+        heads,
+        abilities: metadata.abilities,
+    })
 }
 
 fn tokenizer_and_shape(
@@ -342,6 +462,8 @@ fn metadata(
         "epochs": summary.epochs,
         "selected_epoch": summary.selected_epoch,
         "dev_baseline_model_only": summary.baseline,
+        "from_log": summary.log,
+        "init": args.init,
         "gradient_coverage": summary.gradient,
         "seed": recipe.seed,
         "git_revision": git_revision(),
