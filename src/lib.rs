@@ -5,6 +5,7 @@
 //! `catalog` and `config` as the data they share.
 
 pub mod bench;
+pub mod calibrate;
 pub mod catalog;
 pub mod classifier;
 pub mod config;

@@ -59,6 +59,9 @@ enum Command {
     /// Grade logged answers that have no feedback with a judge model; stores the grades in the
     /// log for `train --from-log`.
     Label(triage::outcomes::judge::LabelArgs),
+    /// Set a profile's quality target from logged traffic, for a share of requests to one
+    /// model or a budget per 1,000 requests.
+    Calibrate(triage::calibrate::CalibrateArgs),
     /// Requests, tokens and cost from the outcome log, and what adaptive routing saved.
     Report(triage::outcomes::report::ReportArgs),
     /// Print the classifier's view of a prompt: difficulty, skills, tool need.
@@ -108,6 +111,21 @@ fn main() -> anyhow::Result<()> {
         Command::BenchOverhead(options) => triage::bench::run(options),
         Command::Classify { json, model, text } => classify(json, model, &text),
         Command::Report(args) => triage::outcomes::report::run(&args),
+        Command::Calibrate(args) => {
+            let (config, catalog) = load_config(args.config.as_ref())?;
+            let router = AdaptiveRouter::new(
+                Classifier::load(&config.classifier.model)?,
+                &catalog,
+                config.routing.targets(),
+            );
+            let calibration = triage::calibrate::run(&args, &config, &catalog, &router)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&calibration)?);
+            } else {
+                print!("{calibration}");
+            }
+            Ok(())
+        }
         Command::Label(args) => {
             let (config, catalog) = load_config(args.config.as_ref())?;
             let summary =

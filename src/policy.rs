@@ -245,6 +245,18 @@ pub fn decide(
     }
 }
 
+/// The model a relative profile with quality target `fraction` (of the best eligible
+/// predicted quality) picks among already priced and filtered candidates: what `decide` would
+/// choose at another target, without classifying the prompt again.
+pub fn choose_at(candidates: &[Candidate], fraction: f32) -> Option<&Candidate> {
+    let eligible: Vec<&Candidate> = candidates.iter().filter(|c| c.excluded.is_none()).collect();
+    let best = eligible
+        .iter()
+        .filter_map(|c| c.quality)
+        .fold(0.0f32, f32::max);
+    rank(&eligible, best * fraction).first().copied()
+}
+
 /// Those meeting the target, cheapest first (ties: better quality), then the rest, best first.
 fn rank<'a>(eligible: &[&'a Candidate], target: f32) -> Vec<&'a Candidate> {
     let quality = |c: &Candidate| c.quality.unwrap_or(0.0);
@@ -412,6 +424,34 @@ mod tests {
         );
         assert_eq!(chosen(&best), "top");
         assert_eq!(best.fallbacks.len(), 2);
+    }
+
+    #[test]
+    fn choosing_again_at_another_target_matches_deciding_at_it() {
+        let t = Table::three();
+        let options = t.options();
+        for difficulty in [-6.0, -1.0, 0.5, 1.5, 3.0] {
+            for fraction in [0.5, 0.8, 0.95, 1.0] {
+                let targets = Targets {
+                    balanced: fraction,
+                    cheap: 0.8,
+                };
+                let decided = decide(
+                    &options,
+                    &prompt(difficulty),
+                    &needs(),
+                    Profile::Balanced,
+                    &Constraints::default(),
+                    targets,
+                );
+                let again = choose_at(&decided.candidates, fraction);
+                assert_eq!(
+                    again,
+                    decided.chosen.as_ref(),
+                    "b={difficulty} t={fraction}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -87,8 +87,13 @@ impl AdaptiveRouter {
             .values()
             .filter_map(|m| {
                 let trained = classifier.metadata.abilities.get(&m.id);
-                abilities_of(m, &skills, trained, classifier.metadata.ability_map.as_ref())
-                    .map(|a| (m.id.clone(), a))
+                abilities_of(
+                    m,
+                    &skills,
+                    trained,
+                    classifier.metadata.ability_map.as_ref(),
+                )
+                .map(|a| (m.id.clone(), a))
             })
             .collect();
         AdaptiveRouter {

@@ -135,6 +135,9 @@ const UNLABELLED: &str = "SELECT o.id, o.model, o.prompt, o.answer FROM outcomes
     ORDER BY o.ts_ms, o.id";
 const INSERT_LABEL: &str = "INSERT INTO labels (request_id, judge, ts_ms, rating, score, cost_usd)
     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (request_id, judge) DO NOTHING";
+/// Prompts of answered requests, with the route they took.
+const PROMPTS: &str = "SELECT route, prompt FROM outcomes
+    WHERE ts_ms >= $1 AND status = 200 AND prompt IS NOT NULL ORDER BY ts_ms, id";
 /// Answered requests with text, and every verdict on them.
 const LABELLED: &str = "SELECT o.id, o.model, o.prompt, o.signals,
     (SELECT AVG(f.score) FROM feedback f WHERE f.request_id = o.id),
@@ -413,6 +416,26 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// `(route, prompt)` of every answered request with text logged at or after `since_ms`.
+    pub fn prompts(&mut self, since_ms: i64) -> Result<Vec<(String, String)>, StoreError> {
+        let mut out = Vec::new();
+        match self {
+            Store::Sqlite(conn) => {
+                let mut statement = conn.prepare(PROMPTS)?;
+                let mut rows = statement.query([since_ms])?;
+                while let Some(r) = rows.next()? {
+                    out.push((r.get(0)?, r.get(1)?));
+                }
+            }
+            Store::Postgres(client) => {
+                for r in client.query(PROMPTS, &[&since_ms])? {
+                    out.push((r.try_get(0)?, r.try_get(1)?));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Every answered request with text logged at or after `since_ms`, with its verdicts.

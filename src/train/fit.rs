@@ -130,11 +130,11 @@ impl Model {
         let k = recipe.skills.len();
         let mut linear =
             |name: &str, outputs: usize, rng: &mut StdRng| -> Result<Linear, TrainError> {
-                let mut make = |name: String, dims: &[usize], init: Init| {
-                    match warm.and_then(|w| w.heads.get(&name)) {
-                        Some(t) if t.dims() == dims => params.insert(&name, t.clone()),
-                        _ => params.create(&name, dims, init, rng),
-                    }
+                let mut make = |name: String, dims: &[usize], init: Init| match warm
+                    .and_then(|w| w.heads.get(&name))
+                {
+                    Some(t) if t.dims() == dims => params.insert(&name, t.clone()),
+                    _ => params.create(&name, dims, init, rng),
                 };
                 let weight = make(
                     format!("heads.{name}.weight"),
@@ -422,7 +422,10 @@ fn initial_theta(data: &Dataset, k: usize, warm: Option<&Warm>) -> Vec<f32> {
         .flat_map(|i| match known.iter().find(|(m, _)| *m == i) {
             Some((_, a)) => (*a).clone(),
             None if known.is_empty() => vec![logits[i]; k],
-            None => mean_theta.iter().map(|t| t + logits[i] - mean_logit).collect(),
+            None => mean_theta
+                .iter()
+                .map(|t| t + logits[i] - mean_logit)
+                .collect(),
         })
         .collect()
 }

@@ -306,7 +306,9 @@ fn add_log_file(
 ) -> Result<from_log::LogExport, TrainError> {
     let since_ms = match &args.log_since {
         Some(text) => crate::outcomes::parse_date(text).ok_or_else(|| {
-            TrainError::Invalid(format!("--log-since {text}: expected a date like 2026-11-25"))
+            TrainError::Invalid(format!(
+                "--log-since {text}: expected a date like 2026-11-25"
+            ))
         })?,
         None => 0,
     };
