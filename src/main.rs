@@ -134,6 +134,11 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Eval { args, model } => evaluate(&args, &model),
+        Command::Train(args) if args.prompt_list_only => {
+            let listed = triage::train::list_prompts(&args)?;
+            eprintln!("listed {listed} training prompts in {}", args.out.display());
+            Ok(())
+        }
         Command::Train(args) => {
             let summary = triage::train::run(&args)?;
             eprintln!(

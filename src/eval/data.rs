@@ -3,7 +3,8 @@
 //!
 //! A row is one JSON object per line (plain or gzip, told apart by the gzip magic bytes):
 //! `source, subset, prompt_id, prompt, model, label, score[, cost]`. `prompt` is a string or an
-//! array of user turns (strings, or objects with a `content` string), joined with blank lines; a
+//! array of user turns (strings, or objects with a `content` string), rendered as training and
+//! the classifier render a conversation (`user: …` lines, the last turn bare); a
 //! row without `prompt` takes its text from a `--prompts` file (`prompt_id`, `prompt` per line).
 //!
 //! Scores are mapped to [0, 1] once per file: `(score − lo) / (hi − lo)` with
@@ -383,31 +384,11 @@ fn prompt_id(row: &Map<String, Value>) -> Result<String, String> {
     }
 }
 
-/// The prompt's text, `None` when the row has no `prompt`.
+/// The prompt's text as the classifier sees it, `None` when the row has no `prompt`: the same
+/// rendering as training's, so a conversation is classified (and hashed for "seen in
+/// training") exactly as the trainer saw it.
 fn prompt_text(row: &Map<String, Value>) -> Result<Option<String>, String> {
-    let text = match row.get("prompt") {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(turns)) => {
-            let turns: Result<Vec<&str>, String> = turns
-                .iter()
-                .map(|turn| match turn {
-                    Value::String(s) => Ok(s.as_str()),
-                    Value::Object(o) => match o.get("content") {
-                        Some(Value::String(s)) => Ok(s.as_str()),
-                        _ => Err("a turn of `prompt` has no `content` string".to_owned()),
-                    },
-                    _ => Err("a turn of `prompt` is neither a string nor an object".to_owned()),
-                })
-                .collect();
-            turns?.join("\n\n")
-        }
-        Some(_) => return Err("`prompt` is neither a string nor an array of turns".into()),
-    };
-    if text.trim().is_empty() {
-        return Err("`prompt` is empty".into());
-    }
-    Ok(Some(text))
+    crate::train::data::prompt_text(row)
 }
 
 #[derive(Default)]
@@ -556,7 +537,8 @@ mod tests {
             "\n\n\n",
         ))
         .unwrap();
-        assert_eq!(data.prompts[0].text, "hi\n\nmore");
+        // Rendered as the classifier sees a conversation (and as training rendered it).
+        assert_eq!(data.prompts[0].text, "user: hi\nmore");
         assert_eq!(data.prompts[0].id, "1");
         assert_eq!(data.repeated_rows, 1);
         // Averaged; the cost is unknown because one of the two rows lacks it.

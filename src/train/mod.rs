@@ -85,6 +85,13 @@ pub struct TrainArgs {
     /// Override the recipe's number of epochs.
     #[arg(long)]
     pub epochs: Option<usize>,
+    /// Override the recipe's θ learning rate (a retrain on a small log wants a higher one).
+    #[arg(long)]
+    pub theta_lr: Option<f64>,
+    /// Cap every recipe file at this many prompts (a stable-hash sample): a quick retrain that
+    /// still mixes in the public data.
+    #[arg(long)]
+    pub max_prompts: Option<usize>,
     /// Override the recipe's seed.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -104,6 +111,10 @@ pub struct TrainArgs {
     /// Only logged requests from this date on (`2026-11-25` UTC, or RFC 3339).
     #[arg(long)]
     pub log_since: Option<String>,
+    /// Write only `training_prompts.bin` (the prompts the recipe's data gives, for `eval` to
+    /// leave out) into `--out`, for a model directory trained before that file existed.
+    #[arg(long)]
+    pub prompt_list_only: bool,
     /// Fine-tune this model directory (its tokenizer, encoder, heads and θ) instead of
     /// building the recipe's encoder: the way to retrain on new traffic without starting over.
     #[arg(long)]
@@ -118,6 +129,8 @@ impl TrainArgs {
             data_dir,
             out,
             epochs: None,
+            theta_lr: None,
+            max_prompts: None,
             seed: None,
             cache_dir: PathBuf::from("target/train-cache"),
             quiet: false,
@@ -125,6 +138,7 @@ impl TrainArgs {
             log_weight: 3.0,
             log_since: None,
             init: None,
+            prompt_list_only: false,
         }
     }
 }
@@ -153,6 +167,14 @@ pub struct SamplePrediction {
     pub prediction: PromptPrediction,
 }
 
+/// `--prompt-list-only`: reads the recipe's data and writes `training_prompts.bin` into
+/// `--out`; returns how many prompts it lists.
+pub fn list_prompts(args: &TrainArgs) -> Result<usize, TrainError> {
+    let recipe = Recipe::load(&args.recipe)?;
+    let data = Dataset::load(&recipe, &args.data_dir)?;
+    write_training_prompts(&args.out, &data)
+}
+
 pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
     let started = Instant::now();
     let mut recipe = Recipe::load(&args.recipe)?;
@@ -161,6 +183,14 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
     }
     if let Some(seed) = args.seed {
         recipe.seed = seed;
+    }
+    if let Some(lr) = args.theta_lr {
+        recipe.optim.theta_lr = lr;
+    }
+    if let Some(cap) = args.max_prompts {
+        for file in &mut recipe.files {
+            file.max_prompts = Some(file.max_prompts.map_or(cap, |m| m.min(cap)));
+        }
     }
     let mut choice = recipe
         .encoder_choice()
@@ -285,6 +315,7 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
     summary.seconds = started.elapsed().as_secs_f64();
     let metadata = metadata(args, &recipe, &choice, &shape, &data, &model, &summary)?;
     write_model_dir(&args.out, &choice, &shape, &tokenizer, &model, &metadata)?;
+    write_training_prompts(&args.out, &data)?;
     say(format!(
         "wrote {} ({:.1} MB) in {:.0} s; dev baseline (model only): AUC {}",
         args.out.display(),
@@ -595,6 +626,27 @@ fn write_model_dir(
     std::fs::write(out.join(METADATA_FILE), text + "\n")
         .map_err(|e| io(&out.join(METADATA_FILE), e))?;
     Ok(())
+}
+
+/// `training_prompts.bin`: the hash of every prompt the run read (train and dev split), sorted,
+/// so that `eval` can leave prompts seen in training out of its measurements. Returns how many.
+fn write_training_prompts(out: &Path, data: &Dataset) -> Result<usize, TrainError> {
+    let mut hashes: Vec<u64> = data
+        .prompts
+        .iter()
+        .map(|p| crate::eval::prompt_hash(&p.text))
+        .collect();
+    hashes.sort_unstable();
+    hashes.dedup();
+    let bytes: Vec<u8> = hashes.iter().flat_map(|h| h.to_le_bytes()).collect();
+    let path = out.join(crate::eval::classifier::TRAINING_PROMPTS_FILE);
+    std::fs::create_dir_all(out)
+        .and_then(|_| std::fs::write(&path, bytes))
+        .map_err(|e| TrainError::File {
+            path,
+            message: e.to_string(),
+        })?;
+    Ok(hashes.len())
 }
 
 fn data_lines(data: &Dataset) -> String {
