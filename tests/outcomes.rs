@@ -12,6 +12,7 @@ use common::*;
 use rusqlite::Connection;
 use serde_json::{Value, json};
 use triage::outcomes::report::{Report, ReportOptions};
+use triage::outcomes::store::Label;
 use triage::outcomes::{AutoColumns, Outcome, Store};
 
 const ADMIN_KEY: &str = "sk-admin-test";
@@ -744,7 +745,7 @@ async fn postgres_logs_feedback_and_reports_like_sqlite() {
     tokio::task::spawn_blocking(move || {
         let mut store = Store::connect(&fresh).unwrap();
         store
-            .execute_batch("DROP TABLE IF EXISTS feedback, outcomes")
+            .execute_batch("DROP TABLE IF EXISTS labels, feedback, outcomes")
             .unwrap();
     })
     .await
@@ -809,6 +810,28 @@ async fn postgres_logs_feedback_and_reports_like_sqlite() {
             );
             assert_eq!(row.get::<_, f64>(3), 1.0);
         }
+        // What `label`, `train --from-log` and `calibrate` read, and a judge's grade.
+        let mut store = Store::connect(&url).unwrap();
+        assert!(
+            store.unlabelled(0, "judge").unwrap().is_empty(),
+            "all have feedback"
+        );
+        let label = Label {
+            request_id: ids[1].clone(),
+            judge: "judge".into(),
+            ts_ms: 1,
+            rating: 7.0,
+            score: 6.0 / 9.0,
+            cost_usd: 0.001,
+        };
+        store.insert_label(&label).unwrap();
+        store.insert_label(&label).unwrap(); // a repeat is ignored
+        let verdicts = store.verdicts(0).unwrap();
+        assert_eq!(verdicts.len(), 3, "the three answered requests with text");
+        let judged: Vec<Option<f64>> = verdicts.iter().map(|v| v.judged).collect();
+        assert_eq!(judged.iter().filter(|j| j.is_some()).count(), 1);
+        assert!(verdicts.iter().all(|v| v.feedback == Some(1.0)));
+        assert_eq!(store.prompts(0).unwrap().len(), 3);
     })
     .await
     .unwrap();

@@ -612,3 +612,38 @@ fn write_postgres(
     tx.commit()?;
     Ok(verdicts)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_from_before_the_signals_column_gains_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let old_schema =
+            SQLITE_SCHEMA.replace("    answer TEXT,\n    signals TEXT\n", "    answer TEXT\n");
+        assert_ne!(old_schema, SQLITE_SCHEMA);
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch(&old_schema)
+            .unwrap();
+        let mut store = Store::open(&path).unwrap();
+        let outcome = Outcome {
+            id: "r1".into(),
+            endpoint: "chat",
+            model: Some("m".into()),
+            status: 200,
+            prompt: Some(r#"{"messages": []}"#.into()),
+            answer: Some("a".into()),
+            signals: "truncated".into(),
+            ..Outcome::default()
+        };
+        store.write(&[Write::Outcome(&outcome)]).unwrap();
+        let verdicts = store.verdicts(0).unwrap();
+        assert_eq!(verdicts[0].signals, "truncated");
+        // Opening it again does not add the column twice.
+        drop(store);
+        Store::open(&path).unwrap();
+    }
+}
