@@ -62,6 +62,9 @@ enum Command {
     /// Set a profile's quality target from logged traffic, for a share of requests to one
     /// model or a budget per 1,000 requests.
     Calibrate(triage::calibrate::CalibrateArgs),
+    /// Write rows of an outcome file into an outcome log as if they were traffic with
+    /// feedback, to try `train --from-log` and `calibrate` on public data.
+    Replay(triage::outcomes::replay::ReplayArgs),
     /// Requests, tokens and cost from the outcome log, and what adaptive routing saved.
     Report(triage::outcomes::report::ReportArgs),
     /// Print the classifier's view of a prompt: difficulty, skills, tool need.
@@ -124,6 +127,14 @@ fn main() -> anyhow::Result<()> {
             } else {
                 print!("{calibration}");
             }
+            Ok(())
+        }
+        Command::Replay(args) => {
+            let logged = triage::outcomes::replay::run(&args)?;
+            eprintln!(
+                "logged {logged} replayed requests with feedback in {}",
+                args.log
+            );
             Ok(())
         }
         Command::Label(args) => {

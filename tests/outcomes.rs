@@ -836,3 +836,52 @@ async fn postgres_logs_feedback_and_reports_like_sqlite() {
     .await
     .unwrap();
 }
+
+#[test]
+fn replay_logs_a_share_of_an_outcome_file_as_traffic_with_feedback() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("outcomes.jsonl");
+    let mut rows = String::new();
+    for i in 0..200 {
+        for (model, score) in [("weak", (i % 2) as f64 * 10.0), ("strong", 10.0)] {
+            let row = json!({"source": if i < 150 { "a" } else { "b" }, "prompt_id": i,
+                "prompt": format!("question {i}"), "model": model, "score": score});
+            rows.push_str(&format!("{row}\n"));
+        }
+    }
+    std::fs::write(&data, rows).unwrap();
+    let log = dir.path().join("replayed.db");
+    let args = triage::outcomes::replay::ReplayArgs {
+        data,
+        log: log.display().to_string(),
+        source: Some("a".into()),
+        fraction: 0.5,
+        salt: "replay".into(),
+    };
+    let logged = triage::outcomes::replay::run(&args).unwrap();
+    // Half of 150 prompts by a stable hash, both models each: about 150 requests.
+    assert!((110..=190).contains(&logged), "{logged}");
+    assert_eq!(logged % 2, 0, "a prompt comes with both its rows");
+    let verdicts = Store::open_read(&log).unwrap().verdicts(0).unwrap();
+    assert_eq!(verdicts.len(), logged);
+    // 1–10 grades become feedback in [0, 1]; every replayed prompt is from source `a`.
+    for v in &verdicts {
+        let i: usize = triage::train::from_log::classifier_text(&v.prompt).unwrap()
+            ["question ".len()..]
+            .parse()
+            .unwrap();
+        assert!(i < 150);
+        let expected = if v.model == "weak" && i.is_multiple_of(2) {
+            0.0
+        } else {
+            1.0
+        };
+        assert_eq!(v.feedback, Some(expected), "{v:?}");
+    }
+    // The same draw again: the same requests, not new ones.
+    assert_eq!(triage::outcomes::replay::run(&args).unwrap(), logged);
+    assert_eq!(
+        Store::open_read(&log).unwrap().verdicts(0).unwrap().len(),
+        logged
+    );
+}

@@ -12,6 +12,7 @@
 //! `report` reads them back.
 
 pub mod judge;
+pub mod replay;
 pub mod report;
 pub mod signals;
 pub mod store;

@@ -119,7 +119,10 @@ impl Dataset {
             file_report.file = spec.path.clone();
             let mut fresh = Vec::new();
             for p in pending {
-                if let Some(held) = held_out.get(&stem_key(&p.text)) {
+                if let Some(held) = held_out
+                    .get(&stem_key(&p.text))
+                    .filter(|_| !spec.keep_held_out)
+                {
                     *file_report.removed_overlap.entry(held.clone()).or_default() += 1;
                     continue;
                 }

@@ -360,6 +360,7 @@ fn add_log_file(
         prompts: None,
         weight: args.log_weight,
         max_prompts: None,
+        keep_held_out: true,
         extra_negatives: 0,
         negative_sources: Vec::new(),
     });

@@ -174,6 +174,12 @@ pub struct FileSpec {
     /// tool_need only: this many prompts of the outcome files are added as "needs no tool".
     #[serde(default)]
     pub extra_negatives: usize,
+    /// Keep prompts that are also in a held-out file. Set for the outcome log (`--from-log`):
+    /// held-out removal keeps public training data off the public benchmarks, and the user's
+    /// own traffic is not public data; `eval` still leaves any prompt seen in training out
+    /// (`training_prompts.bin`).
+    #[serde(default)]
+    pub keep_held_out: bool,
     /// tool_need only: draw the extra negatives from these sources (all outcome prompts when
     /// empty). Short questions make the negatives that teach "a question is not a tool call".
     #[serde(default)]
