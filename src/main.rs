@@ -145,6 +145,13 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Eval { args, model } => evaluate(&args, &model),
+        Command::Train(args) if args.refit_ability_maps => {
+            let metadata = triage::train::refit_ability_maps(&args)?;
+            for map in metadata.maps() {
+                eprintln!("{} map: {}", map.benchmark, map.fit);
+            }
+            Ok(())
+        }
         Command::Train(args) if args.prompt_list_only => {
             let listed = triage::train::list_prompts(&args)?;
             eprintln!("listed {listed} training prompts in {}", args.out.display());

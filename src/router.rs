@@ -82,18 +82,13 @@ fn logit(p: f32) -> f32 {
 impl AdaptiveRouter {
     pub fn new(classifier: Classifier, catalog: &Catalog, targets: Targets) -> AdaptiveRouter {
         let skills = classifier.skills().to_vec();
+        let maps = classifier.metadata.maps();
         let abilities = catalog
             .models
             .values()
             .filter_map(|m| {
                 let trained = classifier.metadata.abilities.get(&m.id);
-                abilities_of(
-                    m,
-                    &skills,
-                    trained,
-                    classifier.metadata.ability_map.as_ref(),
-                )
-                .map(|a| (m.id.clone(), a))
+                abilities_of(m, &skills, trained, &maps).map(|a| (m.id.clone(), a))
             })
             .collect();
         AdaptiveRouter {
@@ -148,8 +143,8 @@ impl AdaptiveRouter {
 
 /// θ for a model in the classifier's skill order: explicit abilities (missing skills take the
 /// mean of those given), else the θ the model directory learned for this model id (from the
-/// outcome log: `train --from-log`), else its public benchmark score through the model
-/// directory's fitted map, else none.
+/// outcome log: `train --from-log`), else its public benchmark score through the first of the
+/// model directory's fitted maps it has a score for, else none.
 ///
 /// Without a fitted map for the model's benchmark, a documented placeholder applies: θ_k = logit(score) + 1 for every
 /// skill, from GPQA Diamond where known, else MMLU-Pro — it ranks models by one public number
@@ -158,7 +153,7 @@ fn abilities_of(
     model: &Model,
     skills: &[String],
     trained: Option<&Vec<f32>>,
-    map: Option<&AbilityMap>,
+    maps: &[&AbilityMap],
 ) -> Option<Vec<f32>> {
     if let Some(given) = model.abilities.as_ref().filter(|a| !a.is_empty()) {
         let mean = given.values().sum::<f32>() / given.len() as f32;
@@ -172,7 +167,8 @@ fn abilities_of(
     if let Some(theta) = trained.filter(|t| t.len() == skills.len()) {
         return Some(theta.clone());
     }
-    let mapped = map.and_then(|map| {
+    // The first map whose benchmark the model has a score for.
+    let mapped = maps.iter().find_map(|map| {
         let score = match map.benchmark.as_str() {
             "gpqa" => model.gpqa,
             "mmlu_pro" => model.mmlu_pro,
@@ -187,7 +183,7 @@ fn abilities_of(
                 .collect(),
         )
     });
-    // A model without the fitted map's benchmark falls back to the placeholder.
+    // A model without any fitted map's benchmark falls back to the placeholder.
     mapped.or_else(|| {
         let value = logit(model.gpqa.or(model.mmlu_pro)?) + 1.0;
         Some(vec![value; skills.len()])
@@ -308,36 +304,54 @@ mod tests {
         };
         let mut model = (**c.model("p/a").unwrap()).clone();
         assert_eq!(
-            abilities_of(&model, &skills, None, Some(&map)),
+            abilities_of(&model, &skills, None, &[&map]),
             None,
             "no score, no abilities"
         );
         model.gpqa = Some(0.5);
         assert_eq!(
-            abilities_of(&model, &skills, None, Some(&map)),
+            abilities_of(&model, &skills, None, &[&map]),
             Some(vec![1.0, 1.0]),
             "placeholder"
         );
         model.mmlu_pro = Some(0.5);
         assert_eq!(
-            abilities_of(&model, &skills, None, Some(&map)),
+            abilities_of(&model, &skills, None, &[&map]),
             Some(vec![1.0, 2.0]),
             "fitted map"
         );
+        let gpqa_map = AbilityMap {
+            benchmark: "gpqa".into(),
+            intercept: vec![0.0, 0.0],
+            slope: vec![2.0, 2.0],
+            fit: serde_json::Value::Null,
+        };
+        let mut gpqa_only = model.clone();
+        gpqa_only.mmlu_pro = None;
+        assert_eq!(
+            abilities_of(&gpqa_only, &skills, None, &[&map, &gpqa_map]),
+            Some(vec![0.0, 0.0]),
+            "the first map it has a score for"
+        );
+        assert_eq!(
+            abilities_of(&model, &skills, None, &[&map, &gpqa_map]),
+            Some(vec![1.0, 2.0]),
+            "maps in order"
+        );
         let learned = vec![0.5, -0.5];
         assert_eq!(
-            abilities_of(&model, &skills, Some(&learned), Some(&map)),
+            abilities_of(&model, &skills, Some(&learned), &[&map]),
             Some(learned.clone()),
             "learned from the log for this id"
         );
         model.abilities = Some([("code".to_string(), 3.0)].into_iter().collect());
         assert_eq!(
-            abilities_of(&model, &skills, None, Some(&map)),
+            abilities_of(&model, &skills, None, &[&map]),
             Some(vec![3.0, 3.0]),
             "explicit"
         );
         assert_eq!(
-            abilities_of(&model, &skills, Some(&learned), Some(&map)),
+            abilities_of(&model, &skills, Some(&learned), &[&map]),
             Some(vec![3.0, 3.0]),
             "explicit beats learned"
         );

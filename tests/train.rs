@@ -301,3 +301,44 @@ fn malformed_rows_are_reported_with_file_and_line() {
         assert!(message.contains(expected), "{message:?} lacks {expected:?}");
     }
 }
+
+#[test]
+fn ability_maps_fit_published_scores_and_list_the_training_prompts() {
+    let scores_dir = tempfile::tempdir().unwrap();
+    let scores = scores_dir.path().join("scores.toml");
+    std::fs::write(
+        &scores,
+        format!(
+            "[[models]]\nname = \"{WEAK}\"\ngpqa = 0.3\n[[models]]\nname = \"{STRONG}\"\ngpqa = 0.6\n[[models]]\nname = \"absent\"\ngpqa = 0.9\n"
+        ),
+    )
+    .unwrap();
+    let text = format!(
+        "{}\n[[ability_maps]]\nbenchmark = \"gpqa\"\nscores = \"{}\"\n",
+        recipe("scratch", 3, 16),
+        scores.display()
+    );
+    let (run, result) = train_with(&text, None);
+    result.unwrap();
+    let metadata = triage::classifier::load_metadata(&run.out).unwrap();
+    let map = &metadata.ability_maps[0];
+    assert_eq!(map.benchmark, "gpqa");
+    assert_eq!(
+        map.fit["models"].as_array().unwrap().len(),
+        2,
+        "{}",
+        map.fit
+    );
+    // The strong model has the higher θ on math (the hard prompts) and the higher GPQA.
+    assert!(map.slope[0] > 0.0, "{:?}", map.slope);
+
+    // Every prompt the run read is listed for `eval`, conversations as they are rendered.
+    let listed = std::fs::read(run.out.join("training_prompts.bin")).unwrap();
+    let hashes: std::collections::HashSet<u64> = listed
+        .chunks_exact(8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert!(hashes.contains(&triage::eval::prompt_hash(&hard_prompt(3))));
+    assert!(hashes.contains(&triage::eval::prompt_hash("user: hello\nsay hello again")));
+    assert!(!hashes.contains(&triage::eval::prompt_hash("never seen")));
+}

@@ -58,6 +58,9 @@ pub struct Metadata {
     /// not in the training data.
     #[serde(default)]
     pub ability_map: Option<AbilityMap>,
+    /// More maps, for models without `ability_map`'s benchmark score (tried in order).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ability_maps: Vec<AbilityMap>,
     /// Data used, sizes, dev metrics, git revision: free-form, shown by `classify --info`.
     #[serde(default)]
     pub training: serde_json::Value,
@@ -289,6 +292,13 @@ impl Prediction {
     }
 }
 
+impl Metadata {
+    /// Every fitted map, the first one first.
+    pub fn maps(&self) -> Vec<&AbilityMap> {
+        self.ability_map.iter().chain(&self.ability_maps).collect()
+    }
+}
+
 /// A model directory's `triage.json`.
 pub fn load_metadata(dir: &Path) -> Result<Metadata, ClassifierError> {
     let path = dir.join(METADATA_FILE);
@@ -437,6 +447,7 @@ pub fn add_untrained_heads(dir: &Path, skills: &[String]) -> Result<(), Classifi
         encoder: "untrained heads (latency and loading checks only)".into(),
         abilities: BTreeMap::new(),
         ability_map: None,
+        ability_maps: Vec::new(),
         training: serde_json::Value::Null,
     };
     let text = serde_json::to_string_pretty(&metadata).map_err(|e| load_error(e.to_string()))?;

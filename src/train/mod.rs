@@ -111,6 +111,10 @@ pub struct TrainArgs {
     /// Only logged requests from this date on (`2026-11-25` UTC, or RFC 3339).
     #[arg(long)]
     pub log_since: Option<String>,
+    /// Fit the recipe's ability maps again on the θ stored in `--out` and rewrite only its
+    /// `triage.json`.
+    #[arg(long)]
+    pub refit_ability_maps: bool,
     /// Write only `training_prompts.bin` (the prompts the recipe's data gives, for `eval` to
     /// leave out) into `--out`, for a model directory trained before that file existed.
     #[arg(long)]
@@ -139,6 +143,7 @@ impl TrainArgs {
             log_since: None,
             init: None,
             prompt_list_only: false,
+            refit_ability_maps: false,
         }
     }
 }
@@ -475,10 +480,7 @@ fn metadata(
 ) -> Result<Metadata, TrainError> {
     let abilities: BTreeMap<String, Vec<f32>> =
         data.models.iter().cloned().zip(model.theta()?).collect();
-    let ability_map = recipe
-        .ability_map
-        .as_ref()
-        .map(|spec| fit_ability_map(spec, recipe, data, &abilities));
+    let (ability_map, ability_maps) = fit_ability_maps(args, recipe, data, &abilities)?;
     let parameters: usize = model
         .params
         .entries()
@@ -511,23 +513,97 @@ fn metadata(
         encoder: encoder_description(choice, shape),
         abilities,
         ability_map,
+        ability_maps,
         training,
     })
 }
 
-/// Least squares, per skill, of θ_k on logit(accuracy) over the benchmark file's models.
-fn fit_ability_map(
-    spec: &AbilityMapSpec,
+/// The recipe's maps (`ability_map`, then `ability_maps`), fitted on `abilities`.
+fn fit_ability_maps(
+    args: &TrainArgs,
     recipe: &Recipe,
     data: &Dataset,
     abilities: &BTreeMap<String, Vec<f32>>,
+) -> Result<(Option<AbilityMap>, Vec<AbilityMap>), TrainError> {
+    let fit = |spec: &AbilityMapSpec| -> Result<AbilityMap, TrainError> {
+        let accuracies = map_accuracies(spec, args, data)?;
+        Ok(fit_ability_map(spec, &accuracies, recipe, abilities))
+    };
+    let first = recipe.ability_map.as_ref().map(fit).transpose()?;
+    let rest = recipe
+        .ability_maps
+        .iter()
+        .map(fit)
+        .collect::<Result<_, _>>()?;
+    Ok((first, rest))
+}
+
+/// Each model's accuracy on the map's benchmark: its mean score over the outcome file, or its
+/// published number from the scores file.
+fn map_accuracies(
+    spec: &AbilityMapSpec,
+    args: &TrainArgs,
+    data: &Dataset,
+) -> Result<BTreeMap<String, f64>, TrainError> {
+    if let Some(file) = &spec.file {
+        return Ok(data.model_means.get(file).cloned().unwrap_or_default());
+    }
+    let name = spec.scores.as_deref().unwrap_or_default();
+    let path = args.recipe.parent().unwrap_or(Path::new(".")).join(name);
+    let file_error = |message: String| TrainError::File {
+        path: path.clone(),
+        message,
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| file_error(e.to_string()))?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| file_error(e.to_string()))?;
+    let models = table.get("models").and_then(toml::Value::as_array);
+    Ok(models
+        .into_iter()
+        .flatten()
+        .filter_map(|m| {
+            let name = m.get("name")?.as_str()?;
+            let score = m.get(&spec.benchmark)?.as_float()?;
+            Some((name.to_string(), score))
+        })
+        .collect())
+}
+
+/// `--refit-ability-maps`: fits the recipe's maps again on the θ stored in `--out` and rewrites
+/// its `triage.json` (weights untouched); for a new public score file or a new map.
+pub fn refit_ability_maps(args: &TrainArgs) -> Result<Metadata, TrainError> {
+    let recipe = Recipe::load(&args.recipe)?;
+    let data = Dataset::load(&recipe, &args.data_dir)?;
+    let mut metadata = classifier::load_metadata(&args.out)?;
+    let (first, rest) = fit_ability_maps(args, &recipe, &data, &metadata.abilities)?;
+    metadata.ability_map = first;
+    metadata.ability_maps = rest;
+    if let Some(training) = metadata.training.as_object_mut() {
+        training.insert(
+            "ability_maps_refit".into(),
+            json!({
+                "recipe_file": args.recipe,
+                "command": std::env::args().collect::<Vec<_>>().join(" "),
+                "git_revision": git_revision(),
+            }),
+        );
+    }
+    let text = serde_json::to_string_pretty(&metadata).expect("metadata serialises");
+    let path = args.out.join(METADATA_FILE);
+    std::fs::write(&path, text + "\n").map_err(|e| TrainError::File {
+        path,
+        message: e.to_string(),
+    })?;
+    Ok(metadata)
+}
+
+/// Least squares, per skill, of θ_k on logit(accuracy) over the models with both.
+fn fit_ability_map(
+    spec: &AbilityMapSpec,
+    accuracies: &BTreeMap<String, f64>,
+    recipe: &Recipe,
+    abilities: &BTreeMap<String, Vec<f32>>,
 ) -> AbilityMap {
-    let means = data
-        .model_means
-        .get(&spec.file)
-        .cloned()
-        .unwrap_or_default();
-    let points: Vec<(f64, &Vec<f32>, &String)> = means
+    let points: Vec<(f64, &Vec<f32>, &String)> = accuracies
         .iter()
         .filter_map(|(name, &accuracy)| {
             let theta = abilities.get(recipe.aliases.get(name).unwrap_or(name))?;
@@ -565,7 +641,12 @@ fn fit_ability_map(
         slope,
         fit: json!({
             "file": spec.file,
-            "x": "logit of each model's mean score over all rows of the file (the benchmark as the source ran it)",
+            "scores": spec.scores,
+            "x": if spec.file.is_some() {
+                "logit of each model's mean score over all rows of the file (the benchmark as the source ran it)"
+            } else {
+                "logit of each model's published score in the scores file (sources there)"
+            },
             "models": points.iter().map(|p| json!({"model": p.2, "logit_accuracy": p.0})).collect::<Vec<_>>(),
             "r2_per_skill": r2,
         }),

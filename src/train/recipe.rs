@@ -44,17 +44,26 @@ pub struct Recipe {
     pub skill_rules: Vec<SkillRule>,
     /// Fit θ against a public benchmark score, for catalog models without outcome data.
     pub ability_map: Option<AbilityMapSpec>,
+    /// More maps, for catalog models without the first map's score (tried in order).
+    #[serde(default)]
+    pub ability_maps: Vec<AbilityMapSpec>,
 }
 
-/// θ_k ≈ intercept_k + slope_k · logit(accuracy), fitted over the models of `file`, their
-/// accuracy being their mean score over all its rows.
+/// θ_k ≈ intercept_k + slope_k · logit(accuracy), fitted over the training models whose
+/// accuracy is known: from `file` (each model's mean score over all its rows) or from
+/// `scores` (published numbers).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AbilityMapSpec {
     /// The catalog field the map reads (`mmlu_pro` or `gpqa`).
     pub benchmark: String,
     /// An outcome file of the recipe whose rows are that benchmark.
-    pub file: String,
+    #[serde(default)]
+    pub file: Option<String>,
+    /// A TOML file (relative to the recipe) of `[[models]]` with `name` and a `<benchmark>`
+    /// accuracy, such as `public_scores.toml`.
+    #[serde(default)]
+    pub scores: Option<String>,
 }
 
 /// Shape of an encoder trained from scratch.
@@ -297,16 +306,27 @@ impl Recipe {
                 shape.activation
             ));
         }
-        if let Some(map) = &self.ability_map
-            && !self
-                .files
-                .iter()
-                .any(|f| f.path == map.file && f.kind == FileKind::Outcomes)
-        {
-            return Err(format!(
-                "ability_map.file {:?} is not an outcome file of the recipe",
-                map.file
-            ));
+        for map in self.ability_map.iter().chain(&self.ability_maps) {
+            match (&map.file, &map.scores) {
+                (Some(file), None) => {
+                    if !self
+                        .files
+                        .iter()
+                        .any(|f| &f.path == file && f.kind == FileKind::Outcomes)
+                    {
+                        return Err(format!(
+                            "ability map file {file:?} is not an outcome file of the recipe"
+                        ));
+                    }
+                }
+                (None, Some(_)) => {}
+                _ => {
+                    return Err(format!(
+                        "ability map {:?}: give exactly one of `file` and `scores`",
+                        map.benchmark
+                    ));
+                }
+            }
         }
         for rule in &self.skill_rules {
             if !self.skills.contains(&rule.skill) {
