@@ -832,6 +832,9 @@ async fn postgres_logs_feedback_and_reports_like_sqlite() {
         assert_eq!(judged.iter().filter(|j| j.is_some()).count(), 1);
         assert!(verdicts.iter().all(|v| v.feedback == Some(1.0)));
         assert_eq!(store.prompts(0).unwrap().len(), 3);
+        let answers = store.answers(&[ids[0].clone(), "req_nope".into()]).unwrap();
+        assert_eq!(answers.len(), 1);
+        assert!(answers[0].prompt.contains("hello there"));
     })
     .await
     .unwrap();

@@ -45,6 +45,8 @@ const EXPECTED_OUTPUT_TOKENS: u64 = 120;
 const MAX_OUTPUT_TOKENS: u64 = 400;
 /// Characters of conversation and of answer shown to the judge; longer ones keep their end.
 const MAX_CHARS: usize = 24_000;
+/// Logged answers read from the log at a time.
+const READ_BATCH: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JudgeError {
@@ -127,12 +129,12 @@ pub async fn run(
         target: target.describe(),
         source,
     };
-    let (store, waiting) = {
+    let (store, reader, waiting) = {
         let (target, judge_id) = (target.clone(), judge.id.clone());
         tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
             let mut store = target.open()?;
             let waiting = store.unlabelled(since_ms, &judge_id)?;
-            Ok((store, waiting))
+            Ok((store, target.open_read()?, waiting))
         })
         .await
         .expect("the log reader does not panic")
@@ -144,8 +146,8 @@ pub async fn run(
     };
     let selected = sample(waiting, args.sample);
     summary.selected = selected.len();
-    let prompts: Vec<String> = selected.iter().map(judge_prompt).collect();
-    summary.estimated_cost_usd = estimate_cost(&judge, &prompts);
+    let chars: i64 = selected.iter().map(|(_, chars)| chars).sum();
+    summary.estimated_cost_usd = estimate_cost(&judge, chars as u64, selected.len());
     eprintln!(
         "{} answers wait for a grade by {}; grading {} at about US${:.4} (judge prices: ${}/${} per Mtok in/out)",
         summary.waiting,
@@ -167,29 +169,43 @@ pub async fn run(
     let progress = progress_bar(selected.len(), args.quiet);
     let started = Instant::now();
     let mut scores = Vec::new();
-    let mut grades = futures_util::stream::iter(selected.iter().zip(prompts))
-        .map(|(item, prompt)| {
-            let (dispatcher, chain) = (&dispatcher, &chain);
-            async move { (item, grade(dispatcher, chain, prompt).await) }
+    let mut reader = Some(reader);
+    // Texts are read a batch at a time, so a large log is never held in memory at once.
+    for batch in selected.chunks(READ_BATCH) {
+        let ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
+        let mut store = reader.take().expect("the reader is back");
+        let (store, items) = tokio::task::spawn_blocking(move || {
+            let items = store.answers(&ids);
+            (store, items)
         })
-        .buffer_unordered(args.concurrency.max(1));
-    while let Some((item, result)) = grades.next().await {
-        progress.inc(1);
-        match result {
-            Ok((Some(rating), cost)) => {
-                summary.graded += 1;
-                summary.cost_usd += cost;
-                let score = (rating - 1.0) / 9.0;
-                scores.push(score);
-                writer.send(&item.id, rating, score, cost);
-            }
-            Ok((None, cost)) => {
-                summary.unreadable += 1;
-                summary.cost_usd += cost;
-            }
-            Err(error) => {
-                summary.failed += 1;
-                tracing::warn!(request = %item.id, "the judge failed: {error}");
+        .await
+        .expect("the log reader does not panic");
+        reader = Some(store);
+        let items = items.map_err(log_error)?;
+        let mut grades = futures_util::stream::iter(&items)
+            .map(|item| {
+                let (dispatcher, chain) = (&dispatcher, &chain);
+                async move { (item, grade(dispatcher, chain, judge_prompt(item)).await) }
+            })
+            .buffer_unordered(args.concurrency.max(1));
+        while let Some((item, result)) = grades.next().await {
+            progress.inc(1);
+            match result {
+                Ok((Some(rating), cost)) => {
+                    summary.graded += 1;
+                    summary.cost_usd += cost;
+                    let score = (rating - 1.0) / 9.0;
+                    scores.push(score);
+                    writer.send(&item.id, rating, score, cost);
+                }
+                Ok((None, cost)) => {
+                    summary.unreadable += 1;
+                    summary.cost_usd += cost;
+                }
+                Err(error) => {
+                    summary.failed += 1;
+                    tracing::warn!(request = %item.id, "the judge failed: {error}");
+                }
             }
         }
     }
@@ -210,9 +226,9 @@ pub async fn run(
 
 /// At most `n` of the waiting answers, chosen by a stable hash of their id (so a sample does
 /// not favour the oldest traffic, and a rerun picks the same ones).
-fn sample(mut waiting: Vec<Unlabelled>, n: Option<usize>) -> Vec<Unlabelled> {
+fn sample(mut waiting: Vec<(String, i64)>, n: Option<usize>) -> Vec<(String, i64)> {
     if let Some(n) = n.filter(|&n| n < waiting.len()) {
-        waiting.sort_by_key(|w| crate::train::data::stable_hash("judge-sample", &w.id));
+        waiting.sort_by_key(|(id, _)| crate::train::data::stable_hash("judge-sample", id));
         waiting.truncate(n);
     }
     waiting
@@ -267,10 +283,11 @@ fn tail(text: &str, max_chars: usize) -> &str {
     }
 }
 
-/// About four characters a token in, [`EXPECTED_OUTPUT_TOKENS`] out, at the judge's prices.
-fn estimate_cost(judge: &Model, prompts: &[String]) -> f64 {
-    let input: u64 = prompts.iter().map(|p| p.chars().count() as u64 / 4).sum();
-    let output = EXPECTED_OUTPUT_TOKENS * prompts.len() as u64;
+/// About four characters a token in (the logged texts and the rubric),
+/// [`EXPECTED_OUTPUT_TOKENS`] out, at the judge's prices.
+fn estimate_cost(judge: &Model, chars: u64, answers: usize) -> f64 {
+    let input = (chars + (RUBRIC.len() * answers) as u64) / 4;
+    let output = EXPECTED_OUTPUT_TOKENS * answers as u64;
     (input as f64 * judge.input_per_mtok + output as f64 * judge.output_per_mtok) / 1e6
 }
 
@@ -405,14 +422,7 @@ mod tests {
 
     #[test]
     fn samples_are_stable_and_capped() {
-        let items: Vec<Unlabelled> = (0..10)
-            .map(|i| Unlabelled {
-                id: format!("r{i}"),
-                model: "m".into(),
-                prompt: "{}".into(),
-                answer: "a".into(),
-            })
-            .collect();
+        let items: Vec<(String, i64)> = (0..10).map(|i| (format!("r{i}"), 10)).collect();
         let a = sample(items.clone(), Some(3));
         assert_eq!(a.len(), 3);
         assert_eq!(a, sample(items.clone(), Some(3)));

@@ -126,13 +126,16 @@ const PRUNE_FEEDBACK: &str =
 const PRUNE_LABELS: &str =
     "DELETE FROM labels WHERE request_id IN (SELECT id FROM outcomes WHERE ts_ms < $1)";
 const PRUNE: &str = "DELETE FROM outcomes WHERE ts_ms < $1";
-/// Answered requests with text and neither feedback nor a grade by judge `$2`.
-const UNLABELLED: &str = "SELECT o.id, o.model, o.prompt, o.answer FROM outcomes o
+/// Answered requests with text and neither feedback nor a grade by judge `$2`: their ids and
+/// text sizes (the texts are read in batches while grading).
+const UNLABELLED: &str = "SELECT o.id, CAST(LENGTH(o.prompt) + LENGTH(o.answer) AS BIGINT)
+    FROM outcomes o
     WHERE o.ts_ms >= $1 AND o.status = 200 AND o.model IS NOT NULL
     AND o.prompt IS NOT NULL AND o.answer IS NOT NULL
     AND NOT EXISTS (SELECT 1 FROM feedback f WHERE f.request_id = o.id)
     AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.request_id = o.id AND l.judge = $2)
     ORDER BY o.ts_ms, o.id";
+const ANSWER: &str = "SELECT id, model, prompt, answer FROM outcomes WHERE id = $1";
 const INSERT_LABEL: &str = "INSERT INTO labels (request_id, judge, ts_ms, rating, score, cost_usd)
     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (request_id, judge) DO NOTHING";
 /// Prompts of answered requests, with the route they took.
@@ -350,35 +353,55 @@ impl Store {
         Ok(())
     }
 
-    /// Answers logged at or after `since_ms` that have no feedback and no grade by `judge`.
+    /// `(id, characters of prompt and answer)` of the answers logged at or after `since_ms`
+    /// that have no feedback and no grade by `judge`.
     pub fn unlabelled(
         &mut self,
         since_ms: i64,
         judge: &str,
-    ) -> Result<Vec<Unlabelled>, StoreError> {
+    ) -> Result<Vec<(String, i64)>, StoreError> {
         let mut out = Vec::new();
         match self {
             Store::Sqlite(conn) => {
                 let mut statement = conn.prepare(UNLABELLED)?;
                 let mut rows = statement.query(rusqlite::params![since_ms, judge])?;
                 while let Some(r) = rows.next()? {
-                    out.push(Unlabelled {
-                        id: r.get(0)?,
-                        model: r.get(1)?,
-                        prompt: r.get(2)?,
-                        answer: r.get(3)?,
-                    });
+                    out.push((r.get(0)?, r.get(1)?));
                 }
             }
             Store::Postgres(client) => {
                 for r in client.query(UNLABELLED, &[&since_ms, &judge])? {
-                    out.push(Unlabelled {
-                        id: r.try_get(0)?,
-                        model: r.try_get(1)?,
-                        prompt: r.try_get(2)?,
-                        answer: r.try_get(3)?,
-                    });
+                    out.push((r.try_get(0)?, r.try_get(1)?));
                 }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The logged texts of these requests (those without text are skipped).
+    pub fn answers(&mut self, ids: &[String]) -> Result<Vec<Unlabelled>, StoreError> {
+        let mut out = Vec::new();
+        type Row = (String, Option<String>, Option<String>, Option<String>);
+        for id in ids {
+            let row: Option<Row> = match self {
+                Store::Sqlite(conn) => conn
+                    .prepare_cached(ANSWER)?
+                    .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                    .optional()?,
+                Store::Postgres(client) => client
+                    .query_opt(ANSWER, &[id])?
+                    .map(|r| -> Result<_, postgres::Error> {
+                        Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))
+                    })
+                    .transpose()?,
+            };
+            if let Some((id, Some(model), Some(prompt), Some(answer))) = row {
+                out.push(Unlabelled {
+                    id,
+                    model,
+                    prompt,
+                    answer,
+                });
             }
         }
         Ok(out)
