@@ -267,6 +267,15 @@ async fn feedback_and_judge_grades_retrain_the_router_for_that_domain() {
     // A second run finds nothing left to grade: it resumes, it does not repeat.
     let again = judge::run(&args, &config, &catalog).await.unwrap();
     assert_eq!((again.waiting, again.graded), (0, 0));
+    // The report shows how much of the log is labelled.
+    let mut store = triage::outcomes::Store::open_read(&tmp.path().join("triage.db")).unwrap();
+    let report =
+        triage::outcomes::report::Report::compute(&mut store, &catalog, &Default::default())
+            .unwrap();
+    assert_eq!(
+        (report.labels.feedback, report.labels.judged),
+        (feedback as u64, (traffic - feedback) as u64)
+    );
     // Code answers of the small model were graded 2 (score 1/9), the rest 9 (8/9).
     let bad_share = 8.0 / 32.0; // small × Python among the graded answers
     let expected_mean = bad_share / 9.0 + (1.0 - bad_share) * 8.0 / 9.0;

@@ -75,6 +75,30 @@ pub struct Report {
     /// Which models answered adaptive requests.
     pub routing_mix: Vec<Share>,
     pub savings: Savings,
+    pub labels: Labels,
+}
+
+/// What the log knows of answer quality: what `train --from-log` can learn from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Labels {
+    /// Requests with client feedback.
+    pub feedback: u64,
+    /// Requests graded by a judge (`triage label`).
+    pub judged: u64,
+    /// Requests per implicit signal (`truncated`, `invalid_tool_json`, `upstream_error`).
+    pub signals: BTreeMap<String, u64>,
+}
+
+impl Labels {
+    fn add(&mut self, row: &LoggedRow) {
+        self.feedback += u64::from(row.has_feedback);
+        self.judged += u64::from(row.judged);
+        for signal in row.signals.iter().flat_map(|s| s.split(',')) {
+            if !signal.is_empty() {
+                *self.signals.entry(signal.to_string()).or_default() += 1;
+            }
+        }
+    }
 }
 
 impl Report {
@@ -87,8 +111,10 @@ impl Report {
     ) -> Result<Report, StoreError> {
         let mut totals = Totals::default();
         let mut savings = SavingsSum::new(options.baseline.as_deref());
+        let mut labels = Labels::default();
         store.scan(options.since_ms.unwrap_or(i64::MIN), |row| {
             totals.add(&row);
+            labels.add(&row);
             if row.profile.is_some() && row.status < 400 {
                 savings.add(&row, catalog);
             }
@@ -112,6 +138,7 @@ impl Report {
             by_profile: sorted(totals.by_profile),
             routing_mix,
             savings: savings.finish(),
+            labels,
         })
     }
 }
@@ -332,6 +359,19 @@ impl fmt::Display for Report {
                 )?;
             }
         }
+        let l = &self.labels;
+        let signals: Vec<String> = l.signals.iter().map(|(s, n)| format!("{s} {n}")).collect();
+        writeln!(
+            f,
+            "\nlabels: {} with feedback, {} judged; signals: {}",
+            l.feedback,
+            l.judged,
+            if signals.is_empty() {
+                "none".to_string()
+            } else {
+                signals.join(", ")
+            }
+        )?;
         if self.routing_mix.is_empty() {
             return writeln!(f, "\nno adaptive (auto) requests");
         }

@@ -148,7 +148,12 @@ const LABELLED: &str = "SELECT o.id, o.model, o.prompt, o.signals,
     FROM outcomes o WHERE o.ts_ms >= $1 AND o.status = 200 AND o.model IS NOT NULL
     AND o.prompt IS NOT NULL ORDER BY o.ts_ms, o.id";
 const SCAN: &str = "SELECT model, key_id, profile, status, prompt_tokens, completion_tokens,
-    cached_tokens, cache_write_tokens, cost_usd, candidates FROM outcomes WHERE ts_ms >= $1";
+    cached_tokens, cache_write_tokens, cost_usd, candidates, signals,
+    CAST(CASE WHEN EXISTS (SELECT 1 FROM feedback f WHERE f.request_id = outcomes.id)
+        THEN 1 ELSE 0 END AS BIGINT),
+    CAST(CASE WHEN EXISTS (SELECT 1 FROM labels l WHERE l.request_id = outcomes.id)
+        THEN 1 ELSE 0 END AS BIGINT)
+    FROM outcomes WHERE ts_ms >= $1";
 
 /// One logged request, as the report reads it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -164,6 +169,12 @@ pub struct LoggedRow {
     pub cache_write_tokens: i64,
     pub cost_usd: f64,
     pub candidates: Option<String>,
+    /// Implicit signals, comma-separated.
+    pub signals: Option<String>,
+    /// A client gave feedback on it.
+    pub has_feedback: bool,
+    /// A judge graded it.
+    pub judged: bool,
 }
 
 /// A logged answer waiting for a judge's grade.
@@ -245,13 +256,26 @@ impl Store {
         Ok(Store::Sqlite(conn))
     }
 
-    /// Opens an existing SQLite log for reading (reports); never creates a file.
+    /// Opens an existing SQLite log for reading (reports); never creates a file. A log
+    /// written by an older triage (no `labels` table or `signals` column) is brought up to
+    /// date first.
     pub fn open_read(path: &Path) -> Result<Store, StoreError> {
         let conn = rusqlite::Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(Duration::from_secs(10))?;
+        let current = conn
+            .prepare("SELECT 1 FROM pragma_table_info('outcomes') WHERE name = 'signals'")?
+            .exists([])?
+            && conn
+                .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'labels'")?
+                .exists([])?;
+        if !current {
+            drop(conn);
+            Store::open(path)?;
+            return Store::open_read(path);
+        }
         Ok(Store::Sqlite(conn))
     }
 
@@ -330,6 +354,9 @@ impl Store {
                         cache_write_tokens: r.get(7)?,
                         cost_usd: r.get(8)?,
                         candidates: r.get(9)?,
+                        signals: r.get(10)?,
+                        has_feedback: r.get::<_, i64>(11)? == 1,
+                        judged: r.get::<_, i64>(12)? == 1,
                     });
                 }
             }
@@ -346,6 +373,9 @@ impl Store {
                         cache_write_tokens: r.try_get(7)?,
                         cost_usd: r.try_get(8)?,
                         candidates: r.try_get(9)?,
+                        signals: r.try_get(10)?,
+                        has_feedback: r.try_get::<_, i64>(11)? == 1,
+                        judged: r.try_get::<_, i64>(12)? == 1,
                     });
                 }
             }
@@ -641,16 +671,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_log_from_before_the_signals_column_gains_it() {
+    fn a_log_from_before_signals_and_labels_is_brought_up_to_date() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.db");
+        // The schema before this version: no `signals` column, no `labels` table.
         let old_schema =
             SQLITE_SCHEMA.replace("    answer TEXT,\n    signals TEXT\n", "    answer TEXT\n");
-        assert_ne!(old_schema, SQLITE_SCHEMA);
+        let old_schema = &old_schema[..old_schema
+            .find("CREATE TABLE IF NOT EXISTS labels")
+            .unwrap()];
+        assert!(!old_schema.contains("signals"));
         rusqlite::Connection::open(&path)
             .unwrap()
-            .execute_batch(&old_schema)
+            .execute_batch(old_schema)
             .unwrap();
+        // Reading an old log brings it up to date (the report reads `signals` and `labels`).
+        let mut reader = Store::open_read(&path).unwrap();
+        reader.scan(0, |_| {}).unwrap();
+        drop(reader);
         let mut store = Store::open(&path).unwrap();
         let outcome = Outcome {
             id: "r1".into(),
