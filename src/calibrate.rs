@@ -55,7 +55,7 @@ pub struct CalibrateArgs {
     /// The outcome log: an SQLite file or a `postgres://` URL (default: the config's log).
     #[arg(long)]
     pub log: Option<String>,
-    /// Send this share of requests to MODEL, e.g. `openai/gpt-5.1=0.3`.
+    /// Send this share of requests to MODEL, e.g. `openai/gpt-4.1=0.3`.
     #[arg(long, value_name = "MODEL=SHARE")]
     pub target_share: Option<String>,
     /// Spend at most this many US$ per 1,000 requests (expected cost, as the policy prices it).
