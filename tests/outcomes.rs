@@ -129,6 +129,26 @@ async fn fallbacks_are_logged() {
     let r = row(tmp.path(), &id).unwrap();
     assert_eq!(r["model"], "local/big");
     assert_eq!(r["fallbacks"], "local/small (503)");
+    assert_eq!(r["signals"], "upstream_error");
+}
+
+#[tokio::test]
+async fn truncated_answers_are_flagged_whole_and_streamed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = Harness::start_with(&log_config(tmp.path(), "")).await;
+    let fine = request_id(&h.chat(&hello("local/small")).await);
+    let mut cut = hello("local/small");
+    cut["mock"] = json!({"finish_reason": "length"});
+    let whole = request_id(&h.chat(&cut).await);
+    cut["stream"] = json!(true);
+    let response = h.chat(&cut).await;
+    let streamed = request_id(&response);
+    response.text().await.unwrap();
+    flush(&h).await;
+    assert_eq!(row(tmp.path(), &fine).unwrap()["signals"], Value::Null);
+    assert_eq!(row(tmp.path(), &whole).unwrap()["signals"], "truncated");
+    let r = wait_for_row(&h, tmp.path(), &streamed).await;
+    assert_eq!(r["signals"], "truncated", "{r}");
 }
 
 #[tokio::test]
