@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::catalog::Catalog;
 use crate::config::Config;
@@ -191,15 +191,11 @@ fn goal(args: &CalibrateArgs, catalog: &Catalog) -> Result<Goal, CalibrateError>
 
 /// A logged `{"system"?, "messages"}` as a chat body (a top-level system prompt first).
 fn chat_body(prompt: &str) -> Option<Map<String, Value>> {
-    let prompt: Map<String, Value> = serde_json::from_str(prompt).ok()?;
-    let mut messages = Vec::new();
-    if let Some(system) = prompt.get("system") {
-        messages.push(json!({"role": "system", "content": system}));
-    }
-    messages.extend(prompt.get("messages")?.as_array()?.iter().cloned());
-    let mut body = Map::new();
-    body.insert("messages".into(), Value::Array(messages));
-    Some(body)
+    let messages = crate::outcomes::logged_messages(prompt)?;
+    Some(Map::from_iter([(
+        "messages".to_string(),
+        Value::Array(messages),
+    )]))
 }
 
 /// Routing over all `rows` at quality target `fraction`.
@@ -288,6 +284,7 @@ impl std::fmt::Display for Calibration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn candidate(model: &str, quality: f32, cost_usd: f64) -> Candidate {
         Candidate {

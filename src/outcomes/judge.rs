@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use futures_util::StreamExt;
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::store::{Label, Store, StoreError, Unlabelled};
 use super::{Target, now_ms, parse_date};
@@ -236,43 +236,24 @@ fn sample(mut waiting: Vec<(String, i64)>, n: Option<usize>) -> Vec<(String, i64
 
 /// The rubric filled in with one logged conversation and answer.
 pub fn judge_prompt(item: &Unlabelled) -> String {
-    let conversation = serde_json::from_str::<Map<String, Value>>(&item.prompt)
-        .map(|prompt| render(&prompt))
-        .unwrap_or_else(|_| item.prompt.clone());
+    let conversation = super::logged_messages(&item.prompt)
+        .map(|messages| render(&messages))
+        .unwrap_or_else(|| item.prompt.clone());
     RUBRIC
         .replace("{conversation}", tail(&conversation, MAX_CHARS))
         .replace("{answer}", tail(&item.answer, MAX_CHARS))
 }
 
-/// `role: text` lines of a logged `{"system"?, "messages"}`.
-fn render(prompt: &Map<String, Value>) -> String {
-    let mut lines = Vec::new();
-    if let Some(system) = prompt.get("system") {
-        lines.push(format!("system: {}", text_of(system)));
-    }
-    for message in prompt
-        .get("messages")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let role = message["role"].as_str().unwrap_or("user");
-        lines.push(format!("{role}: {}", text_of(&message["content"])));
-    }
-    lines.join("\n")
-}
-
-/// A string, or the `text` of content parts (OpenAI and Anthropic alike).
-fn text_of(content: &Value) -> String {
-    match content {
-        Value::String(text) => text.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
-    }
+/// `role: text` lines.
+fn render(messages: &[Value]) -> String {
+    messages
+        .iter()
+        .map(|m| {
+            let role = m["role"].as_str().unwrap_or("user");
+            format!("{role}: {}", super::content_text(&m["content"]))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn tail(text: &str, max_chars: usize) -> &str {

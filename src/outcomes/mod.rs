@@ -373,6 +373,32 @@ pub fn prompt_text(body: &Map<String, Value>) -> String {
     Value::Object(prompt).to_string()
 }
 
+/// A logged prompt (what [`prompt_text`] wrote) back as chat messages, a top-level (Anthropic)
+/// system prompt first as a system message. `None` when it is not such a prompt.
+pub fn logged_messages(prompt: &str) -> Option<Vec<Value>> {
+    let prompt: Map<String, Value> = serde_json::from_str(prompt).ok()?;
+    let mut messages = Vec::new();
+    if let Some(system) = prompt.get("system") {
+        messages.push(json!({"role": "system", "content": content_text(system)}));
+    }
+    messages.extend(prompt.get("messages")?.as_array()?.iter().cloned());
+    Some(messages)
+}
+
+/// A message content as text: a string, or the `text` of its parts (OpenAI and Anthropic
+/// alike) one per line.
+pub fn content_text(content: &Value) -> String {
+    match content {
+        Value::String(text) => text.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
 /// The text of a whole answer: an OpenAI chat completion or an Anthropic message.
 pub fn answer_text(answer: &Value) -> Option<String> {
     if let Some(content) = answer.pointer("/choices/0/message/content") {

@@ -13,7 +13,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
 use super::TrainError;
 use crate::classifier::render_conversation;
@@ -103,25 +103,8 @@ pub fn score_of(v: &Verdicts) -> Option<(f64, &'static str)> {
 /// The text the classifier saw for a logged `{"system"?, "messages"}`: the same rendering as
 /// `ClassifierInput::from_chat`, with a top-level (Anthropic) system prompt put first.
 pub fn classifier_text(prompt: &str) -> Option<String> {
-    let prompt: Map<String, Value> = serde_json::from_str(prompt).ok()?;
-    let mut messages = Vec::new();
-    if let Some(system) = prompt.get("system") {
-        messages.push(json!({"role": "system", "content": system_text(system)}));
-    }
-    messages.extend(prompt.get("messages")?.as_array()?.iter().cloned());
-    let text = render_conversation(&messages);
+    let text = render_conversation(&crate::outcomes::logged_messages(prompt)?);
     (!text.trim().is_empty()).then_some(text)
-}
-
-fn system_text(system: &Value) -> String {
-    match system {
-        Value::Array(blocks) => blocks
-            .iter()
-            .filter_map(|b| b.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        other => other.as_str().unwrap_or_default().to_string(),
-    }
 }
 
 #[cfg(test)]
