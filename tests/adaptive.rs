@@ -94,17 +94,7 @@ async fn auto_request_reaches_exactly_the_model_route_named() {
     ] {
         let body = mock_only(ask(profile, text));
         let calls_before = h.mock.requests().len();
-        let route: Value = h
-            .client
-            .post(format!("{}/v1/route", h.url))
-            .bearer_auth(ROUTER_KEY)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let route = h.route(&body).await;
         assert_eq!(route["route"], "auto");
         let chosen = route["chosen"]["model"].as_str().unwrap().to_string();
         assert_eq!(
@@ -147,31 +137,15 @@ async fn auto_request_reaches_exactly_the_model_route_named() {
 #[tokio::test]
 async fn profiles_order_cost_and_quality() {
     let h = Harness::start_adaptive(MODELS).await;
-    let route = |profile: &'static str| {
-        let body = mock_only(ask(profile, "Explain how TCP congestion control works."));
-        let client = h.client.clone();
-        let url = format!("{}/v1/route", h.url);
-        async move {
-            let v: Value = client
-                .post(url)
-                .bearer_auth(ROUTER_KEY)
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            v
-        }
-    };
-    let best = route("auto:best").await;
+    let ask_about_tcp =
+        |profile| mock_only(ask(profile, "Explain how TCP congestion control works."));
+    let best = h.route(&ask_about_tcp("auto:best")).await;
     assert_eq!(
         best["chosen"]["model"], "local/big",
         "the strongest model has the best quality"
     );
-    let cheap = route("auto:cheap").await;
-    let balanced = route("auto").await;
+    let cheap = h.route(&ask_about_tcp("auto:cheap")).await;
+    let balanced = h.route(&ask_about_tcp("auto")).await;
     let cost = |v: &Value| v["chosen"]["cost_usd"].as_f64().unwrap();
     let quality = |v: &Value| v["chosen"]["quality"].as_f64().unwrap();
     assert!(cost(&cheap) <= cost(&balanced) && cost(&balanced) <= cost(&best));
@@ -189,17 +163,7 @@ async fn tools_filter_is_never_bypassed() {
     let h = Harness::start_adaptive(MODELS).await;
     let mut body = mock_only(ask("auto:best", "What's the weather in Paris right now?"));
     body["tools"] = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]);
-    let route: Value = h
-        .client
-        .post(format!("{}/v1/route", h.url))
-        .bearer_auth(ROUTER_KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let route = h.route(&body).await;
     let solo = route["candidates"]
         .as_array()
         .unwrap()

@@ -13,7 +13,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use serde_json::{Value, json};
+use serde_json::json;
 use triage::calibrate::CalibrateArgs;
 use triage::catalog::Catalog;
 use triage::config::Config;
@@ -147,20 +147,12 @@ path = "{public}"
 async fn routes(h: &Harness, prompts: &[String]) -> Vec<(String, f64)> {
     let mut out = Vec::new();
     for prompt in prompts {
-        let route: Value = h
-            .client
-            .post(format!("{}/v1/route", h.url))
-            .bearer_auth(ROUTER_KEY)
-            .json(
+        let route = h
+            .route(
                 &json!({"model": "auto", "models": ["local/small", "local/big"],
                 "messages": [{"role": "user", "content": prompt}]}),
             )
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .await;
         let quality = |id: &str| {
             route["candidates"]
                 .as_array()

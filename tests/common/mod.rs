@@ -146,6 +146,20 @@ impl Harness {
             .unwrap()
     }
 
+    /// POST /v1/route with the router key: the decision as JSON, no provider called.
+    pub async fn route(&self, body: &Value) -> Value {
+        self.client
+            .post(format!("{}/v1/route", self.url))
+            .bearer_auth(ROUTER_KEY)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(format!("{}{path}", self.url))
