@@ -120,10 +120,7 @@ pub fn run(
         Some(text) => parse_date(text).ok_or_else(|| CalibrateError::Since(text.clone()))?,
         None => 0,
     };
-    let target = match &args.log {
-        Some(text) => Target::parse(text),
-        None => Target::of(&config.log),
-    };
+    let target = Target::from_arg(args.log.as_deref(), &config.log);
     let prompts = target
         .open_read()
         .and_then(|mut store| store.prompts(since_ms))

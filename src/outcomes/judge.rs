@@ -121,10 +121,7 @@ pub async fn run(
         Some(text) => parse_date(text).ok_or_else(|| JudgeError::Since(text.clone()))?,
         None => 0,
     };
-    let target = match &args.log {
-        Some(text) => Target::parse(text),
-        None => Target::of(&config.log),
-    };
+    let target = Target::from_arg(args.log.as_deref(), &config.log);
     let log_error = |source| JudgeError::Log {
         target: target.describe(),
         source,

@@ -145,6 +145,11 @@ impl Target {
         }
     }
 
+    /// The log a command names (`--log`), else the config's.
+    pub fn from_arg(log: Option<&str>, config: &LogConfig) -> Target {
+        log.map_or_else(|| Target::of(config), Target::parse)
+    }
+
     /// A command-line log: a `postgres://` (or `postgresql://`) URL, else an SQLite file.
     pub fn parse(text: &str) -> Target {
         if text.starts_with("postgres://") || text.starts_with("postgresql://") {

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::store::Write;
 use super::{Feedback, Outcome, Target, now_ms};
-use crate::train::data::{for_each_row, prompt_text, stable_hash};
+use crate::train::data::{for_each_row, prompt_text, score_range, stable_hash};
 
 /// Rows written per transaction.
 const BATCH: usize = 512;
@@ -79,9 +79,7 @@ pub fn run(args: &ReplayArgs) -> Result<usize, ReplayError> {
         Ok(())
     })?;
     // Scores become feedback in [0, 1], mapped as training maps a file's scores.
-    let (lo, hi) = rows
-        .iter()
-        .fold((0.0f64, 1.0f64), |(lo, hi), r| (lo.min(r.4), hi.max(r.4)));
+    let (lo, hi) = score_range(rows.iter().map(|r| r.4));
     let target = Target::parse(&args.log);
     let log_error = |e: super::StoreError| ReplayError::Log {
         target: target.describe(),

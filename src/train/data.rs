@@ -289,11 +289,15 @@ fn read_outcomes(
     Ok((pending, report))
 }
 
+/// `(min(0, min s), max(1, max s))`: the range a file's scores are mapped from onto [0, 1].
+pub fn score_range(scores: impl Iterator<Item = f64>) -> (f64, f64) {
+    scores.fold((0.0, 1.0), |(lo, hi), s| (lo.min(s), hi.max(s)))
+}
+
 /// Maps a file's scores to [0, 1]: `(s − lo) / (hi − lo)`, `lo = min(0, min s)`,
 /// `hi = max(1, max s)`; 0/1 and [0, 1] scores are unchanged, a 1–10 grade becomes grade / 10.
 fn normalise_scores(pending: &mut [Pending]) {
-    let scores = pending.iter().flat_map(|p| p.outcomes.iter().map(|o| o.1));
-    let (lo, hi) = scores.fold((0.0f64, 1.0f64), |(lo, hi), s| (lo.min(s), hi.max(s)));
+    let (lo, hi) = score_range(pending.iter().flat_map(|p| p.outcomes.iter().map(|o| o.1)));
     for p in pending {
         for outcome in &mut p.outcomes {
             outcome.1 = (outcome.1 - lo) / (hi - lo);
