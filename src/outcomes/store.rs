@@ -333,54 +333,8 @@ impl Store {
     }
 
     /// Calls `each` on every request logged at or after `since_ms`.
-    pub fn scan(
-        &mut self,
-        since_ms: i64,
-        mut each: impl FnMut(LoggedRow),
-    ) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(conn) => {
-                let mut statement = conn.prepare(SCAN)?;
-                let mut rows = statement.query([since_ms])?;
-                while let Some(r) = rows.next()? {
-                    each(LoggedRow {
-                        model: r.get(0)?,
-                        key_id: r.get(1)?,
-                        profile: r.get(2)?,
-                        status: r.get(3)?,
-                        prompt_tokens: r.get(4)?,
-                        completion_tokens: r.get(5)?,
-                        cached_tokens: r.get(6)?,
-                        cache_write_tokens: r.get(7)?,
-                        cost_usd: r.get(8)?,
-                        candidates: r.get(9)?,
-                        signals: r.get(10)?,
-                        has_feedback: r.get::<_, i64>(11)? == 1,
-                        judged: r.get::<_, i64>(12)? == 1,
-                    });
-                }
-            }
-            Store::Postgres(client) => {
-                for r in client.query(SCAN, &[&since_ms])? {
-                    each(LoggedRow {
-                        model: r.try_get(0)?,
-                        key_id: r.try_get(1)?,
-                        profile: r.try_get(2)?,
-                        status: r.try_get(3)?,
-                        prompt_tokens: r.try_get(4)?,
-                        completion_tokens: r.try_get(5)?,
-                        cached_tokens: r.try_get(6)?,
-                        cache_write_tokens: r.try_get(7)?,
-                        cost_usd: r.try_get(8)?,
-                        candidates: r.try_get(9)?,
-                        signals: r.try_get(10)?,
-                        has_feedback: r.try_get::<_, i64>(11)? == 1,
-                        judged: r.try_get::<_, i64>(12)? == 1,
-                    });
-                }
-            }
-        }
-        Ok(())
+    pub fn scan(&mut self, since_ms: i64, each: impl FnMut(LoggedRow)) -> Result<(), StoreError> {
+        self.each(SCAN, &[&since_ms], each)
     }
 
     /// `(id, characters of prompt and answer)` of the answers logged at or after `since_ms`
@@ -390,49 +344,23 @@ impl Store {
         since_ms: i64,
         judge: &str,
     ) -> Result<Vec<(String, i64)>, StoreError> {
-        let mut out = Vec::new();
-        match self {
-            Store::Sqlite(conn) => {
-                let mut statement = conn.prepare(UNLABELLED)?;
-                let mut rows = statement.query(rusqlite::params![since_ms, judge])?;
-                while let Some(r) = rows.next()? {
-                    out.push((r.get(0)?, r.get(1)?));
-                }
-            }
-            Store::Postgres(client) => {
-                for r in client.query(UNLABELLED, &[&since_ms, &judge])? {
-                    out.push((r.try_get(0)?, r.try_get(1)?));
-                }
-            }
-        }
-        Ok(out)
+        self.all(UNLABELLED, &[&since_ms, &judge])
     }
 
     /// The logged texts of these requests (those without text are skipped).
     pub fn answers(&mut self, ids: &[String]) -> Result<Vec<Unlabelled>, StoreError> {
         let mut out = Vec::new();
-        type Row = (String, Option<String>, Option<String>, Option<String>);
         for id in ids {
-            let row: Option<Row> = match self {
-                Store::Sqlite(conn) => conn
-                    .prepare_cached(ANSWER)?
-                    .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-                    .optional()?,
-                Store::Postgres(client) => client
-                    .query_opt(ANSWER, &[id])?
-                    .map(|r| -> Result<_, postgres::Error> {
-                        Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))
-                    })
-                    .transpose()?,
-            };
-            if let Some((id, Some(model), Some(prompt), Some(answer))) = row {
-                out.push(Unlabelled {
-                    id,
-                    model,
-                    prompt,
-                    answer,
-                });
-            }
+            self.each(ANSWER, &[id], |row: AnswerRow| {
+                if let (id, Some(model), Some(prompt), Some(answer)) = row {
+                    out.push(Unlabelled {
+                        id,
+                        model,
+                        prompt,
+                        answer,
+                    });
+                }
+            })?;
         }
         Ok(out)
     }
@@ -440,32 +368,20 @@ impl Store {
     /// Stores a judge's grade (a second grade of the same answer by the same judge is ignored).
     pub fn insert_label(&mut self, label: &Label) -> Result<(), StoreError> {
         let l = label;
+        let params: [&(dyn Param + Sync); 6] = [
+            &l.request_id,
+            &l.judge,
+            &l.ts_ms,
+            &l.rating,
+            &l.score,
+            &l.cost_usd,
+        ];
         match self {
             Store::Sqlite(conn) => {
-                conn.execute(
-                    INSERT_LABEL,
-                    rusqlite::params![
-                        l.request_id,
-                        l.judge,
-                        l.ts_ms,
-                        l.rating,
-                        l.score,
-                        l.cost_usd
-                    ],
-                )?;
+                conn.execute(INSERT_LABEL, sqlite_params(&params).as_slice())?;
             }
             Store::Postgres(client) => {
-                client.execute(
-                    INSERT_LABEL,
-                    &[
-                        &l.request_id,
-                        &l.judge,
-                        &l.ts_ms,
-                        &l.rating,
-                        &l.score,
-                        &l.cost_usd,
-                    ],
-                )?;
+                client.execute(INSERT_LABEL, &postgres_params(&params))?;
             }
         }
         Ok(())
@@ -473,56 +389,138 @@ impl Store {
 
     /// `(route, prompt)` of every answered request with text logged at or after `since_ms`.
     pub fn prompts(&mut self, since_ms: i64) -> Result<Vec<(String, String)>, StoreError> {
-        let mut out = Vec::new();
-        match self {
-            Store::Sqlite(conn) => {
-                let mut statement = conn.prepare(PROMPTS)?;
-                let mut rows = statement.query([since_ms])?;
-                while let Some(r) = rows.next()? {
-                    out.push((r.get(0)?, r.get(1)?));
-                }
-            }
-            Store::Postgres(client) => {
-                for r in client.query(PROMPTS, &[&since_ms])? {
-                    out.push((r.try_get(0)?, r.try_get(1)?));
-                }
-            }
-        }
-        Ok(out)
+        self.all(PROMPTS, &[&since_ms])
     }
 
     /// Every answered request with text logged at or after `since_ms`, with its verdicts.
     pub fn verdicts(&mut self, since_ms: i64) -> Result<Vec<Verdicts>, StoreError> {
-        let mut out = Vec::new();
+        self.all(LABELLED, &[&since_ms])
+    }
+
+    /// Runs a query on either backend and calls `each` on every row read as a `T`.
+    fn each<T: FromRow>(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn Param + Sync)],
+        mut each: impl FnMut(T),
+    ) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(conn) => {
-                let mut statement = conn.prepare(LABELLED)?;
-                let mut rows = statement.query([since_ms])?;
-                while let Some(r) = rows.next()? {
-                    out.push(Verdicts {
-                        id: r.get(0)?,
-                        model: r.get(1)?,
-                        prompt: r.get(2)?,
-                        signals: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
-                        feedback: r.get(4)?,
-                        judged: r.get(5)?,
-                    });
+                let mut statement = conn.prepare_cached(sql)?;
+                let mut rows = statement.query(sqlite_params(params).as_slice())?;
+                while let Some(row) = rows.next()? {
+                    each(T::from_row(row)?);
                 }
             }
             Store::Postgres(client) => {
-                for r in client.query(LABELLED, &[&since_ms])? {
-                    out.push(Verdicts {
-                        id: r.try_get(0)?,
-                        model: r.try_get(1)?,
-                        prompt: r.try_get(2)?,
-                        signals: r.try_get::<_, Option<String>>(3)?.unwrap_or_default(),
-                        feedback: r.try_get(4)?,
-                        judged: r.try_get(5)?,
-                    });
+                for row in client.query(sql, &postgres_params(params))? {
+                    each(T::from_row(&row)?);
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Every row of a query, as `T`s.
+    fn all<T: FromRow>(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn Param + Sync)],
+    ) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::new();
+        self.each(sql, params, |row| out.push(row))?;
         Ok(out)
+    }
+}
+
+/// A query parameter both backends can bind.
+trait Param: rusqlite::ToSql + postgres::types::ToSql {}
+impl<T: rusqlite::ToSql + postgres::types::ToSql> Param for T {}
+
+fn sqlite_params<'a>(params: &[&'a (dyn Param + Sync)]) -> Vec<&'a dyn rusqlite::ToSql> {
+    params.iter().map(|&p| p as &dyn rusqlite::ToSql).collect()
+}
+
+fn postgres_params<'a>(
+    params: &[&'a (dyn Param + Sync)],
+) -> Vec<&'a (dyn postgres::types::ToSql + Sync)> {
+    params
+        .iter()
+        .map(|&p| p as &(dyn postgres::types::ToSql + Sync))
+        .collect()
+}
+
+/// A column type both backends can read.
+trait Cell: rusqlite::types::FromSql + for<'a> postgres::types::FromSql<'a> {}
+impl<T: rusqlite::types::FromSql + for<'a> postgres::types::FromSql<'a>> Cell for T {}
+
+/// A result row of either backend.
+trait Cells {
+    fn cell<T: Cell>(&self, index: usize) -> Result<T, StoreError>;
+}
+
+impl Cells for rusqlite::Row<'_> {
+    fn cell<T: Cell>(&self, index: usize) -> Result<T, StoreError> {
+        Ok(self.get(index)?)
+    }
+}
+
+impl Cells for postgres::Row {
+    fn cell<T: Cell>(&self, index: usize) -> Result<T, StoreError> {
+        Ok(self.try_get(index)?)
+    }
+}
+
+/// A value read from one result row, column by column in the query's order.
+trait FromRow: Sized {
+    fn from_row(row: &impl Cells) -> Result<Self, StoreError>;
+}
+
+impl<A: Cell, B: Cell> FromRow for (A, B) {
+    fn from_row(row: &impl Cells) -> Result<Self, StoreError> {
+        Ok((row.cell(0)?, row.cell(1)?))
+    }
+}
+
+/// `ANSWER`'s columns: id, then model, prompt and answer where logged.
+type AnswerRow = (String, Option<String>, Option<String>, Option<String>);
+
+impl FromRow for AnswerRow {
+    fn from_row(row: &impl Cells) -> Result<Self, StoreError> {
+        Ok((row.cell(0)?, row.cell(1)?, row.cell(2)?, row.cell(3)?))
+    }
+}
+
+impl FromRow for LoggedRow {
+    fn from_row(r: &impl Cells) -> Result<Self, StoreError> {
+        Ok(LoggedRow {
+            model: r.cell(0)?,
+            key_id: r.cell(1)?,
+            profile: r.cell(2)?,
+            status: r.cell(3)?,
+            prompt_tokens: r.cell(4)?,
+            completion_tokens: r.cell(5)?,
+            cached_tokens: r.cell(6)?,
+            cache_write_tokens: r.cell(7)?,
+            cost_usd: r.cell(8)?,
+            candidates: r.cell(9)?,
+            signals: r.cell(10)?,
+            has_feedback: r.cell::<i64>(11)? == 1,
+            judged: r.cell::<i64>(12)? == 1,
+        })
+    }
+}
+
+impl FromRow for Verdicts {
+    fn from_row(r: &impl Cells) -> Result<Self, StoreError> {
+        Ok(Verdicts {
+            id: r.cell(0)?,
+            model: r.cell(1)?,
+            prompt: r.cell(2)?,
+            signals: r.cell::<Option<String>>(3)?.unwrap_or_default(),
+            feedback: r.cell(4)?,
+            judged: r.cell(5)?,
+        })
     }
 }
 
