@@ -342,3 +342,80 @@ fn ability_maps_fit_published_scores_and_list_the_training_prompts() {
     assert!(hashes.contains(&triage::eval::prompt_hash("user: hello\nsay hello again")));
     assert!(!hashes.contains(&triage::eval::prompt_hash("never seen")));
 }
+
+/// Rewrites the outcomes so that they say nothing about the prompts: the weak model scores 0.5
+/// on every one of them.
+fn flatten_weak_scores(data: &Path) {
+    let path = data.join("outcomes.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let flat: Vec<String> = text
+        .lines()
+        .map(|line| {
+            let mut row: serde_json::Value = serde_json::from_str(line).unwrap();
+            if row["model"] == WEAK {
+                row["score"] = serde_json::json!(0.5);
+            }
+            row.to_string()
+        })
+        .collect();
+    std::fs::write(&path, flat.join("\n") + "\n").unwrap();
+}
+
+#[test]
+fn a_student_learns_what_the_teacher_predicts() {
+    let (teacher_run, teacher) = train_with(&recipe("scratch", 25, 16), None);
+    teacher.unwrap();
+
+    // The student's own outcomes are flat; only the teacher knows that hard prompts are hard.
+    // (The last epoch is kept: on flat dev outcomes, the epoch that learnt least scores best.)
+    let student =
+        recipe("scratch", 25, 16).replace("theta_lr = 5e-2", "theta_lr = 5e-2\nkeep_best = false");
+    let flat = tempfile::tempdir().unwrap();
+    write_data(flat.path());
+    flatten_weak_scores(flat.path());
+    let gap = |distill: &str| {
+        let (run, summary) = train_with(&format!("{student}{distill}"), Some(flat.path()));
+        summary.unwrap();
+        let classifier = Classifier::load_dir(&run.out, &Device::Cpu).unwrap();
+        let skills = classifier.skills().to_vec();
+        let weak = classifier.metadata.abilities[WEAK].clone();
+        let quality = |texts: Vec<String>| {
+            let predictions = predict(&classifier, &texts);
+            predictions
+                .iter()
+                .map(|p| train::quality(&weak, &p.skill_mix(&skills), p.difficulty))
+                .sum::<f64>()
+                / predictions.len() as f64
+        };
+        quality((100..110).map(easy_prompt).collect())
+            - quality((100..110).map(hard_prompt).collect())
+    };
+    let alone = gap("");
+    let taught = gap(&format!(
+        "\n[distill]\nteacher = {:?}\nweight = 3.0\n",
+        teacher_run.out.display().to_string()
+    ));
+    eprintln!("weak model's easy − hard quality: alone {alone:.3}, taught {taught:.3}");
+    assert!(alone.abs() < 0.15, "flat outcomes alone: gap {alone}");
+    assert!(taught > 0.4, "distilled: gap {taught}");
+
+    // A teacher that knows none of the student's models is refused.
+    let mut strangers = std::fs::read_to_string(teacher_run.out.join("triage.json")).unwrap();
+    strangers = strangers
+        .replace(&format!("\"{WEAK}\""), "\"someone\"")
+        .replace(&format!("\"{STRONG}\""), "\"someone-else\"");
+    std::fs::write(teacher_run.out.join("triage.json"), strangers).unwrap();
+    let (_, refused) = train_with(
+        &format!(
+            "{}\n[distill]\nteacher = {:?}\n",
+            recipe("scratch", 1, 16),
+            teacher_run.out.display().to_string()
+        ),
+        Some(flat.path()),
+    );
+    let Err(error) = refused else {
+        panic!("a teacher that knows none of the models was accepted");
+    };
+    let message = error.to_string();
+    assert!(message.contains("knows none"), "{message}");
+}

@@ -22,6 +22,7 @@ use serde::Serialize;
 
 use super::TrainError;
 use super::data::{Dataset, PromptRecord};
+use super::distill::Targets;
 use super::encoder::{Dropout, Init, TrainEncoder};
 use super::metrics::{self, OutcomeRows, OutcomeSummary};
 use super::params::Params;
@@ -53,6 +54,8 @@ pub struct Model {
     tool_index: Option<usize>,
     num_skills: usize,
     pad: u32,
+    /// The teacher's predictions, when the recipe distils.
+    pub distill: Option<Targets>,
 }
 
 /// Outputs for a batch of prompts.
@@ -162,6 +165,7 @@ impl Model {
             tool_index: recipe.skills.iter().position(|s| s == "tool_use"),
             num_skills: k,
             pad,
+            distill: None,
         })
     }
 
@@ -179,12 +183,12 @@ impl Model {
         match &self.encoder {
             Encoder::Trainable(encoder) => {
                 let ids: Vec<Vec<u32>> = batch.iter().map(|&i| tokens[i].clone()).collect();
-                let (ids, mask) = pad_batch(&ids, self.pad, &Device::Cpu)?;
+                let (ids, mask) = pad_batch(&ids, self.pad, self.params.device())?;
                 mean_pool(&encoder.forward_train(&ids, &mask, dropout)?, &mask)
             }
             Encoder::Frozen(table) => {
                 let index: Vec<u32> = batch.iter().map(|&i| i as u32).collect();
-                table.index_select(&Tensor::new(index, &Device::Cpu)?, 0)
+                table.index_select(&Tensor::new(index, table.device())?, 0)
             }
         }
     }
@@ -208,7 +212,7 @@ impl Model {
                     .unsqueeze(1)?;
                 let mut one_hot = vec![0f32; self.num_skills];
                 one_hot[t] = 1.0;
-                let one_hot = Tensor::from_vec(one_hot, (1, self.num_skills), &Device::Cpu)?;
+                let one_hot = Tensor::from_vec(one_hot, (1, self.num_skills), need.device())?;
                 (weights.broadcast_mul(&need.affine(-1.0, 1.0)?)?
                     + need.broadcast_mul(&one_hot)?)?
             }
@@ -235,7 +239,7 @@ impl Model {
             rng,
         };
         let out = self.outputs(batch, tokens, &mut dropout)?;
-        let cpu = &Device::Cpu;
+        let device = self.params.device();
         let mut total = (self.theta.sqr()?.mean_all()? * recipe.loss.theta_l2)?;
 
         let (mut at, mut model, mut score, mut weight) = (vec![], vec![], vec![], vec![]);
@@ -249,15 +253,29 @@ impl Model {
             }
         }
         if !at.is_empty() {
-            let at = Tensor::new(at, cpu)?;
-            let theta = self.theta.index_select(&Tensor::new(model, cpu)?, 0)?;
+            let at = Tensor::new(at, device)?;
+            let theta = self.theta.index_select(&Tensor::new(model, device)?, 0)?;
             let logits = (theta * out.mix.index_select(&at, 0)?)?
                 .sum(1)?
                 .sub(&out.difficulty.index_select(&at, 0)?)?;
-            let weight = Tensor::new(weight, cpu)?;
-            let bce = bce_with_logits(&logits, &Tensor::new(score, cpu)?)?;
+            let weight = Tensor::new(weight, device)?;
+            let bce = bce_with_logits(&logits, &Tensor::new(score, device)?)?;
             total = (total
                 + ((bce * &weight)?.sum_all()? / weight.sum_all()?.to_scalar::<f32>()? as f64)?)?;
+        }
+
+        if let Some(teacher) = &self.distill {
+            let rows = Tensor::new(batch.iter().map(|&p| p as u32).collect::<Vec<_>>(), device)?;
+            let q = teacher.q.index_select(&rows, 0)?;
+            let known = teacher.known.index_select(&rows, 0)?;
+            // [batch, models]: the student's logit of every model on every prompt of the batch.
+            let logits = out
+                .mix
+                .matmul(&self.theta.t()?)?
+                .broadcast_sub(&out.difficulty.unsqueeze(1)?)?;
+            let bce = (bce_with_logits(&logits, &q)? * &known)?.sum_all()?;
+            let count = known.sum_all()?.to_scalar::<f32>()?.max(1.0) as f64;
+            total = (total + ((bce / count)? * teacher.weight)?)?;
         }
 
         let (at, labels): (Vec<u32>, Vec<usize>) = batch
@@ -271,9 +289,10 @@ impl Model {
             for (row, &label) in labels.iter().enumerate() {
                 one_hot[row * self.num_skills + label] = 1.0;
             }
-            let one_hot = Tensor::from_vec(one_hot, (n, self.num_skills), cpu)?;
+            let one_hot = Tensor::from_vec(one_hot, (n, self.num_skills), device)?;
             let log_p = candle_nn::ops::log_softmax(
-                &out.skill_logits.index_select(&Tensor::new(at, cpu)?, 0)?,
+                &out.skill_logits
+                    .index_select(&Tensor::new(at, device)?, 0)?,
                 D::Minus1,
             )?;
             let ce = ((log_p * one_hot)?.sum_all()? / -(n as f64))?;
@@ -286,8 +305,8 @@ impl Model {
             .filter_map(|(i, &p)| prompts[p].tool.map(|t| (i as u32, t)))
             .unzip();
         if !at.is_empty() && recipe.loss.tool > 0.0 {
-            let logits = out.tool_logits.index_select(&Tensor::new(at, cpu)?, 0)?;
-            let bce = bce_with_logits(&logits, &Tensor::new(labels, cpu)?)?.mean_all()?;
+            let logits = out.tool_logits.index_select(&Tensor::new(at, device)?, 0)?;
+            let bce = bce_with_logits(&logits, &Tensor::new(labels, device)?)?.mean_all()?;
             total = (total + (bce * recipe.loss.tool)?)?;
         }
         Ok(total)
@@ -394,7 +413,6 @@ fn bce_with_logits(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Ten
     (logits.relu()? - (logits * targets)?)? + softplus
 }
 
-/// logit(mean training score) per model, clamped: θ's starting point.
 /// What a fine-tuning run starts from: a trained directory's heads and θ.
 #[derive(Debug, Clone, Default)]
 pub struct Warm {

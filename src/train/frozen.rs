@@ -30,6 +30,7 @@ pub fn embed(
     pad: u32,
     cache_dir: &Path,
     quiet: bool,
+    device: &Device,
 ) -> Result<Tensor, TrainError> {
     let io = |path: &Path, e: std::io::Error| TrainError::File {
         path: path.to_path_buf(),
@@ -64,8 +65,7 @@ pub fn embed(
         missing.sort_by_key(|&i| tokens[i].len());
         let weights = dir.join("model.safetensors");
         // SAFETY: the file is mapped read-only and not modified while the model lives.
-        let vb =
-            unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &Device::Cpu) }?;
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, device) }?;
         let model = BertModel::load(vb, &config)?;
         let file = OpenOptions::new()
             .create(true)
@@ -76,7 +76,7 @@ pub fn embed(
         let mut bar = Progress::new(missing.len() as u64, "embedding", "prompts", quiet);
         for chunk in missing.chunks(BATCH) {
             let ids: Vec<Vec<u32>> = chunk.iter().map(|&i| tokens[i].clone()).collect();
-            let (ids, mask) = pad_batch(&ids, pad, &Device::Cpu)?;
+            let (ids, mask) = pad_batch(&ids, pad, device)?;
             let hidden_states = model.forward(&ids, &ids.zeros_like()?, Some(&mask))?;
             let pooled = mean_pool(&hidden_states, &mask)?.to_vec2::<f32>()?;
             for (&i, vector) in chunk.iter().zip(pooled) {
@@ -99,11 +99,7 @@ pub fn embed(
         .iter()
         .flat_map(|h| cached[h].iter().copied())
         .collect();
-    Ok(Tensor::from_vec(
-        flat,
-        (tokens.len(), hidden),
-        &Device::Cpu,
-    )?)
+    Ok(Tensor::from_vec(flat, (tokens.len(), hidden), device)?)
 }
 
 fn read_cache(path: &Path, hidden: usize) -> std::io::Result<HashMap<u64, Vec<f32>>> {

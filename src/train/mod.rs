@@ -10,6 +10,7 @@
 //! Not for: inference (`classifier`) or measuring routing quality (`eval`).
 
 pub mod data;
+mod distill;
 pub mod encoder;
 mod fit;
 pub mod from_log;
@@ -247,7 +248,9 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
         .map(|p| classifier::token_ids(&tokenizer, special, &p.text, recipe.max_tokens))
         .collect::<Result<Vec<_>, _>>()?;
 
-    let mut params = Params::default();
+    // The GPU when built with `cuda` (or `metal`) and one is present, else the CPU.
+    let mut params = Params::on(classifier::default_device());
+    say(format!("training on {:?}", params.device()));
     let encoder = match &choice {
         EncoderChoice::Scratch => {
             Encoder::Trainable(TrainEncoder::new(&shape, &mut params, &mut rng)?)
@@ -267,10 +270,11 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
                 special.pad,
                 &args.cache_dir,
                 args.quiet,
+                params.device(),
             )?)
         }
     };
-    let model = Model::new(
+    let mut model = Model::new(
         params,
         encoder,
         shape.hidden_size,
@@ -280,6 +284,23 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
         warm.as_ref(),
         &mut rng,
     )?;
+    if let Some(spec) = &recipe.distill {
+        let targets = distill::teacher_targets(
+            spec,
+            &data,
+            &recipe.skills,
+            model.params.device(),
+            args.quiet,
+        )?;
+        say(format!(
+            "distilling {} (weight {}): θ for {} of {} models",
+            spec.teacher,
+            spec.weight,
+            targets.models_known,
+            data.models.len()
+        ));
+        model.distill = Some(targets);
+    }
     let baseline = fit::model_only_baseline(&data);
     let fitted = fit::train(&model, &data, &tokens, &recipe, &mut rng, args.quiet)?;
     let gradient = fitted.gradient;
@@ -480,7 +501,7 @@ fn metadata(
 ) -> Result<Metadata, TrainError> {
     let abilities: BTreeMap<String, Vec<f32>> =
         data.models.iter().cloned().zip(model.theta()?).collect();
-    let (ability_map, ability_maps) = fit_ability_maps(args, recipe, data, &abilities)?;
+    let (ability_map, ability_maps) = fit_ability_maps(recipe, data, &abilities)?;
     let parameters: usize = model
         .params
         .entries()
@@ -520,13 +541,12 @@ fn metadata(
 
 /// The recipe's maps (`ability_map`, then `ability_maps`), fitted on `abilities`.
 fn fit_ability_maps(
-    args: &TrainArgs,
     recipe: &Recipe,
     data: &Dataset,
     abilities: &BTreeMap<String, Vec<f32>>,
 ) -> Result<(Option<AbilityMap>, Vec<AbilityMap>), TrainError> {
     let fit = |spec: &AbilityMapSpec| -> Result<AbilityMap, TrainError> {
-        let accuracies = map_accuracies(spec, args, data)?;
+        let accuracies = map_accuracies(spec, data)?;
         Ok(fit_ability_map(spec, &accuracies, recipe, abilities))
     };
     let first = recipe.ability_map.as_ref().map(fit).transpose()?;
@@ -542,14 +562,13 @@ fn fit_ability_maps(
 /// published number from the scores file.
 fn map_accuracies(
     spec: &AbilityMapSpec,
-    args: &TrainArgs,
     data: &Dataset,
 ) -> Result<BTreeMap<String, f64>, TrainError> {
     if let Some(file) = &spec.file {
         return Ok(data.model_means.get(file).cloned().unwrap_or_default());
     }
-    let name = spec.scores.as_deref().unwrap_or_default();
-    let path = args.recipe.parent().unwrap_or(Path::new(".")).join(name);
+    // `Recipe::load` made it relative to the recipe's folder already.
+    let path = PathBuf::from(spec.scores.as_deref().unwrap_or_default());
     let file_error = |message: String| TrainError::File {
         path: path.clone(),
         message,
@@ -574,7 +593,7 @@ pub fn refit_ability_maps(args: &TrainArgs) -> Result<Metadata, TrainError> {
     let recipe = Recipe::load(&args.recipe)?;
     let data = Dataset::load(&recipe, &args.data_dir)?;
     let mut metadata = classifier::load_metadata(&args.out)?;
-    let (first, rest) = fit_ability_maps(args, &recipe, &data, &metadata.abilities)?;
+    let (first, rest) = fit_ability_maps(&recipe, &data, &metadata.abilities)?;
     metadata.ability_map = first;
     metadata.ability_maps = rest;
     if let Some(training) = metadata.training.as_object_mut() {

@@ -13,12 +13,30 @@ use rand::rngs::StdRng;
 use super::TrainError;
 use super::encoder::Init;
 
-#[derive(Default)]
 pub struct Params {
     entries: Vec<(String, Var)>,
+    device: Device,
+}
+
+impl Default for Params {
+    fn default() -> Params {
+        Params::on(Device::Cpu)
+    }
 }
 
 impl Params {
+    /// No variables yet; every variable will live on `device`.
+    pub fn on(device: Device) -> Params {
+        Params {
+            entries: Vec::new(),
+            device,
+        }
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     /// A new variable of shape `dims`, initialised from `rng`; returns the tensor to compute with.
     pub fn create(
         &mut self,
@@ -28,17 +46,17 @@ impl Params {
         rng: &mut StdRng,
     ) -> Result<Tensor, TrainError> {
         let values = init.values(dims.iter().product(), rng);
-        self.insert(name, Tensor::from_vec(values, dims, &Device::Cpu)?)
+        self.insert(name, Tensor::from_vec(values, dims, &self.device)?)
     }
 
-    /// A new variable holding `value`.
+    /// A new variable holding `value` (moved to the parameters' device).
     pub fn insert(&mut self, name: &str, value: Tensor) -> Result<Tensor, TrainError> {
         if self.entries.iter().any(|(n, _)| n == name) {
             return Err(TrainError::Invalid(format!(
                 "variable {name} defined twice"
             )));
         }
-        let var = Var::from_tensor(&value)?;
+        let var = Var::from_tensor(&value.to_device(&self.device)?)?;
         let tensor = var.as_tensor().clone();
         self.entries.push((name.to_string(), var));
         Ok(tensor)

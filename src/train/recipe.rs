@@ -47,6 +47,25 @@ pub struct Recipe {
     /// More maps, for catalog models without the first map's score (tried in order).
     #[serde(default)]
     pub ability_maps: Vec<AbilityMapSpec>,
+    /// Also fit a trained model's predictions (distillation from a bigger encoder).
+    pub distill: Option<DistillSpec>,
+}
+
+/// A teacher whose predicted q_m(x), for every prompt and every model it knows, the student
+/// fits as soft targets beside the outcome rows (`train::distill`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistillSpec {
+    /// The teacher's model directory, as `triage train` writes it (relative to the working
+    /// directory, like the encoder's).
+    pub teacher: String,
+    /// Weight of the distillation loss, relative to the outcome loss (weight 1).
+    #[serde(default = "default_distill_weight")]
+    pub weight: f64,
+}
+
+fn default_distill_weight() -> f64 {
+    1.0
 }
 
 /// θ_k ≈ intercept_k + slope_k · logit(accuracy), fitted over the training models whose
@@ -61,7 +80,7 @@ pub struct AbilityMapSpec {
     #[serde(default)]
     pub file: Option<String>,
     /// A TOML file (relative to the recipe) of `[[models]]` with `name` and a `<benchmark>`
-    /// accuracy, such as `public_scores.toml`.
+    /// accuracy, such as `public_scores.toml`, relative to the recipe that names it.
     #[serde(default)]
     pub scores: Option<String>,
 }
@@ -339,6 +358,7 @@ impl Recipe {
 
 fn merged_value(text: &str, dir: &Path, depth: usize) -> Result<toml::Table, String> {
     let mut table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+    resolve_scores_paths(&mut table, dir);
     let Some(base) = table.remove("base") else {
         return Ok(table);
     };
@@ -352,6 +372,19 @@ fn merged_value(text: &str, dir: &Path, depth: usize) -> Result<toml::Table, Str
     let mut merged = merged_value(&base_text, path.parent().unwrap_or(dir), depth + 1)?;
     overlay(&mut merged, table);
     Ok(merged)
+}
+
+/// Makes each `[[ability_maps]] scores` file relative to the recipe that names it, so a recipe
+/// built on a `base` in another folder still finds the base's scores file.
+fn resolve_scores_paths(table: &mut toml::Table, dir: &Path) {
+    let Some(toml::Value::Array(maps)) = table.get_mut("ability_maps") else {
+        return;
+    };
+    for map in maps.iter_mut().filter_map(toml::Value::as_table_mut) {
+        if let Some(toml::Value::String(name)) = map.get_mut("scores") {
+            *name = dir.join(&*name).to_string_lossy().into_owned();
+        }
+    }
 }
 
 fn overlay(base: &mut toml::Table, over: toml::Table) {
@@ -403,6 +436,23 @@ contains = ["def "]
         assert_eq!(recipe.optim.epochs, 9);
         assert_eq!(recipe.optim.batch_size, 32);
         assert_eq!(recipe.skill_rules.len(), 1);
+    }
+
+    #[test]
+    fn a_scores_file_is_found_beside_the_recipe_that_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let base =
+            format!("{MINIMAL}\n[[ability_maps]]\nbenchmark = \"gpqa\"\nscores = \"s.toml\"\n");
+        std::fs::write(dir.path().join("base.toml"), base).unwrap();
+        let sub = dir.path().join("compare");
+        std::fs::create_dir(&sub).unwrap();
+        let recipe = Recipe::parse_in("base = \"../base.toml\"\n", &sub).unwrap();
+        let scores = PathBuf::from(recipe.ability_maps[0].scores.as_deref().unwrap());
+        std::fs::write(dir.path().join("s.toml"), "").unwrap();
+        assert_eq!(
+            scores.canonicalize().unwrap(),
+            dir.path().join("s.toml").canonicalize().unwrap()
+        );
     }
 
     #[test]
