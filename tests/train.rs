@@ -419,3 +419,65 @@ fn a_student_learns_what_the_teacher_predicts() {
     let message = error.to_string();
     assert!(message.contains("knows none"), "{message}");
 }
+
+/// The same question, padded in front to a long prompt or not: with a token budget of 8 the
+/// encoder sees only the end, which is the same for both.
+fn padded_prompt(i: usize, long: bool) -> String {
+    let padding = if long {
+        "Some background that goes on and on. ".repeat(12)
+    } else {
+        String::new()
+    };
+    format!("{padding}question number {i} ends here")
+}
+
+#[test]
+fn the_length_input_sees_what_the_token_budget_cuts() {
+    let data = tempfile::tempdir().unwrap();
+    write_data(data.path());
+    let mut outcomes = String::new();
+    for i in 0..40 {
+        for long in [false, true] {
+            let prompt = padded_prompt(i, long);
+            for (model, score) in [(WEAK, if long { 0.0 } else { 1.0 }), (STRONG, 1.0)] {
+                let row = serde_json::json!({"source": "synthetic", "prompt": prompt,
+                    "model": model, "label": "correct", "score": score});
+                outcomes.push_str(&format!("{row}\n"));
+            }
+        }
+    }
+    std::fs::write(data.path().join("outcomes.jsonl"), outcomes).unwrap();
+
+    let gap = |length_input: bool| {
+        let text = recipe("scratch", 25, 16)
+            .replace("max_tokens = 32", "max_tokens = 8")
+            .replace(
+                "encoder = ",
+                &format!("length_input = {length_input}\nencoder = "),
+            );
+        let (run, summary) = train_with(&text, Some(data.path()));
+        summary.unwrap();
+        // The directory as `serve` loads it: the length weight is read back and used.
+        let classifier = Classifier::load_dir(&run.out, &Device::Cpu).unwrap();
+        let skills = classifier.skills().to_vec();
+        let weak = classifier.metadata.abilities[WEAK].clone();
+        let quality = |long: bool| {
+            let texts: Vec<String> = (100..110).map(|i| padded_prompt(i, long)).collect();
+            let predictions = predict(&classifier, &texts);
+            predictions
+                .iter()
+                .map(|p| train::quality(&weak, &p.skill_mix(&skills), p.difficulty))
+                .sum::<f64>()
+                / predictions.len() as f64
+        };
+        quality(false) - quality(true)
+    };
+    let blind = gap(false);
+    let seeing = gap(true);
+    eprintln!("weak model's short − long quality: without length {blind:.3}, with {seeing:.3}");
+    assert!(
+        blind.abs() < 0.05,
+        "the encoder alone cannot see length: {blind}"
+    );
+    assert!(seeing > 0.2, "with the length input: {seeing}");
+}

@@ -110,6 +110,8 @@ struct Heads {
     difficulty: Linear,
     skills: Linear,
     tool: Linear,
+    /// Weight of [`length_feature`] in b(x), in models trained with `length_input`.
+    length: Option<Tensor>,
 }
 
 /// The ids of the tokens triage adds itself (`train` tokenizes through the same path).
@@ -205,7 +207,12 @@ impl Classifier {
             .map(|input| self.token_ids(&input.text))
             .collect::<Result<Vec<_>, _>>()?;
         let (pooled, lengths) = self.embed_ids(&ids)?;
-        let difficulty = self.heads.difficulty.forward(&pooled)?.squeeze(1)?;
+        let mut difficulty = self.heads.difficulty.forward(&pooled)?.squeeze(1)?;
+        if let Some(weight) = &self.heads.length {
+            let lengths: Vec<f32> = inputs.iter().map(|i| length_feature(&i.text)).collect();
+            let lengths = Tensor::from_vec(lengths, inputs.len(), &self.device)?;
+            difficulty = (difficulty + lengths.broadcast_mul(weight)?)?;
+        }
         let skills = candle_nn::ops::softmax(&self.heads.skills.forward(&pooled)?, D::Minus1)?;
         let tool = candle_nn::ops::sigmoid(&self.heads.tool.forward(&pooled)?.squeeze(1)?)?;
         let normalised = pooled.broadcast_div(
@@ -263,8 +270,23 @@ impl Heads {
             difficulty: candle_nn::linear(hidden, 1, vb.pp("difficulty"))?,
             skills: candle_nn::linear(hidden, skills, vb.pp("skills"))?,
             tool: candle_nn::linear(hidden, 1, vb.pp("tool"))?,
+            length: if vb.contains_tensor(LENGTH_WEIGHT) {
+                Some(vb.get(1, LENGTH_WEIGHT)?)
+            } else {
+                None
+            },
         })
     }
+}
+
+/// Name, under `heads.`, of the difficulty head's length weight.
+pub const LENGTH_WEIGHT: &str = "length.weight";
+
+/// The difficulty head's length input: ln(1 + characters of the rendered prompt, before the
+/// token budget cuts it). Mean pooling over at most `max_tokens` tokens cannot tell how long a
+/// prompt was.
+pub fn length_feature(text: &str) -> f32 {
+    (1.0 + text.chars().count() as f32).ln()
 }
 
 impl Prediction {

@@ -28,7 +28,7 @@ use super::metrics::{self, OutcomeRows, OutcomeSummary};
 use super::params::Params;
 use super::progress::Progress;
 use super::recipe::Recipe;
-use crate::classifier::{mean_pool, pad_batch};
+use crate::classifier::{HEADS_PREFIX, LENGTH_WEIGHT, length_feature, mean_pool, pad_batch};
 
 /// Name of the ability table among the variables (kept out of the safetensors).
 pub const THETA: &str = "theta";
@@ -54,6 +54,8 @@ pub struct Model {
     tool_index: Option<usize>,
     num_skills: usize,
     pad: u32,
+    /// The difficulty head's length weight and each prompt's length feature (`length_input`).
+    length: Option<(Tensor, Vec<f32>)>,
     /// The teacher's predictions, when the recipe distils.
     pub distill: Option<Targets>,
 }
@@ -150,6 +152,21 @@ impl Model {
         let difficulty = linear("difficulty", 1, rng)?;
         let skills = linear("skills", k, rng)?;
         let tool = linear("tool", 1, rng)?;
+        let length = if recipe.length_input {
+            let name = format!("{HEADS_PREFIX}.{LENGTH_WEIGHT}");
+            let weight = match warm.and_then(|w| w.heads.get(&name)) {
+                Some(t) if t.dims() == [1] => params.insert(&name, t.clone())?,
+                _ => params.create(&name, &[1], Init::Zeros, rng)?,
+            };
+            let features = data
+                .prompts
+                .iter()
+                .map(|p| length_feature(&p.text))
+                .collect();
+            Some((weight, features))
+        } else {
+            None
+        };
         let theta_values = initial_theta(data, k, warm);
         let theta = params.insert(
             THETA,
@@ -165,6 +182,7 @@ impl Model {
             tool_index: recipe.skills.iter().position(|s| s == "tool_use"),
             num_skills: k,
             pad,
+            length,
             distill: None,
         })
     }
@@ -200,7 +218,12 @@ impl Model {
         dropout: &mut Dropout,
     ) -> candle_core::Result<Outputs> {
         let pooled = self.pooled(batch, tokens, dropout)?;
-        let difficulty = self.difficulty.forward(&pooled)?.squeeze(1)?;
+        let mut difficulty = self.difficulty.forward(&pooled)?.squeeze(1)?;
+        if let Some((weight, features)) = &self.length {
+            let lengths: Vec<f32> = batch.iter().map(|&i| features[i]).collect();
+            let lengths = Tensor::from_vec(lengths, batch.len(), weight.device())?;
+            difficulty = (difficulty + lengths.broadcast_mul(weight)?)?;
+        }
         let skill_logits = self.skills.forward(&pooled)?;
         let tool_logits = self.tool.forward(&pooled)?.squeeze(1)?;
         let weights = candle_nn::ops::softmax(&skill_logits, D::Minus1)?;
@@ -562,8 +585,14 @@ pub fn train(
         .collect();
     let encoder_lr = optim.encoder_lr.unwrap_or(optim.lr);
     let mut encoder_opt = adam(encoder_vars, encoder_lr, optim.weight_decay)?;
-    let mut heads_opt = adam(model.params.vars("heads."), optim.lr, optim.weight_decay)?;
-    let mut theta_opt = adam(model.params.vars(THETA), optim.theta_lr, 0.0)?;
+    // The length weight is one number on the data's scale, like θ: it learns at θ's rate.
+    let length = format!("{HEADS_PREFIX}.{LENGTH_WEIGHT}");
+    let heads_vars = model
+        .params
+        .vars_where(|n| n.starts_with("heads.") && n != length);
+    let mut heads_opt = adam(heads_vars, optim.lr, optim.weight_decay)?;
+    let theta_vars = model.params.vars_where(|n| n == THETA || n == length);
+    let mut theta_opt = adam(theta_vars, optim.theta_lr, 0.0)?;
 
     let per_epoch = train.len().min(if optim.max_prompts_per_epoch > 0 {
         optim.max_prompts_per_epoch

@@ -68,9 +68,14 @@ impl Params {
 
     /// The variables whose names start with `prefix` (all of them for "").
     pub fn vars(&self, prefix: &str) -> Vec<Var> {
+        self.vars_where(|n| n.starts_with(prefix))
+    }
+
+    /// The variables whose names pass `keep`.
+    pub fn vars_where(&self, keep: impl Fn(&str) -> bool) -> Vec<Var> {
         self.entries
             .iter()
-            .filter(|(n, _)| n.starts_with(prefix))
+            .filter(|(n, _)| keep(n))
             .map(|(_, v)| v.clone())
             .collect()
     }

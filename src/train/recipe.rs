@@ -25,6 +25,9 @@ pub struct Recipe {
     pub skills: Vec<String>,
     /// `scratch`, `frozen:<dir>` (heads over a fixed pretrained BERT) or `finetune:<dir>`.
     pub encoder: String,
+    /// Give the difficulty head the prompt's length too (`classifier::length_feature`).
+    #[serde(default)]
+    pub length_input: bool,
     #[serde(default)]
     pub scratch: ScratchShape,
     #[serde(default)]
