@@ -249,3 +249,69 @@ async fn messages_endpoint_routes_auto_through_the_same_path() {
         "{error}"
     );
 }
+
+/// `/admin/reload` swaps the model while `auto` requests are in flight: none of them fails or
+/// waits for the reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_requests_keep_succeeding_through_reloads() {
+    const ADMIN_KEY: &str = "sk-admin-test";
+    let config = CONFIG.replace(
+        "keys = [\"sk-triage-test\"]",
+        &format!("keys = [\"sk-triage-test\"]\nadmin_keys = [\"{ADMIN_KEY}\"]"),
+    );
+    let config = format!(
+        "{config}\n{MODELS}\n[classifier]\nmodel = {:?}\n",
+        default_dir().display().to_string()
+    );
+    let h = Harness::start_full(&config, Some(&default_dir())).await;
+    let before = h.state.adaptive.load_full().expect("loaded");
+
+    let senders: Vec<_> = (0..4)
+        .map(|worker| {
+            let (client, url) = (h.client.clone(), h.url.clone());
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                for i in 0..25 {
+                    let body =
+                        mock_only(ask("auto", &format!("question {worker}-{i}: what is 2+2?")));
+                    let response = client
+                        .post(format!("{url}/v1/chat/completions"))
+                        .bearer_auth(ROUTER_KEY)
+                        .json(&body)
+                        .send()
+                        .await
+                        .unwrap();
+                    statuses.push(response.status().as_u16());
+                }
+                statuses
+            })
+        })
+        .collect();
+    let mut reloads = 0;
+    for _ in 0..8 {
+        let response = h
+            .client
+            .post(format!("{}/admin/reload", h.url))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        reloads += 1;
+    }
+    let mut statuses = Vec::new();
+    for sender in senders {
+        statuses.extend(sender.await.unwrap());
+    }
+    assert_eq!(reloads, 8);
+    assert_eq!(statuses.len(), 100);
+    assert!(
+        statuses.iter().all(|&s| s == 200),
+        "every request answered: {statuses:?}"
+    );
+    let after = h.state.adaptive.load_full().expect("loaded");
+    assert!(
+        !std::sync::Arc::ptr_eq(&before, &after),
+        "the model in use was replaced"
+    );
+}
