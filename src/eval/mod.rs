@@ -302,6 +302,36 @@ struct Prepared {
     warnings: Vec<String>,
 }
 
+fn embedding_slices(features: &[PromptFeatures]) -> Vec<&[f32]> {
+    features.iter().map(|f| f.embedding.as_slice()).collect()
+}
+
+impl Prepared {
+    /// The kNN baseline's predicted score of each of `models` on each held-out prompt: the mean
+    /// of its `k` nearest calibration prompts' scores (None without embeddings).
+    fn knn_predictions(&self, data: &Dataset, models: &[usize], k: usize) -> Option<Vec<Vec<f64>>> {
+        if !self.has_embeddings {
+            return None;
+        }
+        let outcomes: Vec<Vec<f64>> = self
+            .calibration
+            .iter()
+            .map(|&p| {
+                models
+                    .iter()
+                    .map(|&m| data.cell(p, m).expect("complete").score)
+                    .collect()
+            })
+            .collect();
+        Some(knn::knn_predict(
+            &embedding_slices(&self.calibration_features),
+            &outcomes,
+            &embedding_slices(&self.held_out_features),
+            k,
+        ))
+    }
+}
+
 /// The dataset index of each named model, or the error that names what the data has.
 fn model_indexes(data: &Dataset, names: &[String]) -> Result<Vec<usize>, EvalError> {
     names

@@ -30,7 +30,7 @@ use super::data::Dataset;
 use super::metrics::{self, CostPoint};
 use super::prices::{Prices, estimated_cost};
 use super::{
-    Ability, AbilitySource, EvalArgs, EvalError, Prepared, Scorer, knn, model_indexes, or_dash,
+    Ability, AbilitySource, EvalArgs, EvalError, Prepared, Scorer, model_indexes, or_dash,
     predicted_quality, prepare,
 };
 
@@ -232,28 +232,7 @@ pub(super) fn evaluate(
             .map(|l| point(&best_value_choices(&predicted, &costs.expected, l)))
             .collect(),
     );
-    if prepared.has_embeddings {
-        let references: Vec<&[f32]> = prepared
-            .calibration_features
-            .iter()
-            .map(|f| f.embedding.as_slice())
-            .collect();
-        let outcomes: Vec<Vec<f64>> = prepared
-            .calibration
-            .iter()
-            .map(|&p| {
-                models
-                    .iter()
-                    .map(|&m| data.cell(p, m).expect("complete").score)
-                    .collect()
-            })
-            .collect();
-        let queries: Vec<&[f32]> = prepared
-            .held_out_features
-            .iter()
-            .map(|f| f.embedding.as_slice())
-            .collect();
-        let neighbours = knn::knn_predict(&references, &outcomes, &queries, args.knn_k);
+    if let Some(neighbours) = prepared.knn_predictions(data, &models, args.knn_k) {
         curves.insert("knn".into(), sweep(&neighbours));
     }
     curves.insert(

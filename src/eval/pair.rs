@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::data::Dataset;
 use super::metrics::{self, SharePoint};
 use super::{
-    Ability, AbilitySource, EvalArgs, EvalError, Prepared, Scorer, knn, model_indexes, or_dash,
+    Ability, AbilitySource, EvalArgs, EvalError, Prepared, Scorer, model_indexes, or_dash,
     predicted_quality, prepare, scores,
 };
 
@@ -91,31 +91,8 @@ pub(super) fn evaluate(
             bins,
         )),
     );
-    if prepared.has_embeddings {
-        let references: Vec<&[f32]> = prepared
-            .calibration_features
-            .iter()
-            .map(|f| f.embedding.as_slice())
-            .collect();
-        let outcomes: Vec<Vec<f64>> = prepared
-            .calibration
-            .iter()
-            .map(|&p| {
-                models
-                    .iter()
-                    .map(|&m| data.cell(p, m).expect("complete").score)
-                    .collect()
-            })
-            .collect();
-        let queries: Vec<&[f32]> = prepared
-            .held_out_features
-            .iter()
-            .map(|f| f.embedding.as_slice())
-            .collect();
-        let knn_scores: Vec<f64> = knn::knn_predict(&references, &outcomes, &queries, args.knn_k)
-            .iter()
-            .map(|means| means[0] - means[1])
-            .collect();
+    if let Some(neighbours) = prepared.knn_predictions(data, &models, args.knn_k) {
+        let knn_scores: Vec<f64> = neighbours.iter().map(|means| means[0] - means[1]).collect();
         routers.insert(
             "knn".to_owned(),
             measure(metrics::threshold_curve(
