@@ -20,7 +20,8 @@ use serde_json::{Map, Value, json};
 use super::routing;
 use super::stream::{self, Shape, StreamContext};
 use super::{
-    ApiError, AppState, Finished, body_rejection, describe_failures, format_usd, set_header,
+    ApiError, AppState, Finished, HandlerFailure, body_rejection, describe_failures, format_usd,
+    respond, set_header,
 };
 use crate::catalog::{Model, Usage};
 use crate::dispatch::{Answer, Dispatched, Streamed};
@@ -34,29 +35,16 @@ pub(super) async fn messages(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let mut finished = Finished::start("messages");
-    let request_id = finished.request_id.clone();
-    let mut response = match handle(&state, &headers, body, &mut finished).await {
-        Ok(response) => response,
-        Err((error, model)) => {
-            finished.status = error.status.as_u16();
-            state.record(&finished, model.as_deref());
-            let mut response = error.into_anthropic_response();
-            set_header(&mut response, "x-triage-fallbacks", &finished.fallbacks);
-            response
-        }
-    };
-    set_header(&mut response, "x-triage-request-id", &request_id);
-    response
+    let result = handle(&state, &headers, body, &mut finished).await;
+    respond(&state, finished, result, ApiError::into_anthropic_response)
 }
-
-type Failure = (ApiError, Option<Arc<Model>>);
 
 async fn handle(
     state: &Arc<AppState>,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
     finished: &mut Finished,
-) -> Result<Response, Failure> {
+) -> Result<Response, HandlerFailure> {
     finished.key_id = state.authenticate(headers).map_err(|e| (e, None))?;
     let body =
         body.map_err(|rejection| (body_rejection(&rejection, state.max_body_bytes), None))?;

@@ -310,29 +310,41 @@ async fn chat_completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let mut finished = Finished::start("chat");
-    let request_id = finished.request_id.clone();
-    let mut response = match chat(&state, &headers, body, &mut finished).await {
+    let result = chat(&state, &headers, body, &mut finished).await;
+    respond(&state, finished, result, IntoResponse::into_response)
+}
+
+/// A request that failed, and the model it failed on (if it got that far).
+type HandlerFailure = (ApiError, Option<Arc<Model>>);
+
+/// A handler's response: a failure is logged and rendered by `render` (OpenAI's or
+/// Anthropic's error shape, with the fallbacks tried); every response names its request id.
+fn respond(
+    state: &AppState,
+    mut finished: Finished,
+    result: Result<Response, HandlerFailure>,
+    render: fn(ApiError) -> Response,
+) -> Response {
+    let mut response = match result {
         Ok(response) => response,
         Err((error, model)) => {
             finished.status = error.status.as_u16();
             state.record(&finished, model.as_deref());
-            let mut response = error.into_response();
+            let mut response = render(error);
             set_header(&mut response, "x-triage-fallbacks", &finished.fallbacks);
             response
         }
     };
-    set_header(&mut response, "x-triage-request-id", &request_id);
+    set_header(&mut response, "x-triage-request-id", &finished.request_id);
     response
 }
-
-type ChatFailure = (ApiError, Option<Arc<Model>>);
 
 async fn chat(
     state: &Arc<AppState>,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
     finished: &mut Finished,
-) -> Result<Response, ChatFailure> {
+) -> Result<Response, HandlerFailure> {
     finished.key_id = state.authenticate(headers).map_err(|e| (e, None))?;
     let body =
         body.map_err(|rejection| (body_rejection(&rejection, state.max_body_bytes), None))?;
