@@ -19,12 +19,23 @@ use triage::policy::{self, Constraints, ModelView, Needs, Profile, PromptView, T
 fn text_of(classifier: &Classifier, tokens: usize) -> String {
     let words = "the quick brown fox explains how a binary search tree keeps its keys sorted while \
                  inserting and deleting nodes in logarithmic time on average";
+    // The classifier keeps at most `max_tokens` of a text, so past that budget count words
+    // (each is at least one token) instead of the tokens it keeps.
+    let budget = classifier.metadata.max_tokens;
     let mut text = String::new();
-    while classifier.token_ids(&text).map_or(0, |ids| ids.len()) < tokens {
+    loop {
+        let kept = classifier.token_ids(&text).map_or(0, |ids| ids.len());
+        let long_enough = if tokens <= budget {
+            kept >= tokens
+        } else {
+            text.split_whitespace().count() >= tokens
+        };
+        if long_enough {
+            return text;
+        }
         text.push_str(words);
         text.push(' ');
     }
-    text
 }
 
 fn models() -> Vec<(String, Classifier)> {
