@@ -289,14 +289,7 @@ async fn auto_requests_keep_succeeding_through_reloads() {
         .collect();
     let mut reloads = 0;
     for _ in 0..8 {
-        let response = h
-            .client
-            .post(format!("{}/admin/reload", h.url))
-            .bearer_auth(ADMIN_KEY)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
+        assert_eq!(h.reload(ADMIN_KEY).await.status(), 200);
         reloads += 1;
     }
     let mut statuses = Vec::new();

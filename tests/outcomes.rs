@@ -474,15 +474,6 @@ fn assemble(into: &Path, minilm: &Path, skills: &[&str]) {
     triage::classifier::add_untrained_heads(into, &skills).unwrap();
 }
 
-async fn reload(h: &Harness, key: &str) -> reqwest::Response {
-    h.client
-        .post(format!("{}/admin/reload", h.url))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn reload_swaps_the_classifier_and_keeps_it_on_error() {
     let Some(minilm) = minilm_dir() else { return };
@@ -500,12 +491,12 @@ async fn reload_swaps_the_classifier_and_keeps_it_on_error() {
     let h = Harness::start_with(&config).await;
     assert!(h.state.adaptive.load().is_none());
     assert_eq!(
-        reload(&h, ROUTER_KEY).await.status(),
+        h.reload(ROUTER_KEY).await.status(),
         401,
         "a router key is not an admin key"
     );
 
-    let response = reload(&h, ADMIN_KEY).await;
+    let response = h.reload(ADMIN_KEY).await;
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
     let first = h.state.adaptive.load_full().expect("loaded");
     assert_eq!(first.classifier.skills().len(), 3);
@@ -514,7 +505,7 @@ async fn reload_swaps_the_classifier_and_keeps_it_on_error() {
     // that loaded the old one still holds it.
     std::fs::remove_dir_all(&model).unwrap();
     assemble(&model, &minilm, &["code", "chat"]);
-    assert_eq!(reload(&h, ADMIN_KEY).await.status(), 200);
+    assert_eq!(h.reload(ADMIN_KEY).await.status(), 200);
     let second = h.state.adaptive.load_full().unwrap();
     assert_eq!(second.classifier.skills().len(), 2);
     assert_eq!(
@@ -525,7 +516,7 @@ async fn reload_swaps_the_classifier_and_keeps_it_on_error() {
 
     // A broken directory: the reload fails and the current model stays.
     std::fs::write(model.join("model.safetensors"), b"not safetensors").unwrap();
-    let failed = reload(&h, ADMIN_KEY).await;
+    let failed = h.reload(ADMIN_KEY).await;
     assert_eq!(failed.status(), 500);
     let error: Value = failed.json().await.unwrap();
     assert_eq!(error["error"]["code"], "reload_failed");
@@ -538,7 +529,7 @@ async fn reload_swaps_the_classifier_and_keeps_it_on_error() {
 #[tokio::test]
 async fn reload_needs_admin_keys_configured() {
     let h = Harness::start("").await;
-    assert_eq!(reload(&h, ROUTER_KEY).await.status(), 403);
+    assert_eq!(h.reload(ROUTER_KEY).await.status(), 403);
 }
 
 /// The real binary, serving the standard config with its log in `dir`.

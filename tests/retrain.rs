@@ -298,13 +298,7 @@ async fn feedback_and_judge_grades_retrain_the_router_for_that_domain() {
     assert_eq!(log.rows(), traffic);
     assert_eq!(log.by_label["feedback"], feedback);
     assert_eq!(log.by_label["judge"], traffic - feedback);
-    let response = h
-        .client
-        .post(format!("{}/admin/reload", h.url))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap();
+    let response = h.reload(ADMIN_KEY).await;
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
     let metadata = triage::classifier::load_metadata(&model_dir).unwrap();
     assert!(

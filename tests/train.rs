@@ -128,6 +128,19 @@ fn predict(classifier: &Classifier, texts: &[String]) -> Vec<triage::classifier:
     classifier.predict(&inputs).unwrap()
 }
 
+/// The weak model's mean predicted quality on `texts`, by the model directory `dir`.
+fn weak_quality(dir: &Path, texts: &[String]) -> f64 {
+    let classifier = Classifier::load_dir(dir, &Device::Cpu).unwrap();
+    let skills = classifier.skills().to_vec();
+    let weak = &classifier.metadata.abilities[WEAK];
+    let predictions = predict(&classifier, texts);
+    predictions
+        .iter()
+        .map(|p| train::quality(weak, &p.skill_mix(&skills), p.difficulty))
+        .sum::<f64>()
+        / predictions.len() as f64
+}
+
 #[test]
 fn a_fixed_seed_gives_the_same_model_twice() {
     let (a, first) = train_with(&recipe("scratch", 2, 16), None);
@@ -376,19 +389,8 @@ fn a_student_learns_what_the_teacher_predicts() {
     let gap = |distill: &str| {
         let (run, summary) = train_with(&format!("{student}{distill}"), Some(flat.path()));
         summary.unwrap();
-        let classifier = Classifier::load_dir(&run.out, &Device::Cpu).unwrap();
-        let skills = classifier.skills().to_vec();
-        let weak = classifier.metadata.abilities[WEAK].clone();
-        let quality = |texts: Vec<String>| {
-            let predictions = predict(&classifier, &texts);
-            predictions
-                .iter()
-                .map(|p| train::quality(&weak, &p.skill_mix(&skills), p.difficulty))
-                .sum::<f64>()
-                / predictions.len() as f64
-        };
-        quality((100..110).map(easy_prompt).collect())
-            - quality((100..110).map(hard_prompt).collect())
+        let texts = |prompt: fn(usize) -> String| (100..110).map(prompt).collect::<Vec<_>>();
+        weak_quality(&run.out, &texts(easy_prompt)) - weak_quality(&run.out, &texts(hard_prompt))
     };
     let alone = gap("");
     let taught = gap(&format!(
@@ -458,19 +460,12 @@ fn the_length_input_sees_what_the_token_budget_cuts() {
         let (run, summary) = train_with(&text, Some(data.path()));
         summary.unwrap();
         // The directory as `serve` loads it: the length weight is read back and used.
-        let classifier = Classifier::load_dir(&run.out, &Device::Cpu).unwrap();
-        let skills = classifier.skills().to_vec();
-        let weak = classifier.metadata.abilities[WEAK].clone();
-        let quality = |long: bool| {
-            let texts: Vec<String> = (100..110).map(|i| padded_prompt(i, long)).collect();
-            let predictions = predict(&classifier, &texts);
-            predictions
-                .iter()
-                .map(|p| train::quality(&weak, &p.skill_mix(&skills), p.difficulty))
-                .sum::<f64>()
-                / predictions.len() as f64
+        let texts = |long: bool| {
+            (100..110)
+                .map(|i| padded_prompt(i, long))
+                .collect::<Vec<_>>()
         };
-        quality(false) - quality(true)
+        weak_quality(&run.out, &texts(false)) - weak_quality(&run.out, &texts(true))
     };
     let blind = gap(false);
     let seeing = gap(true);

@@ -302,6 +302,19 @@ struct Prepared {
     warnings: Vec<String>,
 }
 
+/// Each of `prompts`' scores for each of `models` (complete prompts only).
+fn score_rows(data: &Dataset, prompts: &[usize], models: &[usize]) -> Vec<Vec<f64>> {
+    prompts
+        .iter()
+        .map(|&p| {
+            models
+                .iter()
+                .map(|&m| data.cell(p, m).expect("complete").score)
+                .collect()
+        })
+        .collect()
+}
+
 fn embedding_slices(features: &[PromptFeatures]) -> Vec<&[f32]> {
     features.iter().map(|f| f.embedding.as_slice()).collect()
 }
@@ -313,19 +326,9 @@ impl Prepared {
         if !self.has_embeddings {
             return None;
         }
-        let outcomes: Vec<Vec<f64>> = self
-            .calibration
-            .iter()
-            .map(|&p| {
-                models
-                    .iter()
-                    .map(|&m| data.cell(p, m).expect("complete").score)
-                    .collect()
-            })
-            .collect();
         Some(knn::knn_predict(
             &embedding_slices(&self.calibration_features),
-            &outcomes,
+            &score_rows(data, &self.calibration, models),
             &embedding_slices(&self.held_out_features),
             k,
         ))

@@ -31,7 +31,7 @@ use super::metrics::{self, CostPoint};
 use super::prices::{Prices, estimated_cost};
 use super::{
     Ability, AbilitySource, EvalArgs, EvalError, Prepared, Scorer, model_indexes, or_dash,
-    predicted_quality, prepare,
+    predicted_quality, prepare, score_rows,
 };
 
 /// Share of the best single model's quality that `saving_at_95` asks for.
@@ -131,15 +131,7 @@ pub(super) fn evaluate(
         );
     }
     let held_out = &prepared.held_out;
-    let scores: Vec<Vec<f64>> = held_out
-        .iter()
-        .map(|&p| {
-            models
-                .iter()
-                .map(|&m| data.cell(p, m).expect("complete").score)
-                .collect()
-        })
-        .collect();
+    let scores = score_rows(data, held_out, &models);
     let point = |choices: &[usize]| -> CostPoint {
         let n = choices.len() as f64;
         let (cost, quality) = choices

@@ -146,6 +146,16 @@ impl Harness {
             .unwrap()
     }
 
+    /// POST /admin/reload with `key`.
+    pub async fn reload(&self, key: &str) -> reqwest::Response {
+        self.client
+            .post(format!("{}/admin/reload", self.url))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// POST /v1/route with the router key: the decision as JSON, no provider called.
     pub async fn route(&self, body: &Value) -> Value {
         self.client
