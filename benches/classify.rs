@@ -1,4 +1,4 @@
-//! Classification latency (32, 128 and 512 tokens, batch 1 and 8) and policy decision time.
+//! Classification latency (32, 128, 512 and 2,048 tokens, batch 1 and 8) and policy decision time.
 //!
 //! `cargo bench --bench classify`. Models: the shipped default (`models/default`), and
 //! all-MiniLM-L6-v2 when `TRIAGE_MINILM_DIR` points at its files (`scripts/fetch-minilm.sh`),
@@ -79,7 +79,7 @@ fn minilm_with_zero_heads(dir: &Path) -> anyhow::Result<Classifier> {
 fn classification(c: &mut Criterion) {
     for (name, classifier) in models() {
         let mut group = c.benchmark_group(format!("classify/{name}"));
-        for tokens in [32, 128, 512] {
+        for tokens in [32, 128, 512, 2048] {
             let text = text_of(&classifier, tokens);
             for batch in [1, 8] {
                 let inputs = vec![ClassifierInput::from_text(text.clone()); batch];

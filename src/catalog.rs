@@ -14,7 +14,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, glob_matches};
 
 /// The built-in catalog, as shipped.
 pub const BUILTIN: &str = include_str!("../catalog.toml");
@@ -78,6 +78,9 @@ pub struct ModelEntry {
     /// Explicit abilities per skill name, overriding the mapping from public scores.
     pub abilities: Option<IndexMap<String, f32>>,
     pub ability_source: Option<String>,
+    /// The model family (`claude`, `gpt-oss`, …) for the ability prior: a pricier model of a
+    /// family starts at least at the level of its cheaper siblings. Default: the provider.
+    pub family: Option<String>,
 }
 
 /// The shape of `catalog.toml`.
@@ -153,6 +156,8 @@ pub struct Model {
     pub gpqa_source: Option<String>,
     pub abilities: Option<IndexMap<String, f32>>,
     pub ability_source: Option<String>,
+    /// The family the ability prior groups siblings by (default: the provider's name).
+    pub family: String,
 }
 
 /// Token counts of one answer, as the provider reported them.
@@ -349,6 +354,7 @@ impl Catalog {
                 }
             }
         }
+        check_routing_patterns(config, config_file, &resolved)?;
         Ok(Catalog {
             providers,
             models: resolved,
@@ -362,6 +368,35 @@ impl Catalog {
     pub fn provider(&self, name: &str) -> Option<&Arc<Provider>> {
         self.providers.get(name)
     }
+
+    /// The environment variable to set when `model`'s provider needs a key and has none; `None`
+    /// when it can be called (a key is set, or the provider needs none, like a local server).
+    pub fn missing_key(&self, model: &Model) -> Option<&str> {
+        let provider = self.provider(&model.provider)?;
+        match (&provider.api_key_env, &provider.api_key) {
+            (Some(env), None) => Some(env),
+            _ => None,
+        }
+    }
+}
+
+/// Each `[routing]` pattern must name at least one model: a typo would otherwise silently
+/// leave `auto` with fewer models, or none.
+fn check_routing_patterns(
+    config: &Config,
+    config_file: &Path,
+    models: &IndexMap<String, Arc<Model>>,
+) -> Result<(), ConfigError> {
+    for (key, pattern) in config.routing.keyed_patterns() {
+        if !models.keys().any(|id| glob_matches(pattern, id)) {
+            return Err(ConfigError::Invalid {
+                file: config_file.to_path_buf(),
+                key,
+                message: format!("`{pattern}` matches no model id of the catalog"),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn parse_catalog(text: &str, file: &Path) -> Result<CatalogFile, ConfigError> {
@@ -437,7 +472,8 @@ fn merge_model(base: &mut ModelEntry, over: &ModelEntry) {
         gpqa,
         gpqa_source,
         abilities,
-        ability_source
+        ability_source,
+        family
     );
 }
 
@@ -544,7 +580,7 @@ fn resolve_model(
     };
     Ok(Model {
         id: entry.id,
-        provider: provider_name,
+        provider: provider_name.clone(),
         upstream,
         input_per_mtok,
         output_per_mtok,
@@ -565,6 +601,7 @@ fn resolve_model(
         gpqa_source: entry.gpqa_source,
         abilities: entry.abilities,
         ability_source: entry.ability_source,
+        family: entry.family.unwrap_or_else(|| provider_name.clone()),
     })
 }
 
@@ -703,6 +740,41 @@ mod tests {
         let bad_url = "[[providers]]\nname = \"p\"\nkind = \"openai\"\nbase_url = \"ftp://x\"\n";
         let err = build(bad_url).unwrap_err().to_string();
         assert!(err.contains("providers[0].base_url"), "{err}");
+    }
+
+    #[test]
+    fn routing_patterns_must_name_a_model() {
+        let ok = format!("{LOCAL}\n[routing]\nmodels = [\"local/*\", \"openai/gpt-4o-mini\"]\n");
+        assert!(build(&ok).is_ok());
+        let typo = format!("{LOCAL}\n[routing]\nmodels = [\"local/*\", \"openai/gpt-4o-mimi\"]\n");
+        let err = build(&typo).unwrap_err().to_string();
+        assert!(
+            err.contains("routing.models[1]") && err.contains("openai/gpt-4o-mimi"),
+            "{err}"
+        );
+        let per_profile =
+            format!("{LOCAL}\n[routing.profile_models]\n\"auto:best\" = [\"nope/*\"]\n");
+        let err = build(&per_profile).unwrap_err().to_string();
+        assert!(err.contains("routing.profile_models.auto:best[0]"), "{err}");
+    }
+
+    #[test]
+    fn missing_keys_name_the_variable_and_keyless_providers_need_none() {
+        let keyless = LOCAL.replace("api_key_env = \"LOCAL_KEY\"\n", "");
+        let catalog = build(&keyless).unwrap();
+        assert_eq!(
+            catalog.missing_key(catalog.model("local/small").unwrap()),
+            None
+        );
+        let mini = catalog.model("openai/gpt-4o-mini").unwrap();
+        assert_eq!(catalog.missing_key(mini), Some("OPENAI_API_KEY"));
+        let keyed = build(LOCAL).unwrap();
+        assert_eq!(keyed.missing_key(keyed.model("local/small").unwrap()), None);
+        assert_eq!(
+            keyed.model("local/small").unwrap().family,
+            "local",
+            "family defaults to the provider"
+        );
     }
 
     #[test]

@@ -5,11 +5,13 @@
 //! error names the file, the key and what is wrong. Resolving providers and models against the
 //! built-in catalog happens in `catalog`; this module only reads and checks the file.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use crate::catalog::{ModelEntry, ProviderEntry};
+use crate::policy::Profile;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -153,14 +155,26 @@ fn default_classifier_model() -> String {
     "models/default".to_string()
 }
 
-/// Quality targets of the `auto` profiles, as fractions of the best predicted quality among
-/// the eligible models (`auto:best` takes the best; `auto:q0.8` sets its own floor).
+/// How `auto` chooses: the quality targets of the profiles, as fractions of the best predicted
+/// quality among the eligible models (`auto:best` takes the best; `auto:q0.8` sets its own
+/// floor), which models it may choose, and how much traffic explores models not yet measured.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RoutingConfig {
     pub balanced_target: f32,
     pub cheap_target: f32,
+    /// Model ids or globs (`local/*`) `auto` may choose; empty: every model. Lets a team keep
+    /// `auto` among the models it pays for; explicit requests are not limited by it.
+    pub models: Vec<String>,
+    /// A list per profile (`"auto:best" = ["openai/*"]`), replacing `models` for that profile.
+    pub profile_models: BTreeMap<String, Vec<String>>,
+    /// The share of `auto` requests sent to a model whose abilities are still a prior, so that
+    /// judged answers can turn the prior into a learned θ. 0 turns exploration off.
+    pub explore_share: f64,
 }
+
+/// A small share: about one request in fifty pays for learning a new model.
+pub const DEFAULT_EXPLORE_SHARE: f64 = 0.02;
 
 impl Default for RoutingConfig {
     fn default() -> Self {
@@ -168,6 +182,9 @@ impl Default for RoutingConfig {
         RoutingConfig {
             balanced_target: targets.balanced,
             cheap_target: targets.cheap,
+            models: Vec::new(),
+            profile_models: BTreeMap::new(),
+            explore_share: DEFAULT_EXPLORE_SHARE,
         }
     }
 }
@@ -179,6 +196,55 @@ impl RoutingConfig {
             cheap: self.cheap_target,
         }
     }
+
+    /// The patterns limiting `profile`: its own list, else `models`; empty means no limit.
+    pub fn patterns(&self, profile: Profile) -> &[String] {
+        self.profile_models
+            .iter()
+            .find(|(name, _)| Profile::parse(name) == Some(Ok(profile)))
+            .map_or(&self.models, |(_, list)| list)
+    }
+
+    /// Whether `auto` under `profile` may choose the model `id`.
+    pub fn allows(&self, profile: Profile, id: &str) -> bool {
+        let patterns = self.patterns(profile);
+        patterns.is_empty() || patterns.iter().any(|p| glob_matches(p, id))
+    }
+
+    /// Every pattern with its config key, for the start-up check that each names a model.
+    pub fn keyed_patterns(&self) -> Vec<(String, &str)> {
+        let global = self
+            .models
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (format!("routing.models[{i}]"), p.as_str()));
+        let per_profile = self.profile_models.iter().flat_map(|(name, list)| {
+            list.iter()
+                .enumerate()
+                .map(move |(i, p)| (format!("routing.profile_models.{name}[{i}]"), p.as_str()))
+        });
+        global.chain(per_profile).collect()
+    }
+}
+
+/// Whether `text` matches `pattern`, where `*` stands for any run of characters (`/`
+/// included) and everything else for itself.
+pub fn glob_matches(pattern: &str, text: &str) -> bool {
+    let Some((first, rest)) = pattern.split_once('*') else {
+        return pattern == text;
+    };
+    let Some(mut remaining) = text.strip_prefix(first) else {
+        return false;
+    };
+    let mut parts: Vec<&str> = rest.split('*').collect();
+    let last = parts.pop().unwrap_or("");
+    for part in parts {
+        match remaining.find(part) {
+            Some(at) => remaining = &remaining[at + part.len()..],
+            None => return false,
+        }
+    }
+    remaining.len() >= last.len() && remaining.ends_with(last)
 }
 
 impl Default for Config {
@@ -279,6 +345,7 @@ impl Config {
                 return Err(invalid(key, "must be between 0 and 1".into()));
             }
         }
+        self.check_routing(file)?;
         if let Some(i) = self.auth.keys.iter().position(|k| k.trim().is_empty()) {
             return Err(invalid(&format!("auth.keys[{i}]"), "empty key".into()));
         }
@@ -303,6 +370,37 @@ impl Config {
                 "log.url",
                 "expected a PostgreSQL URL like postgres://user:password@host/db".into(),
             ));
+        }
+        Ok(())
+    }
+
+    /// `[routing]`'s share and lists; that each pattern names a model is checked against the
+    /// catalog, in `catalog::Catalog::build`.
+    fn check_routing(&self, file: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: &str| ConfigError::Invalid {
+            file: file.to_path_buf(),
+            key,
+            message: message.to_string(),
+        };
+        let share = self.routing.explore_share;
+        if !(0.0..=1.0).contains(&share) {
+            return Err(invalid(
+                "routing.explore_share".into(),
+                "must be between 0 and 1",
+            ));
+        }
+        for name in self.routing.profile_models.keys() {
+            if !matches!(Profile::parse(name), Some(Ok(_))) {
+                return Err(invalid(
+                    format!("routing.profile_models.{name}"),
+                    "not a routing profile: use auto, auto:cheap, auto:best or auto:q<quality>",
+                ));
+            }
+        }
+        for (key, pattern) in self.routing.keyed_patterns() {
+            if pattern.trim().is_empty() {
+                return Err(invalid(key, "empty model pattern"));
+            }
         }
         Ok(())
     }
@@ -358,6 +456,54 @@ mod tests {
     fn bad_listen_address_is_rejected() {
         let err = parse("listen = \"localhost\"\n").unwrap_err().to_string();
         assert!(err.contains("key `listen`"), "{err}");
+    }
+
+    #[test]
+    fn globs_match_whole_ids() {
+        assert!(glob_matches("local/*", "local/small"));
+        assert!(glob_matches("*", "openai/gpt-4.1"));
+        assert!(glob_matches("openai/gpt-4.1*", "openai/gpt-4.1-mini"));
+        assert!(glob_matches("*/gpt-oss-*", "groq/gpt-oss-20b"));
+        assert!(glob_matches("openai/gpt-4.1", "openai/gpt-4.1"));
+        assert!(!glob_matches("openai/gpt-4.1", "openai/gpt-4.1-mini"));
+        assert!(!glob_matches("local/*", "openai/local"));
+        assert!(!glob_matches("*-mini", "openai/gpt-4.1-mini-2"));
+        assert!(!glob_matches("a*a", "a"), "the two ends may not overlap");
+    }
+
+    #[test]
+    fn routing_lists_and_share_are_checked() {
+        let c = parse(
+            "[routing]\nmodels = [\"local/*\"]\n[routing.profile_models]\n\"auto:best\" = [\"openai/*\"]\n",
+        )
+        .unwrap();
+        assert!(c.routing.allows(Profile::Balanced, "local/small"));
+        assert!(!c.routing.allows(Profile::Balanced, "openai/gpt-4.1"));
+        assert!(c.routing.allows(Profile::Best, "openai/gpt-4.1"));
+        assert!(!c.routing.allows(Profile::Best, "local/small"));
+        assert!(
+            parse("")
+                .unwrap()
+                .routing
+                .allows(Profile::Cheap, "any/model")
+        );
+        assert_eq!(
+            parse("").unwrap().routing.explore_share,
+            DEFAULT_EXPLORE_SHARE
+        );
+
+        let err = parse("[routing]\nexplore_share = 2\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("routing.explore_share"), "{err}");
+        let err = parse("[routing.profile_models]\n\"auto:fast\" = [\"a/b\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("routing.profile_models.auto:fast"), "{err}");
+        let err = parse("[routing]\nmodels = [\"a/b\", \" \"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("routing.models[1]"), "{err}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! The request path reads top to bottom: `server` → `router` → `dispatch` → `providers`, with
 //! `catalog` and `config` as the data they share.
 
+pub mod abilities;
 pub mod bench;
 pub mod calibrate;
 pub mod catalog;
@@ -16,6 +17,7 @@ pub mod mock;
 pub mod outcomes;
 pub mod policy;
 pub mod providers;
+pub mod quality;
 pub mod router;
 pub mod server;
 pub mod train;

@@ -47,6 +47,9 @@ enum Command {
     BenchOverhead(triage::bench::Options),
     /// Fit the classifier and the model abilities on outcome data; writes a model directory.
     Train(triage::train::TrainArgs),
+    /// Distil static token embeddings from a pretrained sentence encoder (Model2Vec method):
+    /// the table the default classifier's heads sit on.
+    DistillStatic(triage::train::static_distill::DistillArgs),
     /// Measure routing quality on outcome data: RouteLLM's APGR/CPT (two models) or cost-quality
     /// curves and AIQ (many models), beside random, oracle and kNN routers.
     Eval {
@@ -67,6 +70,19 @@ enum Command {
     Replay(triage::outcomes::replay::ReplayArgs),
     /// Requests, tokens and cost from the outcome log, and what adaptive routing saved.
     Report(triage::outcomes::report::ReportArgs),
+    /// Measure how the classifier reads hand-labelled chat prompts: skill accuracy, tool-need
+    /// AUC, easy/hard concordance.
+    Probe(triage::eval::probes::ProbeArgs),
+    /// The catalog as `auto` sees it: prices, context, capabilities, θ per skill and its
+    /// source, whether the provider's key is set.
+    Models {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// TOML config file; without it, the built-in catalog and defaults.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Print the classifier's view of a prompt: difficulty, skills, tool need.
     Classify {
         /// Print one JSON object.
@@ -112,7 +128,32 @@ fn main() -> anyhow::Result<()> {
         }),
         // It builds a single-threaded runtime of its own, leaving the cores to its children.
         Command::BenchOverhead(options) => triage::bench::run(options),
+        Command::Probe(args) => {
+            let classifier = triage::classifier::Classifier::load(&args.model)?;
+            let probes = triage::eval::probes::read_probes(&args.probes)?;
+            let report = triage::eval::probes::measure(&classifier, &probes)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{report}");
+            }
+            Ok(())
+        }
+        Command::DistillStatic(args) => {
+            let summary = triage::train::static_distill::run(&args)?;
+            eprintln!(
+                "wrote {}: {} tokens x {} dims ({:.1}% of the teacher's variance), token frequencies from {} prompts, {:.0} s",
+                args.out.display(),
+                summary.vocab,
+                summary.dims,
+                100.0 * summary.explained_variance,
+                summary.corpus_prompts,
+                summary.seconds
+            );
+            Ok(())
+        }
         Command::Classify { json, model, text } => classify(json, model, &text),
+        Command::Models { json, config } => models(json, config.as_ref()),
         Command::Report(args) => triage::outcomes::report::run(&args),
         Command::Calibrate(args) => {
             let (config, catalog) = load_config(args.config.as_ref())?;
@@ -222,6 +263,114 @@ fn classify(json: bool, model: Option<String>, text: &str) -> anyhow::Result<()>
     Ok(())
 }
 
+/// `triage models`: every catalog model with its θ, as `GET /v1/models` shows it under
+/// `triage` (less the circuit state, which lives in a running server).
+fn models(json: bool, config: Option<&PathBuf>) -> anyhow::Result<()> {
+    let (config, catalog) = load_config(config)?;
+    let metadata = classifier_metadata(&config.classifier.model)
+        .with_context(|| format!("loading the classifier {}", config.classifier.model))?;
+    let abilities = triage::abilities::Abilities::resolve(&catalog, &metadata);
+    let entries: Vec<serde_json::Value> = catalog
+        .models
+        .values()
+        .map(|m| {
+            let mut entry = m.to_openai_json();
+            entry["triage"] =
+                triage::router::describe(&catalog, m, Some(&abilities), &config.routing);
+            entry
+        })
+        .collect();
+    if json {
+        let out = serde_json::json!({
+            "classifier": config.classifier.model,
+            "skills": abilities.skills,
+            "prior": abilities.prior,
+            "models": entries,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    print!("{}", models_table(&catalog, &abilities, &config));
+    Ok(())
+}
+
+/// The model directory's `triage.json` (θ, maps, skills) without loading the weights, unless
+/// the source is a Hugging Face repo id.
+fn classifier_metadata(source: &str) -> anyhow::Result<triage::classifier::Metadata> {
+    let dir = std::path::Path::new(source);
+    if dir.is_dir() {
+        return Ok(triage::classifier::load_metadata(dir)?);
+    }
+    Ok(Classifier::load(source)?.metadata)
+}
+
+/// One line per model: prices, context, capabilities, key, θ source and θ per skill; then the
+/// prior's fit.
+fn models_table(
+    catalog: &Catalog,
+    abilities: &triage::abilities::Abilities,
+    config: &Config,
+) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let skills: Vec<String> = abilities
+        .skills
+        .iter()
+        .map(|s| s.chars().take(5).collect())
+        .collect();
+    let _ = write!(
+        out,
+        "{:<34} {:>7} {:>7} {:>8} {:<4} {:<16} {:<4} {:<5}",
+        "model", "in/M", "out/M", "context", "caps", "θ source", "key", "auto"
+    );
+    for skill in &skills {
+        let _ = write!(out, " {skill:>5}");
+    }
+    out.push('\n');
+    for model in catalog.models.values() {
+        let caps: String = [(model.tools, 'T'), (model.vision, 'V'), (model.json, 'J')]
+            .iter()
+            .map(|(on, c)| if *on { *c } else { '-' })
+            .collect();
+        let ability = abilities.get(&model.id);
+        let source = ability.map_or("-".to_string(), |a| a.source.to_string());
+        let key = catalog.missing_key(model).is_none();
+        // `auto` can choose it: its key is set and `[routing] models` admits it.
+        let auto = key
+            && config
+                .routing
+                .allows(triage::policy::Profile::Balanced, &model.id);
+        let yes_no = |b: bool| if b { "yes" } else { "no" };
+        let _ = write!(
+            out,
+            "{:<34} {:>7.3} {:>7.3} {:>8} {:<4} {:<16} {:<4} {:<5}",
+            model.id,
+            model.input_per_mtok,
+            model.output_per_mtok,
+            model.context,
+            caps,
+            source,
+            yes_no(key),
+            yes_no(auto)
+        );
+        for theta in ability.iter().flat_map(|a| &a.theta) {
+            let _ = write!(out, " {theta:>5.2}");
+        }
+        out.push('\n');
+    }
+    let prior = &abilities.prior;
+    let r2: Vec<String> = prior.r2.iter().map(|r| format!("{r:.2}")).collect();
+    let _ = writeln!(
+        out,
+        "\nprior: θ = θ̄ + slope·(ln output price − {:.2}), fitted on {} models with a measured θ; \
+         r² per skill {}",
+        prior.mean_log_price,
+        prior.anchors.len(),
+        r2.join(" ")
+    );
+    out
+}
+
 /// The config file (or the built-in defaults) and its catalog, keys from the environment.
 fn load_config(path: Option<&PathBuf>) -> anyhow::Result<(Config, Catalog)> {
     let (config, file) = match path {
@@ -236,7 +385,7 @@ async fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyh
     let (config, catalog) = load_config(config_path.as_ref())?;
     for provider in catalog.providers.values() {
         if let (Some(env), None) = (&provider.api_key_env, &provider.api_key) {
-            tracing::warn!(provider = %provider.name, "no API key: {env} is not set; its models will fail over");
+            tracing::warn!(provider = %provider.name, "no API key: {env} is not set; auto skips its models and explicit requests for them answer 503");
         }
     }
     let keys = config.router_keys(std::env::var("TRIAGE_KEYS").ok().as_deref());
@@ -246,6 +395,7 @@ async fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyh
         );
     }
     let models = catalog.models.len();
+    warn_if_auto_has_no_model(&config, &catalog);
     let adaptive = load_adaptive(&config, &catalog);
     let state = AppState::new(&config, catalog, &keys, adaptive)?;
     let addr = match listen {
@@ -266,6 +416,29 @@ async fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyh
         tracing::info!("outcome log drained");
     }
     Ok(())
+}
+
+/// Says at start-up, rather than at the first `auto` request, when no model can answer `auto`:
+/// every model's provider lacks its key or `[routing] models` leaves none.
+fn warn_if_auto_has_no_model(config: &Config, catalog: &Catalog) {
+    let profile = triage::policy::Profile::Balanced;
+    let unavailable = triage::router::unavailable(catalog, &config.routing, profile);
+    let callable = catalog.models.len() - unavailable.len();
+    if callable > 0 {
+        tracing::info!(models = callable, "models auto can choose");
+        return;
+    }
+    let mut missing: Vec<&str> = catalog
+        .models
+        .values()
+        .filter_map(|m| catalog.missing_key(m))
+        .collect();
+    missing.sort_unstable();
+    missing.dedup();
+    tracing::warn!(
+        "auto has no model to choose: set one of {} or add a keyless provider, and check [routing] models",
+        missing.join(", ")
+    );
 }
 
 /// The classifier for `auto`. A missing or broken model disables adaptive routing with a

@@ -7,6 +7,8 @@
 //! models), then the cheapest candidate whose quality meets the profile's target wins, else the
 //! best; the others, ranked, are the fallbacks.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 
 use crate::catalog::Model;
@@ -80,13 +82,17 @@ pub struct Needs {
     pub max_output_tokens: Option<u64>,
 }
 
-/// The request's own narrowing (`"triage": {...}` in the body) and the key's allowed models.
+/// The request's own narrowing (`"triage": {...}` in the body), and the models this deployment
+/// rules out whatever the request.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Constraints {
     pub min_quality: Option<f32>,
     pub max_cost_usd: Option<f64>,
     /// Only these model ids (request's list).
     pub models: Option<Vec<String>>,
+    /// Models that cannot be chosen here, with why: no API key for their provider, or outside
+    /// `[routing] models`. Set by the server from its configuration, never by the client.
+    pub unavailable: HashMap<String, String>,
 }
 
 /// One model as the policy sees it.
@@ -131,6 +137,8 @@ pub struct Decision {
 
 /// Fallbacks kept after the choice.
 const MAX_FALLBACKS: usize = 3;
+/// The exclusion of a model whose circuit breaker is open.
+pub const CIRCUIT_OPEN: &str = "circuit open";
 /// Expected output tokens when the request does not cap them lower.
 pub const DEFAULT_EXPECTED_OUTPUT: u64 = 350;
 
@@ -169,6 +177,8 @@ fn exclusion(
         .is_some_and(|allowed| !allowed.contains(&model.id))
     {
         "not in the request's models".to_string()
+    } else if let Some(reason) = constraints.unavailable.get(&model.id) {
+        reason.clone()
     } else if option.abilities.is_none() {
         "no ability estimate".into()
     } else if needs.tools && !model.tools {
@@ -180,7 +190,7 @@ fn exclusion(
     } else if needed_context > u64::from(model.context) {
         format!("context {} < {needed_context} tokens needed", model.context)
     } else if !option.healthy {
-        "circuit open".into()
+        CIRCUIT_OPEN.into()
     } else if constraints.max_cost_usd.is_some_and(|max| cost > max) {
         "over max_cost_usd".into()
     } else {
@@ -257,6 +267,27 @@ pub fn choose_at(candidates: &[Candidate], fraction: f32) -> Option<&Candidate> 
     rank(&eligible, best * fraction).first().copied()
 }
 
+/// Makes the eligible candidate `model` the choice, with the policy's own choice first among the
+/// fallbacks: exploration sends a request to a model it wants to learn about while the usual
+/// answer stays one failure away. False (and nothing changed) if `model` is not eligible.
+pub fn promote(decision: &mut Decision, model: &str) -> bool {
+    let Some(candidate) = decision
+        .candidates
+        .iter()
+        .find(|c| c.model == model && c.excluded.is_none())
+        .cloned()
+    else {
+        return false;
+    };
+    let previous = decision.chosen.replace(candidate);
+    decision.fallbacks.retain(|c| c.model != model);
+    if let Some(previous) = previous.filter(|p| p.model != model) {
+        decision.fallbacks.insert(0, previous);
+    }
+    decision.fallbacks.truncate(MAX_FALLBACKS);
+    true
+}
+
 /// Those meeting the target, cheapest first (ties: better quality), then the rest, best first.
 fn rank<'a>(eligible: &[&'a Candidate], target: f32) -> Vec<&'a Candidate> {
     let quality = |c: &Candidate| c.quality.unwrap_or(0.0);
@@ -330,6 +361,7 @@ mod tests {
             gpqa_source: None,
             abilities: None,
             ability_source: None,
+            family: "p".into(),
         }
     }
 
@@ -551,6 +583,64 @@ mod tests {
             Targets::default(),
         );
         assert_eq!(d.target, 0.99);
+    }
+
+    #[test]
+    fn unavailable_models_are_excluded_with_their_reason() {
+        let t = Table::three();
+        let constraints = Constraints {
+            unavailable: [("top".to_string(), "no API key: set TOP_KEY".to_string())].into(),
+            ..Constraints::default()
+        };
+        let d = decide(
+            &t.options(),
+            &prompt(3.0),
+            &needs(),
+            Profile::Best,
+            &constraints,
+            Targets::default(),
+        );
+        assert_eq!(chosen(&d), "mid", "the best model cannot be called");
+        let top = d.candidates.iter().find(|c| c.model == "top").unwrap();
+        assert_eq!(top.excluded.as_deref(), Some("no API key: set TOP_KEY"));
+        assert!(top.quality.is_some(), "its quality is still reported");
+        assert!(d.fallbacks.iter().all(|c| c.model != "top"));
+    }
+
+    #[test]
+    fn promoting_keeps_the_policy_choice_as_first_fallback() {
+        let t = Table::three();
+        let mut d = decide(
+            &t.options(),
+            &prompt(-6.0),
+            &needs(),
+            Profile::Balanced,
+            &Constraints::default(),
+            Targets::default(),
+        );
+        assert_eq!(chosen(&d), "cheap");
+        assert!(promote(&mut d, "top"));
+        assert_eq!(chosen(&d), "top");
+        let fallbacks: Vec<&str> = d.fallbacks.iter().map(|c| c.model.as_str()).collect();
+        assert_eq!(fallbacks, ["cheap", "mid"]);
+
+        let mut capped = decide(
+            &t.options(),
+            &prompt(-6.0),
+            &needs(),
+            Profile::Balanced,
+            &Constraints {
+                max_cost_usd: Some(0.001),
+                ..Constraints::default()
+            },
+            Targets::default(),
+        );
+        let before = capped.clone();
+        assert!(
+            !promote(&mut capped, "top"),
+            "an excluded model is never promoted"
+        );
+        assert_eq!(capped, before);
     }
 
     /// A small deterministic generator, so the property test needs no extra crate.

@@ -9,10 +9,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
+use crate::abilities::{Abilities, AbilitySource};
 use crate::catalog::{Catalog, Model};
-use crate::classifier::{AbilityMap, Classifier, ClassifierError, ClassifierInput, Prediction};
+use crate::classifier::{Classifier, ClassifierError, ClassifierInput, Prediction};
+use crate::config::RoutingConfig;
 use crate::policy::{self, Constraints, Decision, ModelView, Needs, Profile, PromptView, Targets};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -60,7 +62,7 @@ fn push_unique(chain: &mut Vec<Arc<Model>>, model: &Arc<Model>) {
 /// The classifier and every catalog model's abilities in its skill order.
 pub struct AdaptiveRouter {
     pub classifier: Classifier,
-    abilities: HashMap<String, Vec<f32>>,
+    abilities: Abilities,
     targets: Targets,
 }
 
@@ -74,23 +76,20 @@ pub struct AutoDecision {
     pub decision: Decision,
 }
 
-fn logit(p: f32) -> f32 {
-    let p = p.clamp(0.01, 0.99);
-    (p / (1.0 - p)).ln()
+/// Appended to the decision's profile when the request explores: the outcome log's `profile`
+/// column then tells exploration traffic apart (`auto explore`).
+const EXPLORE_MARK: &str = " explore";
+
+impl AutoDecision {
+    /// Whether this request was sent to a prior model to learn its abilities.
+    pub fn explored(&self) -> bool {
+        self.decision.profile.ends_with(EXPLORE_MARK)
+    }
 }
 
 impl AdaptiveRouter {
     pub fn new(classifier: Classifier, catalog: &Catalog, targets: Targets) -> AdaptiveRouter {
-        let skills = classifier.skills().to_vec();
-        let maps = classifier.metadata.maps();
-        let abilities = catalog
-            .models
-            .values()
-            .filter_map(|m| {
-                let trained = classifier.metadata.abilities.get(&m.id);
-                abilities_of(m, &skills, trained, &maps).map(|a| (m.id.clone(), a))
-            })
-            .collect();
+        let abilities = Abilities::resolve(catalog, &classifier.metadata);
         AdaptiveRouter {
             classifier,
             abilities,
@@ -98,9 +97,14 @@ impl AdaptiveRouter {
         }
     }
 
-    /// Models with abilities: only these can be chosen by `auto`.
+    /// Models with abilities: every model of the catalog, measured or prior.
     pub fn routable(&self) -> usize {
         self.abilities.len()
+    }
+
+    /// θ and its source for every catalog model.
+    pub fn abilities(&self) -> &Abilities {
+        &self.abilities
     }
 
     /// Classifies the prompt and ranks the catalog's models. CPU-bound: call it off the async
@@ -127,7 +131,7 @@ impl AdaptiveRouter {
             .values()
             .map(|model| ModelView {
                 model,
-                abilities: self.abilities.get(&model.id).map(Vec::as_slice),
+                abilities: self.abilities.theta(&model.id),
                 healthy: healthy(&model.id),
             })
             .collect();
@@ -139,54 +143,115 @@ impl AdaptiveRouter {
             decision,
         })
     }
+
+    /// Sends the request to an eligible model whose θ is still a prior, so that its judged
+    /// answer can teach the router about it; see [`explore`].
+    pub fn explore(
+        &self,
+        auto: &mut AutoDecision,
+        constraints: &Constraints,
+        pick: f64,
+    ) -> Option<String> {
+        let is_prior = |id: &str| {
+            self.abilities
+                .get(id)
+                .is_some_and(|a| a.source == AbilitySource::Prior)
+        };
+        explore(auto, constraints, is_prior, pick)
+    }
 }
 
-/// θ for a model in the classifier's skill order: explicit abilities (missing skills take the
-/// mean of those given), else the θ the model directory learned for this model id (from the
-/// outcome log: `train --from-log`), else its public benchmark score through the first of the
-/// model directory's fitted maps it has a score for, else none.
-///
-/// Without a fitted map for the model's benchmark, a documented placeholder applies: θ_k = logit(score) + 1 for every
-/// skill, from GPQA Diamond where known, else MMLU-Pro — it ranks models by one public number
-/// and puts a 50%-scoring model at 50% predicted quality on a prompt of difficulty 1.
-fn abilities_of(
+/// Sends the request to an eligible model whose θ is a prior (`is_prior`); the policy's own
+/// choice becomes the first fallback. Only models the policy left eligible (the request's
+/// models, capabilities, context, health, `max_cost_usd`) and predicted at or above the
+/// request's `min_quality` qualify; `pick` in [0, 1) chooses among them uniformly. Returns the
+/// model explored, if any.
+pub fn explore(
+    auto: &mut AutoDecision,
+    constraints: &Constraints,
+    is_prior: impl Fn(&str) -> bool,
+    pick: f64,
+) -> Option<String> {
+    let floor = constraints.min_quality.unwrap_or(0.0);
+    let unmeasured: Vec<&str> = auto
+        .decision
+        .candidates
+        .iter()
+        .filter(|c| c.excluded.is_none() && c.quality.unwrap_or(0.0) >= floor)
+        .map(|c| c.model.as_str())
+        .filter(|id| is_prior(id))
+        .collect();
+    if unmeasured.is_empty() {
+        return None;
+    }
+    let index = ((pick * unmeasured.len() as f64) as usize).min(unmeasured.len() - 1);
+    let model = unmeasured[index].to_string();
+    let usual = auto.decision.chosen.as_ref().map(|c| c.model.clone());
+    if !policy::promote(&mut auto.decision, &model) {
+        return None;
+    }
+    auto.decision.profile.push_str(EXPLORE_MARK);
+    auto.decision.reason = match usual {
+        Some(usual) if usual != model => format!(
+            "exploring {model}, whose abilities are still a prior; the usual choice {usual} is \
+             the first fallback"
+        ),
+        _ => format!("exploring {model}, whose abilities are still a prior"),
+    };
+    Some(model)
+}
+
+/// Exclusion reasons set by [`unavailable`].
+pub const NOT_IN_ROUTING_MODELS: &str = "not in [routing] models";
+pub const NO_API_KEY: &str = "no API key: set ";
+
+/// The models `auto` cannot choose under `profile` whatever the request, with why: outside
+/// `[routing] models` (or the profile's list), or their provider needs an API key that is not
+/// set. A provider that names no key variable (a local server) needs none.
+pub fn unavailable(
+    catalog: &Catalog,
+    routing: &RoutingConfig,
+    profile: Profile,
+) -> HashMap<String, String> {
+    catalog
+        .models
+        .values()
+        .filter_map(|model| {
+            let reason = if !routing.allows(profile, &model.id) {
+                NOT_IN_ROUTING_MODELS.to_string()
+            } else {
+                format!("{NO_API_KEY}{}", catalog.missing_key(model)?)
+            };
+            Some((model.id.clone(), reason))
+        })
+        .collect()
+}
+
+/// The catalog entry of `model` as `auto` sees it: θ per skill and its source, family, whether
+/// its provider's key is present, and whether `[routing] models` admits it for `auto`. The
+/// `triage` field of `GET /v1/models` and of each model in `triage models --json`.
+pub fn describe(
+    catalog: &Catalog,
     model: &Model,
-    skills: &[String],
-    trained: Option<&Vec<f32>>,
-    maps: &[&AbilityMap],
-) -> Option<Vec<f32>> {
-    if let Some(given) = model.abilities.as_ref().filter(|a| !a.is_empty()) {
-        let mean = given.values().sum::<f32>() / given.len() as f32;
-        return Some(
-            skills
-                .iter()
-                .map(|s| *given.get(s).unwrap_or(&mean))
-                .collect(),
-        );
-    }
-    if let Some(theta) = trained.filter(|t| t.len() == skills.len()) {
-        return Some(theta.clone());
-    }
-    // The first map whose benchmark the model has a score for.
-    let mapped = maps.iter().find_map(|map| {
-        let score = match map.benchmark.as_str() {
-            "gpqa" => model.gpqa,
-            "mmlu_pro" => model.mmlu_pro,
-            _ => None,
-        }?;
-        let x = logit(score);
-        Some(
-            map.intercept
-                .iter()
-                .zip(&map.slope)
-                .map(|(a, b)| a + b * x)
-                .collect(),
-        )
+    abilities: Option<&Abilities>,
+    routing: &RoutingConfig,
+) -> Value {
+    let ability = abilities.and_then(|a| Some((a, a.get(&model.id)?)));
+    let theta = ability.map(|(a, ability)| {
+        a.skills
+            .iter()
+            .zip(&ability.theta)
+            .map(|(skill, theta)| (skill.clone(), json!(theta)))
+            .collect::<Map<String, Value>>()
     });
-    // A model without any fitted map's benchmark falls back to the placeholder.
-    mapped.or_else(|| {
-        let value = logit(model.gpqa.or(model.mmlu_pro)?) + 1.0;
-        Some(vec![value; skills.len()])
+    let provider = catalog.provider(&model.provider);
+    json!({
+        "family": model.family,
+        "abilities": theta,
+        "ability_source": ability.map(|(_, a)| a.source.to_string()),
+        "api_key_env": provider.and_then(|p| p.api_key_env.clone()),
+        "key_present": catalog.missing_key(model).is_none(),
+        "in_routing_models": routing.allows(Profile::Balanced, &model.id),
     })
 }
 
@@ -239,6 +304,7 @@ fn estimate_prompt_tokens(body: &Map<String, Value>) -> u64 {
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::policy::Candidate;
     use std::path::Path;
 
     fn catalog() -> Catalog {
@@ -293,68 +359,115 @@ mod tests {
     }
 
     #[test]
-    fn abilities_come_from_explicit_values_then_learned_then_the_fitted_map_then_the_placeholder() {
+    fn unavailable_models_name_the_missing_key_or_the_routing_list() {
         let c = catalog();
-        let skills: Vec<String> = ["code", "math"].map(String::from).to_vec();
-        let map = AbilityMap {
-            benchmark: "mmlu_pro".into(),
-            intercept: vec![1.0, 2.0],
-            slope: vec![1.0, 0.0],
-            fit: serde_json::Value::Null,
-        };
-        let mut model = (**c.model("p/a").unwrap()).clone();
+        let all = unavailable(&c, &RoutingConfig::default(), Profile::Balanced);
+        assert!(
+            !all.contains_key("p/a"),
+            "a provider without a key variable needs none"
+        );
+        assert_eq!(all["openai/gpt-4o-mini"], "no API key: set OPENAI_API_KEY");
         assert_eq!(
-            abilities_of(&model, &skills, None, &[&map]),
+            all["anthropic/claude-haiku-4-5"],
+            "no API key: set ANTHROPIC_API_KEY"
+        );
+        let routing = RoutingConfig {
+            models: vec!["p/*".into()],
+            profile_models: [("auto:best".to_string(), vec!["p/a".to_string()])].into(),
+            ..RoutingConfig::default()
+        };
+        let balanced = unavailable(&c, &routing, Profile::Balanced);
+        assert!(!balanced.contains_key("p/b"));
+        assert_eq!(balanced["openai/gpt-4o-mini"], "not in [routing] models");
+        let best = unavailable(&c, &routing, Profile::Best);
+        assert_eq!(
+            best["p/b"], "not in [routing] models",
+            "the profile's own list"
+        );
+        assert!(!best.contains_key("p/a"));
+    }
+
+    fn candidate(model: &str, quality: f32, excluded: Option<&str>) -> Candidate {
+        Candidate {
+            model: model.into(),
+            quality: Some(quality),
+            cost_usd: 0.001,
+            excluded: excluded.map(String::from),
+        }
+    }
+
+    fn auto_decision(candidates: Vec<Candidate>, chosen: &str) -> AutoDecision {
+        let chosen = candidates.iter().find(|c| c.model == chosen).cloned();
+        AutoDecision {
+            prediction: Prediction {
+                difficulty: 0.0,
+                skills: vec![1.0],
+                tool_need: 0.0,
+                tokens: 3,
+                embedding: vec![],
+            },
+            skills: vec![("code".into(), 1.0)],
+            top_skill: "code".into(),
+            decision: Decision {
+                profile: "auto".into(),
+                target: 0.5,
+                chosen,
+                fallbacks: vec![],
+                candidates,
+                reason: "cheapest".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn exploration_picks_an_eligible_prior_model_and_keeps_the_usual_choice_as_fallback() {
+        let candidates = vec![
+            candidate("measured", 0.9, None),
+            candidate("prior-a", 0.6, None),
+            candidate("prior-b", 0.4, None),
+            candidate("prior-dear", 0.9, Some("over max_cost_usd")),
+        ];
+        let is_prior = |id: &str| id.starts_with("prior");
+        let none = Constraints::default();
+        let mut auto = auto_decision(candidates.clone(), "measured");
+        assert_eq!(
+            explore(&mut auto, &none, is_prior, 0.0).as_deref(),
+            Some("prior-a")
+        );
+        assert!(auto.explored());
+        assert_eq!(auto.decision.profile, "auto explore");
+        assert_eq!(auto.decision.chosen.as_ref().unwrap().model, "prior-a");
+        assert_eq!(auto.decision.fallbacks[0].model, "measured");
+        assert!(
+            auto.decision.reason.contains("exploring prior-a"),
+            "{}",
+            auto.decision.reason
+        );
+
+        let mut auto = auto_decision(candidates.clone(), "measured");
+        assert_eq!(
+            explore(&mut auto, &none, is_prior, 0.99).as_deref(),
+            Some("prior-b"),
+            "never the excluded prior-dear"
+        );
+        let demanding = Constraints {
+            min_quality: Some(0.5),
+            ..Constraints::default()
+        };
+        let mut auto = auto_decision(candidates.clone(), "measured");
+        assert_eq!(
+            explore(&mut auto, &demanding, is_prior, 0.99).as_deref(),
+            Some("prior-a"),
+            "only models predicted at or above min_quality"
+        );
+        let mut auto = auto_decision(candidates[..1].to_vec(), "measured");
+        assert_eq!(
+            explore(&mut auto, &none, is_prior, 0.5),
             None,
-            "no score, no abilities"
+            "nothing to explore"
         );
-        model.gpqa = Some(0.5);
-        assert_eq!(
-            abilities_of(&model, &skills, None, &[&map]),
-            Some(vec![1.0, 1.0]),
-            "placeholder"
-        );
-        model.mmlu_pro = Some(0.5);
-        assert_eq!(
-            abilities_of(&model, &skills, None, &[&map]),
-            Some(vec![1.0, 2.0]),
-            "fitted map"
-        );
-        let gpqa_map = AbilityMap {
-            benchmark: "gpqa".into(),
-            intercept: vec![0.0, 0.0],
-            slope: vec![2.0, 2.0],
-            fit: serde_json::Value::Null,
-        };
-        let mut gpqa_only = model.clone();
-        gpqa_only.mmlu_pro = None;
-        assert_eq!(
-            abilities_of(&gpqa_only, &skills, None, &[&map, &gpqa_map]),
-            Some(vec![0.0, 0.0]),
-            "the first map it has a score for"
-        );
-        assert_eq!(
-            abilities_of(&model, &skills, None, &[&map, &gpqa_map]),
-            Some(vec![1.0, 2.0]),
-            "maps in order"
-        );
-        let learned = vec![0.5, -0.5];
-        assert_eq!(
-            abilities_of(&model, &skills, Some(&learned), &[&map]),
-            Some(learned.clone()),
-            "learned from the log for this id"
-        );
-        model.abilities = Some([("code".to_string(), 3.0)].into_iter().collect());
-        assert_eq!(
-            abilities_of(&model, &skills, None, &[&map]),
-            Some(vec![3.0, 3.0]),
-            "explicit"
-        );
-        assert_eq!(
-            abilities_of(&model, &skills, Some(&learned), &[&map]),
-            Some(vec![3.0, 3.0]),
-            "explicit beats learned"
-        );
+        assert!(!auto.explored());
+        assert_eq!(auto.decision.chosen.as_ref().unwrap().model, "measured");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! the weights is `train`'s.
 
 mod input;
+pub mod static_embedding;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
 pub use input::{ClassifierInput, render_conversation};
+pub use static_embedding::{StaticConfig, StaticEmbedding};
 
 /// Files that make a model directory.
 pub const CONFIG_FILE: &str = "config.json";
@@ -97,7 +99,7 @@ pub struct Prediction {
 
 /// The loaded model.
 pub struct Classifier {
-    encoder: BertModel,
+    encoder: Encoder,
     heads: Heads,
     tokenizer: Tokenizer,
     special: SpecialTokens,
@@ -106,7 +108,17 @@ pub struct Classifier {
     device: Device,
 }
 
+/// What turns token ids into one vector per prompt.
+enum Encoder {
+    /// A BERT-family transformer, mean-pooled.
+    Bert(Box<BertModel>),
+    /// Pretrained static token vectors, averaged (`static_embedding`).
+    Static(StaticEmbedding),
+}
+
 struct Heads {
+    /// A shared ReLU layer under the three heads, in models trained with `head_hidden`.
+    hidden: Option<Linear>,
     difficulty: Linear,
     skills: Linear,
     tool: Linear,
@@ -164,8 +176,7 @@ impl Classifier {
         let read = |name: &str| {
             std::fs::read_to_string(dir.join(name)).map_err(|e| load_error(format!("{name}: {e}")))
         };
-        let config: BertConfig = serde_json::from_str(&read(CONFIG_FILE)?)
-            .map_err(|e| load_error(format!("{CONFIG_FILE}: {e}")))?;
+        let config_text = read(CONFIG_FILE)?;
         let metadata: Metadata = serde_json::from_str(&read(METADATA_FILE)?)
             .map_err(|e| load_error(format!("{METADATA_FILE}: {e}")))?;
         let tokenizer = load_tokenizer(&dir.join(TOKENIZER_FILE))?;
@@ -174,14 +185,22 @@ impl Classifier {
         // SAFETY: the files are mapped read-only and not modified while the model lives.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&weights, DType::F32, device) }
             .map_err(|e| load_error(format!("weights: {e}")))?;
-        let encoder = BertModel::load(vb.clone(), &config)
-            .map_err(|e| load_error(format!("encoder weights: {e}")))?;
-        let heads = Heads::load(
-            vb.pp(HEADS_PREFIX),
-            config.hidden_size,
-            metadata.skills.len(),
-        )
-        .map_err(|e| load_error(format!("head weights: {e}")))?;
+        let (encoder, hidden) = if StaticConfig::is_static(&config_text) {
+            let config: StaticConfig = serde_json::from_str(&config_text)
+                .map_err(|e| load_error(format!("{CONFIG_FILE}: {e}")))?;
+            let skip = vec![special.cls, special.sep, special.pad];
+            let table = StaticEmbedding::load(vb.clone(), &config, skip)
+                .map_err(|e| load_error(format!("static embeddings: {e}")))?;
+            (Encoder::Static(table), config.hidden_size)
+        } else {
+            let config: BertConfig = serde_json::from_str(&config_text)
+                .map_err(|e| load_error(format!("{CONFIG_FILE}: {e}")))?;
+            let bert = BertModel::load(vb.clone(), &config)
+                .map_err(|e| load_error(format!("encoder weights: {e}")))?;
+            (Encoder::Bert(Box::new(bert)), config.hidden_size)
+        };
+        let heads = Heads::load(vb.pp(HEADS_PREFIX), hidden, metadata.skills.len())
+            .map_err(|e| load_error(format!("head weights: {e}")))?;
         Ok(Classifier {
             encoder,
             heads,
@@ -207,14 +226,18 @@ impl Classifier {
             .map(|input| self.token_ids(&input.text))
             .collect::<Result<Vec<_>, _>>()?;
         let (pooled, lengths) = self.embed_ids(&ids)?;
-        let mut difficulty = self.heads.difficulty.forward(&pooled)?.squeeze(1)?;
+        let features = match &self.heads.hidden {
+            Some(layer) => layer.forward(&pooled)?.relu()?,
+            None => pooled.clone(),
+        };
+        let mut difficulty = self.heads.difficulty.forward(&features)?.squeeze(1)?;
         if let Some(weight) = &self.heads.length {
             let lengths: Vec<f32> = inputs.iter().map(|i| length_feature(&i.text)).collect();
             let lengths = Tensor::from_vec(lengths, inputs.len(), &self.device)?;
             difficulty = (difficulty + lengths.broadcast_mul(weight)?)?;
         }
-        let skills = candle_nn::ops::softmax(&self.heads.skills.forward(&pooled)?, D::Minus1)?;
-        let tool = candle_nn::ops::sigmoid(&self.heads.tool.forward(&pooled)?.squeeze(1)?)?;
+        let skills = candle_nn::ops::softmax(&self.heads.skills.forward(&features)?, D::Minus1)?;
+        let tool = candle_nn::ops::sigmoid(&self.heads.tool.forward(&features)?.squeeze(1)?)?;
         let normalised = pooled.broadcast_div(
             &pooled
                 .sqr()?
@@ -254,22 +277,34 @@ impl Classifier {
 
     /// Mean-pooled encoder output for a batch of token-id lists, padded to the longest.
     fn embed_ids(&self, ids: &[Vec<u32>]) -> Result<(Tensor, Vec<usize>), ClassifierError> {
-        let (input_ids, mask) = pad_batch(ids, self.special.pad, &self.device)?;
-        let token_types = input_ids.zeros_like()?;
-        let hidden = self
-            .encoder
-            .forward(&input_ids, &token_types, Some(&mask))?;
-        let pooled = mean_pool(&hidden, &mask)?;
+        let pooled = match &self.encoder {
+            Encoder::Bert(bert) => {
+                let (input_ids, mask) = pad_batch(ids, self.special.pad, &self.device)?;
+                let token_types = input_ids.zeros_like()?;
+                let hidden = bert.forward(&input_ids, &token_types, Some(&mask))?;
+                mean_pool(&hidden, &mask)?
+            }
+            Encoder::Static(table) => table.pool(ids, &self.device)?,
+        };
         Ok((pooled, ids.iter().map(Vec::len).collect()))
     }
 }
 
 impl Heads {
-    fn load(vb: VarBuilder, hidden: usize, skills: usize) -> candle_core::Result<Heads> {
+    fn load(vb: VarBuilder, pooled: usize, skills: usize) -> candle_core::Result<Heads> {
+        let weight = format!("{HIDDEN_LAYER}.weight");
+        let (hidden, width) = if vb.contains_tensor(&weight) {
+            let width = vb.get_unchecked(&weight)?.dim(0)?;
+            let layer = candle_nn::linear(pooled, width, vb.pp(HIDDEN_LAYER))?;
+            (Some(layer), width)
+        } else {
+            (None, pooled)
+        };
         Ok(Heads {
-            difficulty: candle_nn::linear(hidden, 1, vb.pp("difficulty"))?,
-            skills: candle_nn::linear(hidden, skills, vb.pp("skills"))?,
-            tool: candle_nn::linear(hidden, 1, vb.pp("tool"))?,
+            hidden,
+            difficulty: candle_nn::linear(width, 1, vb.pp("difficulty"))?,
+            skills: candle_nn::linear(width, skills, vb.pp("skills"))?,
+            tool: candle_nn::linear(width, 1, vb.pp("tool"))?,
             length: if vb.contains_tensor(LENGTH_WEIGHT) {
                 Some(vb.get(1, LENGTH_WEIGHT)?)
             } else {
@@ -278,6 +313,9 @@ impl Heads {
         })
     }
 }
+
+/// Name, under `heads.`, of the optional shared layer under the heads.
+pub const HIDDEN_LAYER: &str = "hidden";
 
 /// Name, under `heads.`, of the difficulty head's length weight.
 pub const LENGTH_WEIGHT: &str = "length.weight";

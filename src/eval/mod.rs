@@ -19,6 +19,7 @@ mod multi;
 mod pair;
 pub mod plot;
 pub mod prices;
+pub mod probes;
 pub mod scorer;
 
 use std::fmt;

@@ -305,33 +305,20 @@ fn targets() -> impl Iterator<Item = Rule> {
         .chain([Rule::Best])
 }
 
-/// For each prompt, the model `rule` picks. Among models that reach the target the cheapest
-/// wins, ties to the better, then the first; with none, the predicted best, ties to the cheaper.
+/// For each prompt, the model `rule` picks, by the serving policy's rule (`quality::choose`):
+/// among models that reach the target the cheapest wins, ties to the better, then the first;
+/// with none, the predicted best, ties to the cheaper.
 fn choose_all(predicted: &[Vec<f64>], expected_cost: &[Vec<f64>], rule: Rule) -> Vec<usize> {
     predicted
         .iter()
         .zip(expected_cost)
         .map(|(q, c)| {
-            let best = (0..q.len())
-                .max_by(|&a, &b| {
-                    q[a].total_cmp(&q[b])
-                        .then(c[b].total_cmp(&c[a]))
-                        .then(b.cmp(&a))
-                })
-                .expect("at least two models");
             let target = match rule {
                 Rule::Floor(floor) => floor,
-                Rule::ShareOfBest(share) => share * q[best],
-                Rule::Best => return best,
+                Rule::ShareOfBest(share) => share * q.iter().copied().fold(0.0, f64::max),
+                Rule::Best => f64::INFINITY,
             };
-            (0..q.len())
-                .filter(|&m| q[m] >= target)
-                .min_by(|&a, &b| {
-                    c[a].total_cmp(&c[b])
-                        .then(q[b].total_cmp(&q[a]))
-                        .then(a.cmp(&b))
-                })
-                .unwrap_or(best)
+            crate::quality::choose(q, c, target).expect("at least two models")
         })
         .collect()
 }

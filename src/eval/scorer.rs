@@ -34,20 +34,13 @@ pub trait Scorer {
     }
 }
 
-/// The predicted quality of a model with ability `theta` on a prompt with `features`.
+/// The predicted quality of a model with ability `theta` on a prompt with `features`: the
+/// serving path's own function (`quality::quality`).
 pub fn predicted_quality(theta: &[f32], features: &PromptFeatures) -> f64 {
-    let logit: f64 = theta
-        .iter()
-        .zip(&features.skills)
-        .map(|(t, g)| f64::from(*t) * f64::from(*g))
-        .sum::<f64>()
-        - f64::from(features.difficulty);
-    sigmoid(logit)
+    crate::quality::quality(theta, &features.skills, features.difficulty)
 }
 
-pub(crate) fn sigmoid(x: f64) -> f64 {
-    1.0 / (1.0 + (-x).exp())
-}
+pub(crate) use crate::quality::sigmoid;
 
 /// A stable 64-bit hash of a prompt's text, the same on every platform and release: the first
 /// eight bytes (big-endian) of the SHA-256 of the normalised text. Normalising trims the text,

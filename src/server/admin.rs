@@ -227,7 +227,7 @@ impl AppState {
 pub async fn reload_classifier(state: &Arc<AppState>) -> Result<Value, String> {
     let source = state.classifier_source.clone();
     let catalog = state.catalog.clone();
-    let targets = state.targets;
+    let targets = state.routing.targets();
     let started = std::time::Instant::now();
     let router = tokio::task::spawn_blocking(move || {
         Classifier::load(&source).map(|c| AdaptiveRouter::new(c, &catalog, targets))

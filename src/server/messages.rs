@@ -61,6 +61,7 @@ async fn handle(
         &request.requested,
         &Constraints::default(),
         &mut routing_body,
+        true,
     )
     .await
     .map_err(|e| (e, None))?;

@@ -33,12 +33,12 @@ pub use request::ChatRequest;
 
 use crate::catalog::{Catalog, Model, Usage};
 use crate::config::Config;
+use crate::config::RoutingConfig;
 use crate::dispatch::{Answer, DispatchError, Dispatched, Dispatcher, Failure};
 use crate::metrics::{Metrics, ModelLabels, RequestLabels};
 use crate::outcomes::signals::Signals;
 use crate::outcomes::{AutoColumns, LogError, Outcome, OutcomeLog};
-use crate::policy::Targets;
-use crate::router::{AdaptiveRouter, AutoDecision};
+use crate::router::{self, AdaptiveRouter, AutoDecision};
 
 /// Everything the handlers share; built once at start-up.
 pub struct AppState {
@@ -54,9 +54,10 @@ pub struct AppState {
     keys: HashMap<[u8; 32], String>,
     /// The same for `[auth] admin_keys`.
     admin_keys: HashMap<[u8; 32], String>,
-    /// Where a reload reads the classifier from, and the targets it routes with.
+    /// Where a reload reads the classifier from.
     classifier_source: String,
-    targets: Targets,
+    /// `[routing]`: targets, the models `auto` may choose, the exploration share.
+    routing: RoutingConfig,
     max_body_bytes: usize,
 }
 
@@ -106,7 +107,7 @@ impl AppState {
             keys: key_ids(router_keys, "key"),
             admin_keys: key_ids(&config.auth.admin_keys, "admin"),
             classifier_source: config.classifier.model.clone(),
-            targets: config.routing.targets(),
+            routing: config.routing.clone(),
             max_body_bytes: config.limits.max_body_bytes,
         }))
     }
@@ -481,13 +482,26 @@ async fn list_models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
     if let Err(error) = state.authenticate(&headers) {
         return error.into_response();
     }
+    let adaptive = state.adaptive.load_full();
+    let abilities = adaptive.as_deref().map(AdaptiveRouter::abilities);
     let mut data: Vec<Value> = state
         .catalog
         .models
         .values()
-        .map(|m| m.to_openai_json())
+        .map(|m| {
+            let mut entry = m.to_openai_json();
+            let mut triage = router::describe(&state.catalog, m, abilities, &state.routing);
+            let circuit = if state.dispatcher.is_healthy(&m.id) {
+                "closed"
+            } else {
+                "open"
+            };
+            triage["circuit"] = json!(circuit);
+            entry["triage"] = triage;
+            entry
+        })
         .collect();
-    if state.adaptive.load().is_some() {
+    if adaptive.is_some() {
         data.extend(ROUTING_PROFILES.iter().map(|(id, description)| {
             json!({"id": id, "object": "model", "created": 0, "owned_by": "triage",
                    "description": description})

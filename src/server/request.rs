@@ -116,6 +116,7 @@ fn constraints(value: &Value) -> Result<Constraints, ApiError> {
         min_quality: number("min_quality", 1.0)?.map(|q| q as f32),
         max_cost_usd: number("max_cost_usd", f64::MAX)?,
         models,
+        unavailable: Default::default(),
     })
 }
 

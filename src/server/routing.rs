@@ -14,10 +14,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::{ApiError, AppState, ChatRequest, body_rejection, set_header};
+use crate::abilities::Abilities;
 use crate::catalog::Model;
 use crate::metrics::ModelLabels;
-use crate::policy::{Constraints, Profile};
-use crate::router::{self, AutoDecision, RouteError};
+use crate::policy::{CIRCUIT_OPEN, Candidate, Constraints, Profile};
+use crate::router::{self, AdaptiveRouter, AutoDecision, RouteError};
 
 /// The models to try, and the adaptive decision when there was one.
 pub struct Routed {
@@ -25,25 +26,28 @@ pub struct Routed {
     pub auto: Option<Arc<AutoDecision>>,
 }
 
-/// Resolves the request's `model` (and `models`) to a chain.
+/// Resolves the request's `model` (and `models`) to a chain, for a request about to be answered.
 pub async fn resolve(state: &Arc<AppState>, request: &mut ChatRequest) -> Result<Routed, ApiError> {
     resolve_body(
         state,
         &request.requested,
         &request.constraints,
         &mut request.body,
+        true,
     )
     .await
 }
 
 /// [`resolve`] for any endpoint: `requested` is `model` then `models`; `chat_body` is the
 /// request as a chat-completions body (what the classifier reads), lent to the classifier
-/// thread and put back.
+/// thread and put back. `answered`: the request will be sent upstream, so it may explore
+/// (`POST /v1/route` shows the policy's own decision).
 pub async fn resolve_body(
     state: &Arc<AppState>,
     requested: &[String],
     constraints: &Constraints,
     chat_body: &mut Map<String, Value>,
+    answered: bool,
 ) -> Result<Routed, ApiError> {
     let Some(profile) = Profile::parse(&requested[0]) else {
         let chain = router::explicit_chain(&state.catalog, requested).map_err(|e| match e {
@@ -58,8 +62,14 @@ pub async fn resolve_body(
         // `"models": [...]` beside `auto` narrows the choice like `triage.models`.
         constraints.models = Some(requested[1..].to_vec());
     }
-    let auto = decide(state, chat_body, constraints, profile).await?;
-    let chain = auto_chain(state, &auto)?;
+    constraints.unavailable = router::unavailable(&state.catalog, &state.routing, profile);
+    let (mut auto, adaptive) = decide(state, chat_body, constraints.clone(), profile).await?;
+    // `explore_share` of answered `auto` requests try a prior model; none when it is 0.
+    let share = state.routing.explore_share;
+    if answered && share > 0.0 && rand::random::<f64>() < share {
+        adaptive.explore(&mut auto, &constraints, rand::random::<f64>());
+    }
+    let chain = auto_chain(state, &auto, &constraints)?;
     Ok(Routed {
         chain,
         auto: Some(Arc::new(auto)),
@@ -73,7 +83,7 @@ async fn decide(
     chat_body: &mut Map<String, Value>,
     constraints: Constraints,
     profile: Profile,
-) -> Result<AutoDecision, ApiError> {
+) -> Result<(AutoDecision, Arc<AdaptiveRouter>), ApiError> {
     let Some(adaptive) = state.adaptive.load_full() else {
         let mut error = ApiError::internal(
             "Adaptive routing is unavailable: no classifier model is loaded. Name a model \
@@ -86,6 +96,7 @@ async fn decide(
     let body = std::mem::take(chat_body);
     let state_for_task = state.clone();
     let started = Instant::now();
+    let router = adaptive.clone();
     let (result, body) = tokio::task::spawn_blocking(move || {
         let healthy = |id: &str| state_for_task.dispatcher.is_healthy(id);
         let result = adaptive.decide(
@@ -107,11 +118,16 @@ async fn decide(
             model: profile.name(),
         })
         .observe(started.elapsed().as_secs_f64());
-    result.map_err(|e| ApiError::internal(format!("classifier failed: {e}")))
+    let auto = result.map_err(|e| ApiError::internal(format!("classifier failed: {e}")))?;
+    Ok((auto, router))
 }
 
 /// The chosen model then the ranked fallbacks, or why nothing can serve the request.
-fn auto_chain(state: &AppState, auto: &AutoDecision) -> Result<Vec<Arc<Model>>, ApiError> {
+fn auto_chain(
+    state: &AppState,
+    auto: &AutoDecision,
+    constraints: &Constraints,
+) -> Result<Vec<Arc<Model>>, ApiError> {
     let decision = &auto.decision;
     let chain: Vec<Arc<Model>> = decision
         .chosen
@@ -122,16 +138,21 @@ fn auto_chain(state: &AppState, auto: &AutoDecision) -> Result<Vec<Arc<Model>>, 
     if !chain.is_empty() {
         return Ok(chain);
     }
-    let reasons = decision
+    let reasons = grouped_reasons(&decision.candidates);
+    if blocked_by_deployment(&decision.candidates, constraints) {
+        let mut error = ApiError::internal(format!(
+            "No model can answer {} on this router: {reasons}. Set a provider key, widen \
+             [routing] models, or name a model explicitly.",
+            decision.profile
+        ));
+        error.status = StatusCode::SERVICE_UNAVAILABLE;
+        error.code = Some("no_routable_model".into());
+        return Err(error);
+    }
+    let any_down = decision
         .candidates
         .iter()
-        .map(|c| format!("{}: {}", c.model, c.excluded.as_deref().unwrap_or("?")))
-        .collect::<Vec<_>>()
-        .join("; ");
-    let all_down = decision
-        .candidates
-        .iter()
-        .any(|c| c.excluded.as_deref() == Some("circuit open"));
+        .any(|c| c.excluded.as_deref() == Some(CIRCUIT_OPEN));
     let mut error = ApiError::invalid_request(
         format!(
             "No model can serve this request under {}: {reasons}",
@@ -140,10 +161,44 @@ fn auto_chain(state: &AppState, auto: &AutoDecision) -> Result<Vec<Arc<Model>>, 
         Some("model"),
     );
     error.code = Some("no_eligible_model".into());
-    if all_down {
+    if any_down {
         error.status = StatusCode::SERVICE_UNAVAILABLE;
     }
     Err(error)
+}
+
+/// Whether only this router's set-up (missing keys, `[routing] models`, open circuits) stands
+/// between the request and an answer: every model the request itself allows is unavailable
+/// or down. Then the fix is the operator's, not the client's.
+fn blocked_by_deployment(candidates: &[Candidate], constraints: &Constraints) -> bool {
+    let requested = |c: &&Candidate| {
+        constraints
+            .models
+            .as_ref()
+            .is_none_or(|allowed| allowed.contains(&c.model))
+    };
+    candidates.iter().filter(requested).all(|c| {
+        constraints.unavailable.contains_key(&c.model)
+            || c.excluded.as_deref() == Some(CIRCUIT_OPEN)
+    })
+}
+
+/// Exclusion reasons with the models each applies to, one group per reason:
+/// `no API key: set OPENAI_API_KEY (openai/gpt-4.1, openai/gpt-4o); circuit open (local/big)`.
+fn grouped_reasons(candidates: &[Candidate]) -> String {
+    let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+    for c in candidates {
+        let reason = c.excluded.as_deref().unwrap_or("?");
+        match groups.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, models)) => models.push(&c.model),
+            None => groups.push((reason, vec![&c.model])),
+        }
+    }
+    groups
+        .iter()
+        .map(|(reason, models)| format!("{reason} ({})", models.join(", ")))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The headers that explain an adaptive choice; `answered` is the model that answered (the
@@ -169,6 +224,9 @@ pub fn explain(response: &mut Response, auto: &AutoDecision, answered: &str) {
         .and_then(|c| c.quality);
     if let Some(q) = quality {
         set_header(response, "x-triage-quality", &format!("{q:.3}"));
+    }
+    if auto.explored() {
+        set_header(response, "x-triage-explore", "1");
     }
     let reason = format!("{}: {}", auto.decision.profile, auto.decision.reason);
     set_header(
@@ -198,7 +256,14 @@ async fn dry_run(
     state.authenticate(headers)?;
     let body = body.map_err(|rejection| body_rejection(&rejection, state.max_body_bytes))?;
     let mut request = ChatRequest::parse(&body)?;
-    let routed = resolve(state, &mut request).await?;
+    let routed = resolve_body(
+        state,
+        &request.requested,
+        &request.constraints,
+        &mut request.body,
+        false,
+    )
+    .await?;
     let chain: Vec<&str> = routed.chain.iter().map(|m| m.id.as_str()).collect();
     let Some(auto) = routed.auto else {
         return Ok(json!({"route": "explicit", "chain": chain}));
@@ -209,6 +274,8 @@ async fn dry_run(
         .map(|(name, weight)| (name.clone(), json!(weight)))
         .collect();
     let prediction = &auto.prediction;
+    let adaptive = state.adaptive.load_full();
+    let abilities = adaptive.as_deref().map(AdaptiveRouter::abilities);
     Ok(json!({
         "route": "auto",
         "profile": auto.decision.profile,
@@ -220,10 +287,72 @@ async fn dry_run(
             "tokens": prediction.tokens,
         },
         "target_quality": auto.decision.target,
-        "chosen": auto.decision.chosen,
-        "fallbacks": auto.decision.fallbacks,
-        "candidates": auto.decision.candidates,
+        "chosen": auto.decision.chosen.as_ref().map(|c| with_source(c, abilities)),
+        "fallbacks": auto.decision.fallbacks.iter().map(|c| with_source(c, abilities)).collect::<Vec<_>>(),
+        "candidates": auto.decision.candidates.iter().map(|c| with_source(c, abilities)).collect::<Vec<_>>(),
         "reason": auto.decision.reason,
         "chain": chain,
     }))
+}
+
+/// A candidate as `/v1/route` shows it: the policy's fields plus where its θ came from.
+fn with_source(candidate: &Candidate, abilities: Option<&Abilities>) -> Value {
+    let mut value = json!(candidate);
+    let source = abilities.and_then(|a| a.get(&candidate.model));
+    value["ability_source"] = json!(source.map(|a| a.source.to_string()));
+    value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidate(model: &str, excluded: Option<&str>) -> Candidate {
+        Candidate {
+            model: model.into(),
+            quality: Some(0.5),
+            cost_usd: 0.0,
+            excluded: excluded.map(String::from),
+        }
+    }
+
+    #[test]
+    fn only_deployment_reasons_make_a_request_unroutable() {
+        let constraints = Constraints {
+            unavailable: [("a".to_string(), "no API key: set A_KEY".to_string())].into(),
+            ..Constraints::default()
+        };
+        let keyless_and_down = [
+            candidate("a", Some("no API key: set A_KEY")),
+            candidate("b", Some(CIRCUIT_OPEN)),
+        ];
+        assert!(blocked_by_deployment(&keyless_and_down, &constraints));
+        let no_tools = [
+            candidate("a", Some("no API key: set A_KEY")),
+            candidate("b", Some("no tool calling")),
+        ];
+        assert!(
+            !blocked_by_deployment(&no_tools, &constraints),
+            "the request asks too much"
+        );
+        let narrowed = Constraints {
+            models: Some(vec!["a".into()]),
+            ..constraints.clone()
+        };
+        let others = [
+            candidate("a", Some("no API key: set A_KEY")),
+            candidate("b", Some("not in the request's models")),
+        ];
+        assert!(blocked_by_deployment(&others, &narrowed));
+    }
+
+    #[test]
+    fn reasons_are_grouped_with_their_models() {
+        let text = grouped_reasons(&[
+            candidate("o/a", Some("no API key: set O_KEY")),
+            candidate("l/b", Some(CIRCUIT_OPEN)),
+            candidate("o/c", Some("no API key: set O_KEY")),
+        ]);
+        assert_eq!(text, "no API key: set O_KEY (o/a, o/c); circuit open (l/b)");
+    }
 }

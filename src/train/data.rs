@@ -36,12 +36,18 @@ pub struct PromptRecord {
     pub file: usize,
     /// Weight of this prompt in the outcome loss.
     pub weight: f32,
+    /// Weight of this prompt in the skill, tool-need and level losses.
+    pub label_weight: f32,
     /// (model index, score in [0, 1]).
     pub outcomes: Vec<(u32, f32)>,
     /// 1 needs a tool, 0 does not; `None` unknown.
     pub tool: Option<f32>,
     /// Weak skill label (index into the recipe's skills).
     pub skill: Option<usize>,
+    /// 1 hard, 0 easy (labelled prompts only).
+    pub level: Option<f32>,
+    /// Pairwise outcomes (model a, model b, P(a beats b)): battles, preferences.
+    pub pairs: Vec<(u32, u32, f32)>,
     pub dev: bool,
 }
 
@@ -96,7 +102,12 @@ struct Pending {
     source: String,
     subset: String,
     outcomes: Vec<(String, f64)>,
+    /// (model, opponent, P(model beats opponent)).
+    pairs: Vec<(String, String, f64)>,
     tool: Option<f32>,
+    /// An explicit skill name (labelled files), used before the recipe's rules.
+    skill: Option<String>,
+    level: Option<f32>,
 }
 
 impl Dataset {
@@ -106,12 +117,15 @@ impl Dataset {
         let mut prompts: Vec<PromptRecord> = Vec::new();
         let mut by_key: HashMap<String, usize> = HashMap::new();
         let mut model_rows: Vec<Vec<(String, f64)>> = Vec::new();
+        let mut pair_rows: Vec<Vec<(String, String, f64)>> = Vec::new();
+        let mut explicit_skills: Vec<Option<String>> = Vec::new();
         let mut model_means = BTreeMap::new();
         for (file_index, spec) in recipe.files.iter().enumerate() {
             let path = data_dir.join(&spec.path);
             let (pending, mut file_report) = match spec.kind {
                 FileKind::Outcomes => read_outcomes(&path, spec, data_dir)?,
-                FileKind::ToolNeed => read_tool_need(&path)?,
+                FileKind::ToolNeed => read_tool_need(&path, &spec.sources)?,
+                FileKind::Labels => read_labels(&path, spec)?,
             };
             if spec.kind == FileKind::Outcomes {
                 model_means.insert(spec.path.clone(), mean_by_model(&pending));
@@ -130,8 +144,15 @@ impl Dataset {
                 if let Some(&earlier) = by_key.get(&key) {
                     file_report.merged_with_earlier_file += 1;
                     model_rows[earlier].extend(p.outcomes);
+                    pair_rows[earlier].extend(p.pairs);
                     if prompts[earlier].tool.is_none() {
                         prompts[earlier].tool = p.tool;
+                    }
+                    if prompts[earlier].level.is_none() {
+                        prompts[earlier].level = p.level;
+                    }
+                    if explicit_skills[earlier].is_none() {
+                        explicit_skills[earlier] = p.skill;
                     }
                     continue;
                 }
@@ -148,6 +169,8 @@ impl Dataset {
             for (key, p) in fresh {
                 by_key.insert(key, prompts.len());
                 model_rows.push(p.outcomes);
+                pair_rows.push(p.pairs);
+                explicit_skills.push(p.skill);
                 prompts.push(PromptRecord {
                     dev: stable_hash("split", &stem_key(&p.text))
                         < fraction_threshold(recipe.dev_fraction),
@@ -156,16 +179,19 @@ impl Dataset {
                     subset: p.subset,
                     file: file_index,
                     weight: spec.weight as f32,
+                    label_weight: spec.label_weight as f32,
                     outcomes: Vec::new(),
                     tool: p.tool,
                     skill: None,
+                    level: p.level,
+                    pairs: Vec::new(),
                 });
             }
             report.files.push(file_report);
         }
-        let models = intern_models(recipe, &mut prompts, model_rows);
+        let models = intern_models(recipe, &mut prompts, model_rows, pair_rows);
         report.extra_tool_negatives = add_tool_negatives(recipe, &mut prompts);
-        label_skills(recipe, &mut prompts, &mut report);
+        label_skills(recipe, &mut prompts, &explicit_skills, &mut report);
         for p in &prompts {
             if p.dev {
                 report.dev_prompts += 1;
@@ -271,7 +297,10 @@ fn read_outcomes(
                     .unwrap_or_default()
                     .to_string(),
                 outcomes: Vec::new(),
+                pairs: Vec::new(),
                 tool: None,
+                skill: None,
+                level: None,
             });
             pending.len() - 1
         });
@@ -281,7 +310,21 @@ fn read_outcomes(
         {
             report.repeated_prompts += 1;
         }
-        pending[index].outcomes.push((model.to_string(), score));
+        match row.get("opponent").and_then(Value::as_str) {
+            // A battle: the score is this model's vote against the opponent (win 1, tie 0.5,
+            // both bad 0.25, loss 0); "both bad" says nothing about which is better.
+            Some(opponent) => {
+                let p = if score == 0.25 {
+                    0.5
+                } else {
+                    score.clamp(0.0, 1.0)
+                };
+                pending[index]
+                    .pairs
+                    .push((model.to_string(), opponent.to_string(), p));
+            }
+            None => pending[index].outcomes.push((model.to_string(), score)),
+        }
         Ok(())
     })?;
     normalise_scores(&mut pending);
@@ -317,13 +360,19 @@ fn mean_by_model(pending: &[Pending]) -> BTreeMap<String, f64> {
         .collect()
 }
 
-fn read_tool_need(path: &Path) -> Result<(Vec<Pending>, FileReport), TrainError> {
+fn read_tool_need(
+    path: &Path,
+    sources: &[String],
+) -> Result<(Vec<Pending>, FileReport), TrainError> {
     let mut report = FileReport::default();
     let mut pending: Vec<Pending> = Vec::new();
     let mut by_text: HashMap<String, usize> = HashMap::new();
     for_each_row(path, |_, row| {
-        report.rows += 1;
         let source = required_str(row, "source")?;
+        if !sources.is_empty() && !sources.iter().any(|s| s == source) {
+            return Ok(());
+        }
+        report.rows += 1;
         let text = prompt_text(row)?.ok_or("`prompt` is missing")?;
         let needs = match row.get("needs_tool") {
             Some(Value::Bool(b)) => *b,
@@ -346,10 +395,68 @@ fn read_tool_need(path: &Path) -> Result<(Vec<Pending>, FileReport), TrainError>
                     source: source.to_string(),
                     subset: String::new(),
                     outcomes: Vec::new(),
+                    pairs: Vec::new(),
                     tool: Some(label),
+                    skill: None,
+                    level: None,
                 });
             }
         }
+        Ok(())
+    })?;
+    report.prompts = pending.len();
+    Ok((pending, report))
+}
+
+/// A labelled prompt file (`FileKind::Labels`).
+fn read_labels(path: &Path, spec: &FileSpec) -> Result<(Vec<Pending>, FileReport), TrainError> {
+    let level_value = |text: &str| match text {
+        "easy" => Ok(0.0),
+        "hard" => Ok(1.0),
+        other => Err(format!("level {other:?} is not `easy` or `hard`")),
+    };
+    let default_level = spec
+        .level
+        .as_deref()
+        .map(level_value)
+        .transpose()
+        .map_err(|message| TrainError::Invalid(format!("{}: {message}", spec.path)))?;
+    let mut report = FileReport::default();
+    let mut pending: Vec<Pending> = Vec::new();
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+    for_each_row(path, |_, row| {
+        report.rows += 1;
+        let text = prompt_text(row)?.ok_or("`prompt` is missing")?;
+        if !seen.insert(normalise(&text)) {
+            report.repeated_prompts += 1;
+            return Ok(());
+        }
+        let field = |name: &str| row.get(name).and_then(Value::as_str).map(str::to_string);
+        let skill = row
+            .get("skills")
+            .and_then(Value::as_array)
+            .and_then(|s| s.first())
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or_else(|| field("skill"));
+        let tool = match row.get("tool_need") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(v.as_f64().ok_or("`tool_need` is not 0/1")? as f32),
+        };
+        let level = match row.get("level").and_then(Value::as_str) {
+            Some(text) => Some(level_value(text)?),
+            None => default_level,
+        };
+        pending.push(Pending {
+            text,
+            source: field("source").unwrap_or_else(|| spec.path.clone()),
+            subset: field("topic").unwrap_or_default().to_lowercase(),
+            outcomes: Vec::new(),
+            pairs: Vec::new(),
+            tool,
+            skill,
+            level,
+        });
         Ok(())
     })?;
     report.prompts = pending.len();
@@ -372,6 +479,7 @@ fn intern_models(
     recipe: &Recipe,
     prompts: &mut [PromptRecord],
     model_rows: Vec<Vec<(String, f64)>>,
+    pair_rows: Vec<Vec<(String, String, f64)>>,
 ) -> Vec<String> {
     let alias = |name: &str| {
         recipe
@@ -380,7 +488,17 @@ fn intern_models(
             .cloned()
             .unwrap_or_else(|| name.to_string())
     };
-    let names: BTreeSet<String> = model_rows.iter().flatten().map(|(m, _)| alias(m)).collect();
+    let names: BTreeSet<String> = model_rows
+        .iter()
+        .flatten()
+        .map(|(m, _)| alias(m))
+        .chain(
+            pair_rows
+                .iter()
+                .flatten()
+                .flat_map(|(a, b, _)| [alias(a), alias(b)]),
+        )
+        .collect();
     let models: Vec<String> = names.into_iter().collect();
     let index: HashMap<&str, u32> = models
         .iter()
@@ -391,6 +509,18 @@ fn intern_models(
         prompt.outcomes = rows
             .iter()
             .map(|(m, s)| (index[alias(m).as_str()], *s as f32))
+            .collect();
+    }
+    for (prompt, rows) in prompts.iter_mut().zip(&pair_rows) {
+        prompt.pairs = rows
+            .iter()
+            .map(|(a, b, p)| {
+                (
+                    index[alias(a).as_str()],
+                    index[alias(b).as_str()],
+                    *p as f32,
+                )
+            })
             .collect();
     }
     models
@@ -405,10 +535,13 @@ fn add_tool_negatives(recipe: &Recipe, prompts: &mut [PromptRecord]) -> usize {
         let mut candidates: Vec<usize> = (0..prompts.len())
             .filter(|&i| {
                 let p = &prompts[i];
+                let graded = !p.outcomes.is_empty() || !p.pairs.is_empty();
                 p.tool.is_none()
-                    && !p.outcomes.is_empty()
-                    && (spec.negative_sources.is_empty()
-                        || spec.negative_sources.contains(&p.source))
+                    && if spec.negative_sources.is_empty() {
+                        graded
+                    } else {
+                        spec.negative_sources.contains(&p.source)
+                    }
             })
             .collect();
         candidates.sort_by_cached_key(|&i| stable_hash(&salt, &prompts[i].text));
@@ -421,15 +554,26 @@ fn add_tool_negatives(recipe: &Recipe, prompts: &mut [PromptRecord]) -> usize {
     added
 }
 
-fn label_skills(recipe: &Recipe, prompts: &mut [PromptRecord], report: &mut DataReport) {
+fn label_skills(
+    recipe: &Recipe,
+    prompts: &mut [PromptRecord],
+    explicit: &[Option<String>],
+    report: &mut DataReport,
+) {
     let tool_use = recipe.skills.iter().position(|s| s == "tool_use");
-    for prompt in prompts.iter_mut() {
+    let index_of = |name: &str| recipe.skills.iter().position(|s| s == name);
+    for (prompt, explicit) in prompts.iter_mut().zip(explicit) {
         let lower = prompt.text.to_lowercase();
-        prompt.skill = recipe
-            .skill_rules
-            .iter()
-            .find(|rule| rule_matches(rule, prompt, &lower))
-            .and_then(|rule| recipe.skills.iter().position(|s| *s == rule.skill))
+        prompt.skill = explicit
+            .as_deref()
+            .and_then(index_of)
+            .or_else(|| {
+                recipe
+                    .skill_rules
+                    .iter()
+                    .find(|rule| rule_matches(rule, prompt, &lower))
+                    .and_then(|rule| index_of(&rule.skill))
+            })
             .or(if prompt.tool == Some(1.0) {
                 tool_use
             } else {
@@ -451,6 +595,11 @@ fn rule_matches(rule: &SkillRule, prompt: &PromptRecord, lower: &str) -> bool {
                 .subset
                 .iter()
                 .any(|s| prompt.subset.starts_with(s.as_str())))
+        && (rule.subset_contains.is_empty()
+            || rule
+                .subset_contains
+                .iter()
+                .any(|s| prompt.subset.contains(s.as_str())))
         && (rule.contains.is_empty() || rule.contains.iter().any(|c| lower.contains(c.as_str())))
         && (rule.starts_with.is_empty()
             || rule

@@ -28,7 +28,9 @@ use super::metrics::{self, OutcomeRows, OutcomeSummary};
 use super::params::Params;
 use super::progress::Progress;
 use super::recipe::Recipe;
-use crate::classifier::{HEADS_PREFIX, LENGTH_WEIGHT, length_feature, mean_pool, pad_batch};
+use crate::classifier::{
+    HEADS_PREFIX, HIDDEN_LAYER, LENGTH_WEIGHT, length_feature, mean_pool, pad_batch,
+};
 
 /// Name of the ability table among the variables (kept out of the safetensors).
 pub const THETA: &str = "theta";
@@ -47,6 +49,8 @@ pub enum Encoder {
 pub struct Model {
     pub params: Params,
     pub encoder: Encoder,
+    /// The optional shared ReLU layer under the heads (`head_hidden`).
+    shared: Option<Linear>,
     difficulty: Linear,
     skills: Linear,
     tool: Linear,
@@ -58,6 +62,65 @@ pub struct Model {
     length: Option<(Tensor, Vec<f32>)>,
     /// The teacher's predictions, when the recipe distils.
     pub distill: Option<Targets>,
+    /// Per skill class, and for the negative and positive tool and level labels: weights that
+    /// balance the classes over the training prompts (rare chat labels count as much as the
+    /// thousands of exam ones).
+    balance: Balance,
+}
+
+#[derive(Debug, Clone)]
+struct Balance {
+    skill: Vec<f32>,
+    tool: [f32; 2],
+    level: [f32; 2],
+}
+
+impl Balance {
+    fn none(k: usize) -> Balance {
+        Balance {
+            skill: vec![1.0; k],
+            tool: [1.0; 2],
+            level: [1.0; 2],
+        }
+    }
+
+    /// n / (classes · n_class) per class present, capped at 10.
+    fn of(data: &Dataset, k: usize) -> Balance {
+        let train = || data.prompts.iter().filter(|p| !p.dev);
+        let weights = |counts: &[usize]| -> Vec<f32> {
+            let total: usize = counts.iter().sum();
+            let present = counts.iter().filter(|&&c| c > 0).count().max(1);
+            counts
+                .iter()
+                .map(|&c| {
+                    if c == 0 {
+                        1.0
+                    } else {
+                        (total as f32 / (present * c) as f32).min(10.0)
+                    }
+                })
+                .collect()
+        };
+        let mut skill = vec![0usize; k];
+        let (mut tool, mut level) = ([0usize; 2], [0usize; 2]);
+        for p in train() {
+            if let Some(s) = p.skill {
+                skill[s] += 1;
+            }
+            if let Some(t) = p.tool {
+                tool[usize::from(t >= 0.5)] += 1;
+            }
+            if let Some(l) = p.level {
+                level[usize::from(l >= 0.5)] += 1;
+            }
+        }
+        let two = |w: Vec<f32>| [w[0], w[1]];
+        Balance {
+            skill: weights(&skill),
+            tool: two(weights(&tool)),
+            level: two(weights(&level)),
+        }
+    }
 }
 
 /// Outputs for a batch of prompts.
@@ -85,6 +148,9 @@ pub struct DevMetrics {
     pub outcome: OutcomeSummary,
     pub tool_auc: Option<f64>,
     pub skill_accuracy: Option<f64>,
+    /// Share of decided dev battles (no ties) whose winner has the higher predicted quality.
+    #[serde(default)]
+    pub pair_accuracy: Option<f64>,
     pub per_source: std::collections::BTreeMap<String, OutcomeSummary>,
 }
 
@@ -133,25 +199,38 @@ impl Model {
         rng: &mut StdRng,
     ) -> Result<Model, TrainError> {
         let k = recipe.skills.len();
-        let mut linear =
-            |name: &str, outputs: usize, rng: &mut StdRng| -> Result<Linear, TrainError> {
-                let mut make = |name: String, dims: &[usize], init: Init| match warm
-                    .and_then(|w| w.heads.get(&name))
-                {
-                    Some(t) if t.dims() == dims => params.insert(&name, t.clone()),
-                    _ => params.create(&name, dims, init, rng),
-                };
-                let weight = make(
-                    format!("heads.{name}.weight"),
-                    &[outputs, hidden],
-                    Init::Normal(0.02),
-                )?;
-                let bias = make(format!("heads.{name}.bias"), &[outputs], Init::Zeros)?;
-                Ok(Linear::new(weight, Some(bias)))
+        let input = hidden;
+        let hidden = if recipe.head_hidden > 0 {
+            recipe.head_hidden
+        } else {
+            input
+        };
+        let mut linear = |name: &str,
+                          outputs: usize,
+                          inputs: usize,
+                          init: Init,
+                          rng: &mut StdRng|
+         -> Result<Linear, TrainError> {
+            let mut make = |name: String, dims: &[usize], init: Init| match warm
+                .and_then(|w| w.heads.get(&name))
+            {
+                Some(t) if t.dims() == dims => params.insert(&name, t.clone()),
+                _ => params.create(&name, dims, init, rng),
             };
-        let difficulty = linear("difficulty", 1, rng)?;
-        let skills = linear("skills", k, rng)?;
-        let tool = linear("tool", 1, rng)?;
+            let weight = make(format!("heads.{name}.weight"), &[outputs, inputs], init)?;
+            let bias = make(format!("heads.{name}.bias"), &[outputs], Init::Zeros)?;
+            Ok(Linear::new(weight, Some(bias)))
+        };
+        // He initialisation for the ReLU layer.
+        let shared = (recipe.head_hidden > 0)
+            .then(|| {
+                let std = (2.0 / input as f32).sqrt();
+                linear(HIDDEN_LAYER, hidden, input, Init::Normal(std), rng)
+            })
+            .transpose()?;
+        let difficulty = linear("difficulty", 1, hidden, Init::Normal(0.02), rng)?;
+        let skills = linear("skills", k, hidden, Init::Normal(0.02), rng)?;
+        let tool = linear("tool", 1, hidden, Init::Normal(0.02), rng)?;
         let length = if recipe.length_input {
             let name = format!("{HEADS_PREFIX}.{LENGTH_WEIGHT}");
             let weight = match warm.and_then(|w| w.heads.get(&name)) {
@@ -175,6 +254,7 @@ impl Model {
         Ok(Model {
             params,
             encoder,
+            shared,
             difficulty,
             skills,
             tool,
@@ -184,6 +264,11 @@ impl Model {
             pad,
             length,
             distill: None,
+            balance: if recipe.loss.balance_classes {
+                Balance::of(data, k)
+            } else {
+                Balance::none(k)
+            },
         })
     }
 
@@ -217,7 +302,10 @@ impl Model {
         tokens: &[Vec<u32>],
         dropout: &mut Dropout,
     ) -> candle_core::Result<Outputs> {
-        let pooled = self.pooled(batch, tokens, dropout)?;
+        let mut pooled = self.pooled(batch, tokens, dropout)?;
+        if let Some(layer) = &self.shared {
+            pooled = layer.forward(&pooled)?.relu()?;
+        }
         let mut difficulty = self.difficulty.forward(&pooled)?.squeeze(1)?;
         if let Some((weight, features)) = &self.length {
             let lengths: Vec<f32> = batch.iter().map(|&i| features[i]).collect();
@@ -287,6 +375,19 @@ impl Model {
                 + ((bce * &weight)?.sum_all()? / weight.sum_all()?.to_scalar::<f32>()? as f64)?)?;
         }
 
+        if recipe.loss.pairwise > 0.0 {
+            total =
+                (total + (self.pairwise_loss(batch, prompts, &out.mix)? * recipe.loss.pairwise)?)?;
+        }
+
+        let level = |p: &PromptRecord| p.level;
+        if recipe.loss.level > 0.0
+            && let Some(bce) =
+                self.balanced_bce(batch, prompts, &out.difficulty, level, self.balance.level)?
+        {
+            total = (total + (bce * recipe.loss.level)?)?;
+        }
+
         if let Some(teacher) = &self.distill {
             let rows = Tensor::new(batch.iter().map(|&p| p as u32).collect::<Vec<_>>(), device)?;
             let q = teacher.q.index_select(&rows, 0)?;
@@ -301,38 +402,106 @@ impl Model {
             total = (total + ((bce / count)? * teacher.weight)?)?;
         }
 
-        let (at, labels): (Vec<u32>, Vec<usize>) = batch
+        let labelled: Vec<(u32, usize, f32)> = batch
             .iter()
             .enumerate()
-            .filter_map(|(i, &p)| prompts[p].skill.map(|s| (i as u32, s)))
-            .unzip();
-        if !at.is_empty() && recipe.loss.skill > 0.0 {
-            let n = at.len();
+            .filter_map(|(i, &p)| {
+                let prompt = &prompts[p];
+                prompt
+                    .skill
+                    .map(|s| (i as u32, s, self.balance.skill[s] * prompt.label_weight))
+            })
+            .collect();
+        if !labelled.is_empty() && recipe.loss.skill > 0.0 {
+            let n = labelled.len();
             let mut one_hot = vec![0f32; n * self.num_skills];
-            for (row, &label) in labels.iter().enumerate() {
-                one_hot[row * self.num_skills + label] = 1.0;
+            for (row, &(_, label, weight)) in labelled.iter().enumerate() {
+                one_hot[row * self.num_skills + label] = weight;
             }
+            let weight_sum: f32 = labelled.iter().map(|l| l.2).sum();
             let one_hot = Tensor::from_vec(one_hot, (n, self.num_skills), device)?;
+            let at: Vec<u32> = labelled.iter().map(|l| l.0).collect();
             let log_p = candle_nn::ops::log_softmax(
                 &out.skill_logits
                     .index_select(&Tensor::new(at, device)?, 0)?,
                 D::Minus1,
             )?;
-            let ce = ((log_p * one_hot)?.sum_all()? / -(n as f64))?;
+            let ce = ((log_p * one_hot)?.sum_all()? / -(weight_sum as f64))?;
             total = (total + (ce * recipe.loss.skill)?)?;
         }
 
-        let (at, labels): (Vec<u32>, Vec<f32>) = batch
-            .iter()
-            .enumerate()
-            .filter_map(|(i, &p)| prompts[p].tool.map(|t| (i as u32, t)))
-            .unzip();
-        if !at.is_empty() && recipe.loss.tool > 0.0 {
-            let logits = out.tool_logits.index_select(&Tensor::new(at, device)?, 0)?;
-            let bce = bce_with_logits(&logits, &Tensor::new(labels, device)?)?.mean_all()?;
+        let tool = |p: &PromptRecord| p.tool;
+        if recipe.loss.tool > 0.0
+            && let Some(bce) =
+                self.balanced_bce(batch, prompts, &out.tool_logits, tool, self.balance.tool)?
+        {
             total = (total + (bce * recipe.loss.tool)?)?;
         }
         Ok(total)
+    }
+
+    /// Binary cross-entropy of `logits` (one per batch row) on the 0/1 label that `label`
+    /// reads, each row weighted by its class's balance and its prompt's label weight; `None`
+    /// when no prompt of the batch has the label.
+    fn balanced_bce(
+        &self,
+        batch: &[usize],
+        prompts: &[PromptRecord],
+        logits: &Tensor,
+        label: impl Fn(&PromptRecord) -> Option<f32>,
+        balance: [f32; 2],
+    ) -> candle_core::Result<Option<Tensor>> {
+        let device = self.params.device();
+        let (mut at, mut targets, mut weights) = (vec![], vec![], vec![]);
+        for (i, &p) in batch.iter().enumerate() {
+            if let Some(y) = label(&prompts[p]) {
+                at.push(i as u32);
+                targets.push(y);
+                weights.push(balance[usize::from(y >= 0.5)] * prompts[p].label_weight);
+            }
+        }
+        if at.is_empty() {
+            return Ok(None);
+        }
+        let sum: f32 = weights.iter().sum();
+        let logits = logits.index_select(&Tensor::new(at, device)?, 0)?;
+        let bce = bce_with_logits(&logits, &Tensor::new(targets, device)?)?;
+        let weighted = (bce * Tensor::new(weights, device)?)?.sum_all()?;
+        Ok(Some((weighted / sum as f64)?))
+    }
+
+    /// Bradley–Terry on the batch's pairwise outcomes: P(a beats b | x) = σ(logit q_a − logit
+    /// q_b) = σ(⟨θ_a − θ_b, g'(x)⟩) (the difficulty cancels), a tie being ½; each prompt's
+    /// pairs share its weight. Zero when the batch has none.
+    fn pairwise_loss(
+        &self,
+        batch: &[usize],
+        prompts: &[PromptRecord],
+        mix: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        let device = self.params.device();
+        let (mut at, mut a, mut b, mut target, mut weight) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        for (position, &p) in batch.iter().enumerate() {
+            let prompt = &prompts[p];
+            for &(x, y, t) in &prompt.pairs {
+                at.push(position as u32);
+                a.push(x);
+                b.push(y);
+                target.push(t);
+                weight.push(prompt.weight / prompt.pairs.len() as f32);
+            }
+        }
+        if at.is_empty() {
+            return Tensor::new(0f32, device);
+        }
+        let theta_a = self.theta.index_select(&Tensor::new(a, device)?, 0)?;
+        let theta_b = self.theta.index_select(&Tensor::new(b, device)?, 0)?;
+        let logits =
+            ((theta_a - theta_b)? * mix.index_select(&Tensor::new(at, device)?, 0)?)?.sum(1)?;
+        let weight = Tensor::new(weight, device)?;
+        let bce = bce_with_logits(&logits, &Tensor::new(target, device)?)?;
+        (bce * &weight)?.sum_all()? / weight.sum_all()?.to_scalar::<f32>()? as f64
     }
 
     /// Predictions for `batch`, computed in chunks.
@@ -377,6 +546,7 @@ impl Model {
         let (mut outcome_loss, mut outcome_weight) = (0.0, 0.0);
         let (mut skill_loss, mut skill_hits, mut skill_n) = (0.0, 0usize, 0usize);
         let (mut tool_scores, mut tool_labels, mut tool_loss) = (vec![], vec![], 0.0);
+        let (mut pair_hits, mut pair_n) = (0usize, 0usize);
         for (&p, pred) in order.iter().zip(&predictions) {
             let prompt = &prompts[p];
             let mut prompt_loss = 0.0;
@@ -401,6 +571,12 @@ impl Model {
                     .map(|(i, _)| i);
                 skill_hits += usize::from(best == Some(label));
             }
+            for &(a, b, t) in prompt.pairs.iter().filter(|pair| pair.2 != 0.5) {
+                let qa = quality(&theta[a as usize], &pred.mix, pred.difficulty);
+                let qb = quality(&theta[b as usize], &pred.mix, pred.difficulty);
+                pair_n += 1;
+                pair_hits += usize::from((qa > qb) == (t > 0.5));
+            }
             if let Some(t) = prompt.tool {
                 tool_scores.push(pred.tool_need as f64);
                 tool_labels.push(t >= 0.5);
@@ -419,16 +595,14 @@ impl Model {
             outcome: rows.summary(),
             tool_auc: metrics::auc(&tool_scores, &tool_labels),
             skill_accuracy: (skill_n > 0).then(|| skill_hits as f64 / skill_n as f64),
+            pair_accuracy: (pair_n > 0).then(|| pair_hits as f64 / pair_n as f64),
             per_source: metrics::by_key(&by_source),
         })
     }
 }
 
-/// q = σ(⟨θ, g'⟩ − b).
-pub fn quality(theta: &[f32], mix: &[f32], difficulty: f32) -> f64 {
-    let z: f32 = theta.iter().zip(mix).map(|(t, g)| t * g).sum::<f32>() - difficulty;
-    1.0 / (1.0 + (-z as f64).exp())
-}
+/// q = σ(⟨θ, g'⟩ − b): the serving path's own function.
+pub use crate::quality::quality;
 
 /// Numerically stable `−[y log σ(x) + (1 − y) log(1 − σ(x))]`, element-wise.
 fn bce_with_logits(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod params;
 mod progress;
 pub mod recipe;
+pub mod static_distill;
 pub mod vocab;
 
 use std::collections::BTreeMap;
@@ -225,7 +226,14 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
     let warm = match &args.init {
         Some(dir) => {
             let warm = warm_start(dir, &recipe)?;
-            choice = EncoderChoice::Finetune(dir.clone());
+            // The directory's shape wins over the recipe's: its heads sit on its shared layer.
+            let hidden = format!("{HEADS_PREFIX}.{}.weight", classifier::HIDDEN_LAYER);
+            recipe.head_hidden = warm.heads.get(&hidden).map_or(0, |w| w.dims()[0]);
+            choice = if is_static_dir(dir) {
+                EncoderChoice::Static(dir.clone())
+            } else {
+                EncoderChoice::Finetune(dir.clone())
+            };
             Some(warm)
         }
         None => None,
@@ -272,6 +280,10 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
                 args.quiet,
                 params.device(),
             )?)
+        }
+        EncoderChoice::Static(dir) => {
+            let table = load_static(dir)?;
+            Encoder::Frozen(table.pool(&tokens, params.device())?)
         }
     };
     let mut model = Model::new(
@@ -389,6 +401,9 @@ fn add_log_file(
         keep_held_out: true,
         extra_negatives: 0,
         negative_sources: Vec::new(),
+        level: None,
+        label_weight: 1.0,
+        sources: Vec::new(),
     });
     Ok(export)
 }
@@ -450,6 +465,27 @@ fn tokenizer_and_shape(
             };
             Ok((tokenizer, shape))
         }
+        EncoderChoice::Static(dir) => {
+            let tokenizer = classifier::load_tokenizer(&dir.join(TOKENIZER_FILE))?;
+            let config = static_config(dir)?;
+            let shape = BertShape {
+                vocab_size: config.vocab_size,
+                hidden_size: config.hidden_size,
+                num_hidden_layers: 0,
+                num_attention_heads: 0,
+                intermediate_size: 0,
+                hidden_act: String::new(),
+                hidden_dropout_prob: 0.0,
+                // A table lookup has no position limit; the recipe's max_tokens bounds the cost.
+                max_position_embeddings: usize::MAX,
+                type_vocab_size: 0,
+                initializer_range: 0.0,
+                layer_norm_eps: 0.0,
+                pad_token_id: 0,
+                model_type: classifier::static_embedding::MODEL_TYPE.into(),
+            };
+            Ok((tokenizer, shape))
+        }
         EncoderChoice::Frozen(dir) | EncoderChoice::Finetune(dir) => {
             let tokenizer = classifier::load_tokenizer(&dir.join(TOKENIZER_FILE))?;
             let path = dir.join(CONFIG_FILE);
@@ -486,6 +522,9 @@ fn encoder_description(choice: &EncoderChoice, shape: &BertShape) -> String {
             shape.vocab_size
         ),
         EncoderChoice::Frozen(dir) => format!("{} frozen", name(dir)),
+        EncoderChoice::Static(dir) => static_config(dir)
+            .map(|c| c.source)
+            .unwrap_or_else(|_| format!("static embeddings from {}", dir.display())),
         EncoderChoice::Finetune(dir) => format!("{} fine-tuned", name(dir)),
     }
 }
@@ -686,6 +725,14 @@ fn write_model_dir(
         message: e.to_string(),
     };
     std::fs::create_dir_all(out).map_err(|e| io(out, e))?;
+    // Read before the clean-up below: `--init` may name the output directory itself.
+    let static_files = match choice {
+        EncoderChoice::Static(dir) => Some(
+            [CONFIG_FILE, TOKENIZER_FILE, "model.safetensors"]
+                .map(|name| std::fs::read(dir.join(name)).map_err(|e| io(&dir.join(name), e))),
+        ),
+        _ => None,
+    };
     // Every *.safetensors in the directory is loaded: stale ones must go.
     for entry in std::fs::read_dir(out).map_err(|e| io(out, e))?.flatten() {
         let path = entry.path();
@@ -695,6 +742,17 @@ fn write_model_dir(
     }
     let heads_prefix = format!("{HEADS_PREFIX}.");
     match choice {
+        EncoderChoice::Static(_) => {
+            let names = [CONFIG_FILE, TOKENIZER_FILE, "model.safetensors"];
+            for (name, bytes) in names.iter().zip(static_files.expect("read above")) {
+                std::fs::write(out.join(name), bytes?).map_err(|e| io(&out.join(name), e))?;
+            }
+            model
+                .params
+                .save_where(&out.join("heads.safetensors"), |n| {
+                    n.starts_with(&heads_prefix)
+                })?;
+        }
         EncoderChoice::Frozen(dir) => {
             for name in [CONFIG_FILE, TOKENIZER_FILE] {
                 std::fs::copy(dir.join(name), out.join(name))
@@ -727,6 +785,41 @@ fn write_model_dir(
     std::fs::write(out.join(METADATA_FILE), text + "\n")
         .map_err(|e| io(&out.join(METADATA_FILE), e))?;
     Ok(())
+}
+
+fn is_static_dir(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join(CONFIG_FILE))
+        .is_ok_and(|text| classifier::StaticConfig::is_static(&text))
+}
+
+fn static_config(dir: &Path) -> Result<classifier::StaticConfig, TrainError> {
+    let path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| TrainError::File {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    serde_json::from_str(&text).map_err(|e| TrainError::File {
+        path,
+        message: e.to_string(),
+    })
+}
+
+/// The table of a static-embedding directory, on the CPU (pooling happens once, up front).
+fn load_static(dir: &Path) -> Result<classifier::StaticEmbedding, TrainError> {
+    let config = static_config(dir)?;
+    let tokenizer = classifier::load_tokenizer(&dir.join(TOKENIZER_FILE))?;
+    let special = classifier::special_tokens(&tokenizer).map_err(TrainError::Tokenizer)?;
+    let weights = dir.join("model.safetensors");
+    // SAFETY: the file is mapped read-only and not modified while the table is read.
+    let vb = unsafe {
+        candle_nn::VarBuilder::from_mmaped_safetensors(
+            &[&weights],
+            candle_core::DType::F32,
+            &Device::Cpu,
+        )
+    }?;
+    let skip = vec![special.cls, special.sep, special.pad];
+    Ok(classifier::StaticEmbedding::load(vb, &config, skip)?)
 }
 
 /// `training_prompts.bin`: the hash of every prompt the run read (train and dev split), sorted,

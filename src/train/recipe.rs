@@ -28,6 +28,10 @@ pub struct Recipe {
     /// Give the difficulty head the prompt's length too (`classifier::length_feature`).
     #[serde(default)]
     pub length_input: bool,
+    /// Width of a shared ReLU layer between the pooled vector and the heads (0: none, the
+    /// heads read the pooled vector directly).
+    #[serde(default)]
+    pub head_hidden: usize,
     #[serde(default)]
     pub scratch: ScratchShape,
     #[serde(default)]
@@ -167,6 +171,17 @@ pub struct LossWeights {
     pub tool: f64,
     /// L2 penalty on θ (pins the shift shared by θ and b).
     pub theta_l2: f64,
+    /// Binary cross-entropy of σ(b(x)) on easy (0) / hard (1) labels.
+    #[serde(default)]
+    pub level: f64,
+    /// Bradley–Terry loss on pairwise outcomes (rows with an `opponent`), relative to the
+    /// graded outcome loss.
+    #[serde(default = "one")]
+    pub pairwise: f64,
+    /// Weight skill, tool-need and level labels so that each class counts alike over the
+    /// training prompts (the chat classes are rare next to the exam ones).
+    #[serde(default)]
+    pub balance_classes: bool,
 }
 
 impl Default for LossWeights {
@@ -175,6 +190,9 @@ impl Default for LossWeights {
             skill: 0.3,
             tool: 0.5,
             theta_l2: 1e-3,
+            level: 0.0,
+            pairwise: 1.0,
+            balance_classes: false,
         }
     }
 }
@@ -187,6 +205,10 @@ pub enum FileKind {
     Outcomes,
     /// `source, prompt, needs_tool` rows.
     ToolNeed,
+    /// Prompts with labels but no outcomes: `prompt`, and any of `topic` (matched by skill
+    /// rules as the subset), `skills` (the first is the prompt's skill label), `tool_need`
+    /// (0/1) and `level` (`easy`/`hard`). E.g. Arena-Hard's topics, the hand-written seeds.
+    Labels,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -215,6 +237,14 @@ pub struct FileSpec {
     /// empty). Short questions make the negatives that teach "a question is not a tool call".
     #[serde(default)]
     pub negative_sources: Vec<String>,
+    /// labels only: the level of rows that name none (`easy` or `hard`).
+    pub level: Option<String>,
+    /// Weight of this file's prompts in the skill, tool-need and level losses.
+    #[serde(default = "one")]
+    pub label_weight: f64,
+    /// tool_need only: read only rows of these sources (all when empty).
+    #[serde(default)]
+    pub sources: Vec<String>,
 }
 
 /// A weak skill label: a prompt matching every given condition gets `skill`.
@@ -227,6 +257,9 @@ pub struct SkillRule {
     /// The row's `subset` starts with one of these.
     #[serde(default)]
     pub subset: Vec<String>,
+    /// The row's `subset` (a labelled file's lowercased `topic`) contains one of these.
+    #[serde(default)]
+    pub subset_contains: Vec<String>,
     /// The lowercased prompt contains one of these.
     #[serde(default)]
     pub contains: Vec<String>,
@@ -253,6 +286,8 @@ pub enum EncoderChoice {
     Scratch,
     Frozen(PathBuf),
     Finetune(PathBuf),
+    /// Static token embeddings (`triage distill-static`), fixed; only the heads and θ train.
+    Static(PathBuf),
 }
 
 impl Recipe {
@@ -288,8 +323,9 @@ impl Recipe {
             None if self.encoder == "scratch" => Ok(EncoderChoice::Scratch),
             Some(("frozen", dir)) if !dir.is_empty() => Ok(EncoderChoice::Frozen(dir.into())),
             Some(("finetune", dir)) if !dir.is_empty() => Ok(EncoderChoice::Finetune(dir.into())),
+            Some(("static", dir)) if !dir.is_empty() => Ok(EncoderChoice::Static(dir.into())),
             _ => Err(format!(
-                "encoder {:?} is not `scratch`, `frozen:<dir>` or `finetune:<dir>`",
+                "encoder {:?} is not `scratch`, `frozen:<dir>`, `finetune:<dir>` or `static:<dir>`",
                 self.encoder
             )),
         }
@@ -379,7 +415,23 @@ fn merged_value(text: &str, dir: &Path, depth: usize) -> Result<toml::Table, Str
 
 /// Makes each `[[ability_maps]] scores` file relative to the recipe that names it, so a recipe
 /// built on a `base` in another folder still finds the base's scores file.
+///
+/// Likewise a `[[files]] path` that starts with `./`: a file shipped beside the recipe (the
+/// hand-written seeds) rather than one in the data directory.
 fn resolve_scores_paths(table: &mut toml::Table, dir: &Path) {
+    if let Some(toml::Value::Array(files)) = table.get_mut("files") {
+        for file in files.iter_mut().filter_map(toml::Value::as_table_mut) {
+            if let Some(toml::Value::String(name)) = file.get_mut("path")
+                && let Some(rest) = name.strip_prefix("./")
+            {
+                let joined = dir.join(rest);
+                *name = std::path::absolute(&joined)
+                    .unwrap_or(joined)
+                    .to_string_lossy()
+                    .into_owned();
+            }
+        }
+    }
     let Some(toml::Value::Array(maps)) = table.get_mut("ability_maps") else {
         return;
     };

@@ -89,7 +89,19 @@ impl Harness {
 
     /// Any config, and a classifier model directory for `auto` if given.
     pub async fn start_full(config: &str, classifier: Option<&Path>) -> Harness {
-        let mock = MockUpstream::start(Some(UPSTREAM_KEY.into()))
+        let env = |var: &str| (var == "LOCAL_API_KEY").then(|| UPSTREAM_KEY.to_string());
+        Harness::start_env(config, classifier, Some(UPSTREAM_KEY), env).await
+    }
+
+    /// [`Harness::start_full`] with the environment `env` for provider keys, and a fake
+    /// upstream that requires `upstream_key` (none: it accepts every caller).
+    pub async fn start_env(
+        config: &str,
+        classifier: Option<&Path>,
+        upstream_key: Option<&str>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Harness {
+        let mock = MockUpstream::start(upstream_key.map(String::from))
             .await
             .unwrap();
         // `MOCK_GEMINI_URL` becomes the mock's Gemini base URL, `MOCK_URL` its OpenAI and
@@ -102,10 +114,11 @@ impl Harness {
             // Tests that do not ask for the outcome log must not write triage.db in the repo.
             config.log.enabled = false;
         }
-        let catalog = Catalog::build(&config, Path::new("test.toml"), |var| {
-            (var == "LOCAL_API_KEY").then(|| UPSTREAM_KEY.to_string())
-        })
-        .unwrap();
+        if !text.contains("explore_share") {
+            // Exploration is random: only tests that ask for it get it.
+            config.routing.explore_share = 0.0;
+        }
+        let catalog = Catalog::build(&config, Path::new("test.toml"), env).unwrap();
         let adaptive = classifier.map(|dir| {
             let classifier = Classifier::load(dir.to_str().unwrap()).unwrap();
             AdaptiveRouter::new(classifier, &catalog, config.routing.targets())
