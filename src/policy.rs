@@ -142,14 +142,9 @@ pub const CIRCUIT_OPEN: &str = "circuit open";
 /// Expected output tokens when the request does not cap them lower.
 pub const DEFAULT_EXPECTED_OUTPUT: u64 = 350;
 
-/// σ(⟨θ, g⟩ − b).
+/// σ(⟨θ, g⟩ − b): `quality::quality`, the one function serve, eval and train share.
 pub fn predicted_quality(abilities: &[f32], prompt: &PromptView) -> f32 {
-    let dot: f32 = abilities
-        .iter()
-        .zip(&prompt.skill_mix)
-        .map(|(a, g)| a * g)
-        .sum();
-    1.0 / (1.0 + (prompt.difficulty - dot).exp())
+    crate::quality::quality(abilities, &prompt.skill_mix, prompt.difficulty) as f32
 }
 
 /// Expected US$ for this request on `model`.
@@ -289,23 +284,16 @@ pub fn promote(decision: &mut Decision, model: &str) -> bool {
 }
 
 /// Those meeting the target, cheapest first (ties: better quality), then the rest, best first.
+/// The eligible candidates in the order of `quality::preference` at `target` (the choice
+/// first), ties by model id.
 fn rank<'a>(eligible: &[&'a Candidate], target: f32) -> Vec<&'a Candidate> {
-    let quality = |c: &Candidate| c.quality.unwrap_or(0.0);
-    let (mut meeting, mut others): (Vec<&Candidate>, Vec<&Candidate>) =
-        eligible.iter().partition(|c| quality(c) >= target);
-    meeting.sort_by(|a, b| {
-        a.cost_usd
-            .total_cmp(&b.cost_usd)
-            .then(quality(b).total_cmp(&quality(a)))
+    let option = |c: &Candidate| (f64::from(c.quality.unwrap_or(0.0)), c.cost_usd);
+    let mut ranked = eligible.to_vec();
+    ranked.sort_by(|a, b| {
+        crate::quality::preference(option(a), option(b), f64::from(target))
             .then(a.model.cmp(&b.model))
     });
-    others.sort_by(|a, b| {
-        quality(b)
-            .total_cmp(&quality(a))
-            .then(a.cost_usd.total_cmp(&b.cost_usd))
-            .then(a.model.cmp(&b.model))
-    });
-    meeting.into_iter().chain(others).collect()
+    ranked
 }
 
 fn explain(

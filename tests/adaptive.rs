@@ -308,3 +308,92 @@ async fn auto_requests_keep_succeeding_through_reloads() {
         "the model in use was replaced"
     );
 }
+
+/// Eval measures what serves: for each prompt, the model eval's scorer and choice rule pick
+/// (classifier features through `eval::Scorer`, `eval::predicted_quality`, `quality::choose`
+/// at the profiles' targets) is the model `/v1/route` chooses, and the qualities agree.
+#[tokio::test]
+async fn eval_chooses_what_route_chooses() {
+    use triage::eval::Scorer;
+    let h = Harness::start_adaptive(MODELS).await;
+    let classifier = Classifier::load_dir(&default_dir(), &Device::Cpu).unwrap();
+    let scorer = triage::eval::classifier::ClassifierScorer::new(&classifier, None);
+    let prompts = [
+        "hi, how are you?",
+        "Prove that there are infinitely many primes of the form 4k+3.",
+        "Rewrite this sentence to sound more formal: gonna be late, sorry",
+        "Implement a lock-free multi-producer multi-consumer queue in C++.",
+    ];
+    let models = ["local/small", "local/solo", "local/big"];
+    let mut choices = std::collections::BTreeSet::new();
+    let profiles = [
+        ("auto", triage::eval::DEFAULT_BALANCED_TARGET),
+        ("auto:cheap", triage::eval::DEFAULT_CHEAP_TARGET),
+    ];
+    for (prompt, (profile, share)) in prompts
+        .iter()
+        .flat_map(|p| profiles.iter().map(move |profile| (*p, *profile)))
+    {
+        let route = h.route(&mock_only(ask(profile, prompt))).await;
+        let features = &scorer.features(&[prompt.to_string()])[0];
+        let candidate = |id: &str| {
+            route["candidates"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["model"] == id)
+                .unwrap()
+                .clone()
+        };
+        let mut quality = Vec::new();
+        let mut cost = Vec::new();
+        for id in models {
+            let router = h.state.adaptive.load_full().unwrap();
+            let theta = router.abilities().theta(id).unwrap().to_vec();
+            let q = triage::eval::predicted_quality(&theta, features);
+            let served = candidate(id)["quality"].as_f64().unwrap();
+            assert!(
+                (q - served).abs() < 1e-4,
+                "{prompt}: {id} eval {q} served {served}"
+            );
+            quality.push(q);
+            cost.push(candidate(id)["cost_usd"].as_f64().unwrap());
+        }
+        let best = quality.iter().copied().fold(0.0, f64::max);
+        let target = share * best;
+        let eval_choice = models[triage::quality::choose(&quality, &cost, target).unwrap()];
+        assert_eq!(route["chosen"]["model"], eval_choice, "{profile} {prompt}");
+        choices.insert(eval_choice);
+    }
+    assert!(
+        choices.len() >= 2,
+        "the prompts exercise more than one choice: {choices:?}"
+    );
+}
+
+/// The shipped classifier on the hand-labelled chat probes (`tests/fixtures`, never trained on):
+/// the figures the README reports, with a margin, so a retrain that reads chat worse fails here.
+#[test]
+fn shipped_model_reads_the_chat_probes() {
+    let classifier = Classifier::load_dir(&default_dir(), &Device::Cpu).unwrap();
+    let probes = triage::eval::probes::read_probes(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chat_probes.jsonl"),
+    )
+    .unwrap();
+    let report = triage::eval::probes::measure(&classifier, &probes).unwrap();
+    eprint!("{report}");
+    assert!(report.skill_accuracy >= 0.45, "{report}");
+    assert!(report.tool_auc.unwrap() >= 0.80, "{report}");
+    assert!(report.concordance.unwrap() >= 0.75, "{report}");
+    let view = |text: &str| {
+        classifier
+            .predict_one(&ClassifierInput::from_text(text))
+            .unwrap()
+    };
+    let proof = view("Prove that there are infinitely many primes of the form 4k+3.");
+    assert_eq!(proof.top_skill(classifier.skills()), "math");
+    let hello = view("hi, how are you?");
+    assert!(proof.difficulty > hello.difficulty + 1.0);
+    let weather = view("What's the weather in Paris right now?");
+    assert!(weather.tool_need > 0.9 && view("write a poem about autumn").tool_need < 0.2);
+}

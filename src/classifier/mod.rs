@@ -397,7 +397,7 @@ pub fn special_tokens(tokenizer: &Tokenizer) -> Result<SpecialTokens, String> {
 
 /// Characters kept before tokenizing: tokenizing a whole long prompt only to drop most of it
 /// wastes milliseconds, so cut by characters first, generously.
-const CHARS_PER_TOKEN_BUDGET: usize = 12;
+const CHARS_PER_TOKEN_BUDGET: usize = 8;
 
 /// `[CLS] … [SEP]` ids for one text, keeping its end; shared by inference and training.
 pub fn token_ids(

@@ -574,7 +574,7 @@ fn label_skills(
                     .find(|rule| rule_matches(rule, prompt, &lower))
                     .and_then(|rule| index_of(&rule.skill))
             })
-            .or(if prompt.tool == Some(1.0) {
+            .or(if recipe.tool_positives_skill && prompt.tool == Some(1.0) {
                 tool_use
             } else {
                 None

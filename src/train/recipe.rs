@@ -32,6 +32,10 @@ pub struct Recipe {
     /// heads read the pooled vector directly).
     #[serde(default)]
     pub head_hidden: usize,
+    /// Give every prompt that needs a tool the `tool_use` skill label (unless a rule or the
+    /// file labels it otherwise). Off, the tool head alone carries tool need into g(x).
+    #[serde(default = "yes")]
+    pub tool_positives_skill: bool,
     #[serde(default)]
     pub scratch: ScratchShape,
     #[serde(default)]
@@ -274,6 +278,10 @@ pub struct SkillRule {
 
 fn default_dev_fraction() -> f64 {
     0.1
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn one() -> f64 {
