@@ -8,6 +8,7 @@ use std::path::Path;
 
 use candle_core::Device;
 use common::minilm_dir;
+use serde_json::json;
 use triage::classifier::{Classifier, ClassifierInput, add_untrained_heads};
 
 /// A model directory made of MiniLM's own files plus untrained heads.
@@ -83,4 +84,152 @@ fn a_hub_repo_id_loads_from_the_local_cache_without_network() {
         .predict_one(&ClassifierInput::from_text("hello"))
         .unwrap();
     assert_eq!(p.embedding.len(), 384);
+}
+
+/// The default classifier's path end to end on the real MiniLM weights: `distill-static`
+/// distils a static table (every vocabulary token through the encoder, PCA, SIF weights),
+/// `train` fits heads on it from graded outcomes, pairwise battles and labelled prompts, the
+/// written directory loads through the real loader and reproduces training, and `--init` from
+/// it keeps its shape.
+#[test]
+fn distilled_static_embeddings_train_and_load() {
+    use triage::train::static_distill::{self, DistillArgs};
+    use triage::train::{self, TrainArgs};
+    let Some(minilm) = minilm_dir() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let hard =
+        |i: usize| format!("Prove the theorem on prime gaps and bound the error term, case {i}.");
+    let easy = |i: usize| format!("hi there, how are you doing today, friend {i}?");
+    let (mut graded, mut battles, mut labels) = (String::new(), String::new(), String::new());
+    for i in 0..40 {
+        for (prompt, weak) in [(hard(i), 0.0), (easy(i), 1.0)] {
+            for (model, score) in [("weak", weak), ("strong", 1.0)] {
+                let row = json!({"source": "s", "prompt": prompt, "model": model, "score": score});
+                graded.push_str(&format!("{row}\n"));
+            }
+        }
+        // Battles on hard prompts: the strong model wins.
+        for (model, opponent, score) in [("strong", "weak", 1.0), ("weak", "strong", 0.0)] {
+            let row = json!({"source": "arena", "prompt": format!("Derive the closed form of this recurrence, variant {i}."),
+                "model": model, "opponent": opponent, "score": score});
+            battles.push_str(&format!("{row}\n"));
+        }
+        let row = json!({"prompt": format!("thanks so much, that was lovely {i}"), "skills": ["chat"], "level": "easy", "tool_need": 0});
+        labels.push_str(&format!("{row}\n"));
+    }
+    for (name, text) in [
+        ("graded.jsonl", &graded),
+        ("battles.jsonl", &battles),
+        ("labels.jsonl", &labels),
+    ] {
+        std::fs::write(data.join(name), text).unwrap();
+    }
+
+    let table = tmp.path().join("static");
+    let summary = static_distill::run(&DistillArgs {
+        teacher: minilm.clone(),
+        out: table.clone(),
+        dims: 32,
+        corpus: vec![data.join("graded.jsonl")],
+        max_prompts: 1000,
+        quiet: true,
+    })
+    .unwrap();
+    assert_eq!(summary.vocab, 30522);
+    assert!(summary.explained_variance > 0.1 && summary.explained_variance <= 1.0);
+    assert_eq!(summary.corpus_prompts, 160);
+
+    let recipe = format!(
+        r#"
+seed = 3
+dev_fraction = 0.2
+max_tokens = 64
+skills = ["math", "chat", "tool_use"]
+encoder = "static:{table}"
+head_hidden = 16
+[optim]
+epochs = 30
+batch_size = 16
+lr = 1e-2
+theta_lr = 5e-2
+keep_best = false
+[loss]
+level = 0.3
+balance_classes = true
+[[files]]
+path = "graded.jsonl"
+[[files]]
+path = "battles.jsonl"
+[[files]]
+path = "labels.jsonl"
+kind = "labels"
+[[skill_rules]]
+skill = "math"
+contains = ["theorem", "recurrence"]
+"#,
+        table = table.display()
+    );
+    let recipe_path = tmp.path().join("recipe.toml");
+    std::fs::write(&recipe_path, recipe).unwrap();
+    let out = tmp.path().join("model");
+    let args = TrainArgs {
+        cache_dir: tmp.path().join("cache"),
+        quiet: true,
+        ..TrainArgs::new(recipe_path.clone(), data.clone(), out.clone())
+    };
+    let trained = train::run(&args).unwrap();
+    assert!(trained.data.files[1].prompts > 0, "battles were read");
+
+    let classifier = Classifier::load_dir(&out, &Device::Cpu).unwrap();
+    assert!(classifier.metadata.encoder.contains("all-MiniLM-L6-v2"));
+    for sample in &trained.samples {
+        let got = classifier
+            .predict_one(&ClassifierInput::from_text(sample.text.as_str()))
+            .unwrap();
+        assert!(
+            (got.difficulty - sample.prediction.difficulty).abs() < 1e-3,
+            "{}",
+            sample.text
+        );
+    }
+    let view = |text: String| {
+        classifier
+            .predict_one(&ClassifierInput::from_text(text))
+            .unwrap()
+    };
+    let (h, e) = (view(hard(99)), view(easy(99)));
+    assert!(
+        h.difficulty > e.difficulty + 0.5,
+        "hard {} easy {}",
+        h.difficulty,
+        e.difficulty
+    );
+    assert_eq!(h.top_skill(classifier.skills()), "math");
+    let theta = &classifier.metadata.abilities;
+    assert!(
+        theta["strong"][0] > theta["weak"][0],
+        "battles and outcomes favour the strong model on maths"
+    );
+
+    // Fine-tuning from the directory keeps its shared layer, whatever the recipe says.
+    let plain = std::fs::read_to_string(&recipe_path)
+        .unwrap()
+        .replace("head_hidden = 16\n", "");
+    std::fs::write(&recipe_path, plain).unwrap();
+    let again = tmp.path().join("again");
+    let args = TrainArgs {
+        init: Some(out.clone()),
+        epochs: Some(1),
+        cache_dir: tmp.path().join("cache"),
+        quiet: true,
+        ..TrainArgs::new(recipe_path, data, again.clone())
+    };
+    train::run(&args).unwrap();
+    let retrained = Classifier::load_dir(&again, &Device::Cpu).unwrap();
+    let p = retrained
+        .predict_one(&ClassifierInput::from_text(hard(99)))
+        .unwrap();
+    assert!(p.difficulty.is_finite());
 }
