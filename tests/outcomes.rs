@@ -869,10 +869,21 @@ fn replay_logs_a_share_of_an_outcome_file_as_traffic_with_feedback() {
         data,
         log: log.display().to_string(),
         source: Some("a".into()),
+        model: None,
         fraction: 0.5,
         salt: "replay".into(),
     };
+    let strong_only = triage::outcomes::replay::ReplayArgs {
+        log: dir.path().join("strong.db").display().to_string(),
+        model: Some("strong".into()),
+        ..args.clone()
+    };
     let logged = triage::outcomes::replay::run(&args).unwrap();
+    assert_eq!(
+        triage::outcomes::replay::run(&strong_only).unwrap() * 2,
+        logged,
+        "--model keeps one model's rows of the same prompts"
+    );
     // Half of 150 prompts by a stable hash, both models each: about 150 requests.
     assert!((110..=190).contains(&logged), "{logged}");
     assert_eq!(logged % 2, 0, "a prompt comes with both its rows");

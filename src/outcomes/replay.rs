@@ -28,6 +28,9 @@ pub struct ReplayArgs {
     /// Only rows whose `source` is this.
     #[arg(long)]
     pub source: Option<String>,
+    /// Only rows of this model (as the file names it): a model's outcomes arriving as traffic.
+    #[arg(long)]
+    pub model: Option<String>,
     /// Share of the file's prompts to replay, chosen by a stable hash of the prompt id.
     #[arg(long, default_value_t = 1.0)]
     pub fraction: f64,
@@ -64,6 +67,9 @@ pub fn run(args: &ReplayArgs) -> Result<usize, ReplayError> {
         ) else {
             return Ok(());
         };
+        if args.model.as_deref().is_some_and(|m| m != model) {
+            return Ok(());
+        }
         let Some(text) = prompt_text(row)? else {
             return Ok(());
         };

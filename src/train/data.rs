@@ -123,7 +123,7 @@ impl Dataset {
         for (file_index, spec) in recipe.files.iter().enumerate() {
             let path = data_dir.join(&spec.path);
             let (pending, mut file_report) = match spec.kind {
-                FileKind::Outcomes => read_outcomes(&path, spec, data_dir)?,
+                FileKind::Outcomes => read_outcomes(&path, spec, data_dir, &recipe.exclude_models)?,
                 FileKind::ToolNeed => read_tool_need(&path, &spec.sources)?,
                 FileKind::Labels => read_labels(&path, spec)?,
             };
@@ -243,6 +243,7 @@ fn read_outcomes(
     path: &Path,
     spec: &FileSpec,
     data_dir: &Path,
+    exclude: &[String],
 ) -> Result<(Vec<Pending>, FileReport), TrainError> {
     let texts = match &spec.prompts {
         Some(name) => read_prompt_texts(&data_dir.join(name))?,
@@ -256,6 +257,13 @@ fn read_outcomes(
         report.rows += 1;
         let source = required_str(row, "source")?;
         let model = required_str(row, "model")?;
+        let opponent = row.get("opponent").and_then(Value::as_str);
+        if exclude
+            .iter()
+            .any(|m| m == model || Some(m.as_str()) == opponent)
+        {
+            return Ok(());
+        }
         if row.get("score") == Some(&Value::Null) {
             report.missing_scores += 1;
             return Ok(());

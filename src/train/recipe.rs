@@ -36,6 +36,10 @@ pub struct Recipe {
     /// file labels it otherwise). Off, the tool head alone carries tool need into g(x).
     #[serde(default = "yes")]
     pub tool_positives_skill: bool,
+    /// Outcome rows of these models (as the data names them) are left out, and so are battles
+    /// they fought: a model held back as "new" (the new-model experiment).
+    #[serde(default)]
+    pub exclude_models: Vec<String>,
     #[serde(default)]
     pub scratch: ScratchShape,
     #[serde(default)]
