@@ -124,7 +124,7 @@ impl Dataset {
             let path = data_dir.join(&spec.path);
             let (pending, mut file_report) = match spec.kind {
                 FileKind::Outcomes => read_outcomes(&path, spec, data_dir, &recipe.exclude_models)?,
-                FileKind::ToolNeed => read_tool_need(&path, &spec.sources)?,
+                FileKind::ToolNeed => read_tool_need(&path, spec)?,
                 FileKind::Labels => read_labels(&path, spec)?,
             };
             if spec.kind == FileKind::Outcomes {
@@ -368,10 +368,8 @@ fn mean_by_model(pending: &[Pending]) -> BTreeMap<String, f64> {
         .collect()
 }
 
-fn read_tool_need(
-    path: &Path,
-    sources: &[String],
-) -> Result<(Vec<Pending>, FileReport), TrainError> {
+fn read_tool_need(path: &Path, spec: &FileSpec) -> Result<(Vec<Pending>, FileReport), TrainError> {
+    let sources = &spec.sources;
     let mut report = FileReport::default();
     let mut pending: Vec<Pending> = Vec::new();
     let mut by_text: HashMap<String, usize> = HashMap::new();
@@ -389,6 +387,11 @@ fn read_tool_need(
             _ => return Err("`needs_tool` is missing or not 0/1".into()),
         };
         let label = if needs { 1.0 } else { 0.0 };
+        let text = if needs && spec.strip_greetings {
+            without_greeting(&text).to_string()
+        } else {
+            text
+        };
         match by_text.get(&normalise(&text)) {
             Some(&i) => {
                 report.repeated_prompts += 1;
@@ -414,6 +417,27 @@ fn read_tool_need(
     })?;
     report.prompts = pending.len();
     Ok((pending, report))
+}
+
+/// `text` without a leading greeting sentence ("Hi!", "Hey chatbot,", "Hello there."), when
+/// something follows it.
+fn without_greeting(text: &str) -> &str {
+    let lower = text.trim_start().to_lowercase();
+    let greets = ["hi", "hello", "hey"].iter().any(|g| {
+        lower
+            .strip_prefix(g)
+            .is_some_and(|rest| rest.starts_with(|c: char| !c.is_alphanumeric()))
+    });
+    if !greets {
+        return text;
+    }
+    let trimmed = text.trim_start();
+    match trimmed.find(['!', '.', '?', ',']) {
+        Some(end) if end < 40 && !trimmed[end + 1..].trim().is_empty() => {
+            trimmed[end + 1..].trim_start()
+        }
+        _ => text,
+    }
 }
 
 /// A labelled prompt file (`FileKind::Labels`).
@@ -767,6 +791,20 @@ fn fraction_threshold(fraction: f64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_leading_greeting_is_cut_when_a_request_follows() {
+        assert_eq!(
+            without_greeting("Hey chatbot! What's the surf report for Prevelly?"),
+            "What's the surf report for Prevelly?"
+        );
+        assert_eq!(without_greeting("hi, book me a table"), "book me a table");
+        assert_eq!(without_greeting("Hello!"), "Hello!");
+        assert_eq!(
+            without_greeting("Highway 1 traffic now?"),
+            "Highway 1 traffic now?"
+        );
+    }
 
     #[test]
     fn stems_drop_options_and_answer_instructions() {

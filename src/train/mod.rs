@@ -404,6 +404,7 @@ fn add_log_file(
         level: None,
         label_weight: 1.0,
         sources: Vec::new(),
+        strip_greetings: false,
     });
     Ok(export)
 }

@@ -253,6 +253,10 @@ pub struct FileSpec {
     /// tool_need only: read only rows of these sources (all when empty).
     #[serde(default)]
     pub sources: Vec<String>,
+    /// tool_need only: cut a leading greeting ("Hey chatbot! …") from prompts that need a tool,
+    /// so that the greeting is not what the tool head learns.
+    #[serde(default)]
+    pub strip_greetings: bool,
 }
 
 /// A weak skill label: a prompt matching every given condition gets `skill`.
