@@ -395,7 +395,11 @@ fn shipped_model_reads_the_chat_probes() {
     let hello = view("hi, how are you?");
     assert!(proof.difficulty > hello.difficulty + 1.0);
     assert_eq!(hello.top_skill(classifier.skills()), "chat");
-    assert!(hello.tool_need < 0.5, "a greeting needs no tool: {}", hello.tool_need);
+    assert!(
+        hello.tool_need < 0.5,
+        "a greeting needs no tool: {}",
+        hello.tool_need
+    );
     let weather = view("What's the weather in Paris right now?");
     assert!(weather.tool_need > 0.9 && view("write a poem about autumn").tool_need < 0.2);
 }
