@@ -384,6 +384,18 @@ mod tests {
             }
         }
 
+        /// `decide` over the table for a prompt of `difficulty`, default needs and targets.
+        fn decide(&self, difficulty: f32, profile: Profile, constraints: &Constraints) -> Decision {
+            decide(
+                &self.options(),
+                &prompt(difficulty),
+                &needs(),
+                profile,
+                constraints,
+                Targets::default(),
+            )
+        }
+
         fn options(&self) -> Vec<ModelView<'_>> {
             self.models
                 .iter()
@@ -415,33 +427,11 @@ mod tests {
     #[test]
     fn easy_prompts_go_cheap_and_hard_ones_up() {
         let t = Table::three();
-        let options = t.options();
-        let easy = decide(
-            &options,
-            &prompt(-6.0),
-            &needs(),
-            Profile::Balanced,
-            &Constraints::default(),
-            Targets::default(),
-        );
+        let easy = t.decide(-6.0, Profile::Balanced, &Constraints::default());
         assert_eq!(chosen(&easy), "cheap");
-        let hard = decide(
-            &options,
-            &prompt(3.0),
-            &needs(),
-            Profile::Balanced,
-            &Constraints::default(),
-            Targets::default(),
-        );
+        let hard = t.decide(3.0, Profile::Balanced, &Constraints::default());
         assert_eq!(chosen(&hard), "top");
-        let best = decide(
-            &options,
-            &prompt(-6.0),
-            &needs(),
-            Profile::Best,
-            &Constraints::default(),
-            Targets::default(),
-        );
+        let best = t.decide(-6.0, Profile::Best, &Constraints::default());
         assert_eq!(chosen(&best), "top");
         assert_eq!(best.fallbacks.len(), 2);
     }
@@ -477,14 +467,7 @@ mod tests {
     #[test]
     fn floor_falls_back_to_the_best_when_nothing_reaches_it() {
         let t = Table::three();
-        let d = decide(
-            &t.options(),
-            &prompt(10.0),
-            &needs(),
-            Profile::Floor(0.9),
-            &Constraints::default(),
-            Targets::default(),
-        );
+        let d = t.decide(10.0, Profile::Floor(0.9), &Constraints::default());
         assert_eq!(chosen(&d), "top");
         assert!(d.reason.contains("best predicted"));
     }
@@ -532,27 +515,13 @@ mod tests {
             models: Some(vec!["cheap".into(), "mid".into()]),
             ..Constraints::default()
         };
-        let d = decide(
-            &t.options(),
-            &prompt(3.0),
-            &needs(),
-            Profile::Best,
-            &constraints,
-            Targets::default(),
-        );
+        let d = t.decide(3.0, Profile::Best, &constraints);
         assert_eq!(chosen(&d), "mid");
         let capped = Constraints {
             max_cost_usd: Some(0.001),
             ..Constraints::default()
         };
-        let d = decide(
-            &t.options(),
-            &prompt(3.0),
-            &needs(),
-            Profile::Best,
-            &capped,
-            Targets::default(),
-        );
+        let d = t.decide(3.0, Profile::Best, &capped);
         assert_eq!(
             chosen(&d),
             "cheap",
@@ -562,14 +531,7 @@ mod tests {
             min_quality: Some(0.99),
             ..Constraints::default()
         };
-        let d = decide(
-            &t.options(),
-            &prompt(-6.0),
-            &needs(),
-            Profile::Cheap,
-            &demanding,
-            Targets::default(),
-        );
+        let d = t.decide(-6.0, Profile::Cheap, &demanding);
         assert_eq!(d.target, 0.99);
     }
 
@@ -580,14 +542,7 @@ mod tests {
             unavailable: [("top".to_string(), "no API key: set TOP_KEY".to_string())].into(),
             ..Constraints::default()
         };
-        let d = decide(
-            &t.options(),
-            &prompt(3.0),
-            &needs(),
-            Profile::Best,
-            &constraints,
-            Targets::default(),
-        );
+        let d = t.decide(3.0, Profile::Best, &constraints);
         assert_eq!(chosen(&d), "mid", "the best model cannot be called");
         let top = d.candidates.iter().find(|c| c.model == "top").unwrap();
         assert_eq!(top.excluded.as_deref(), Some("no API key: set TOP_KEY"));
@@ -598,30 +553,20 @@ mod tests {
     #[test]
     fn promoting_keeps_the_policy_choice_as_first_fallback() {
         let t = Table::three();
-        let mut d = decide(
-            &t.options(),
-            &prompt(-6.0),
-            &needs(),
-            Profile::Balanced,
-            &Constraints::default(),
-            Targets::default(),
-        );
+        let mut d = t.decide(-6.0, Profile::Balanced, &Constraints::default());
         assert_eq!(chosen(&d), "cheap");
         assert!(promote(&mut d, "top"));
         assert_eq!(chosen(&d), "top");
         let fallbacks: Vec<&str> = d.fallbacks.iter().map(|c| c.model.as_str()).collect();
         assert_eq!(fallbacks, ["cheap", "mid"]);
 
-        let mut capped = decide(
-            &t.options(),
-            &prompt(-6.0),
-            &needs(),
+        let mut capped = t.decide(
+            -6.0,
             Profile::Balanced,
             &Constraints {
                 max_cost_usd: Some(0.001),
                 ..Constraints::default()
             },
-            Targets::default(),
         );
         let before = capped.clone();
         assert!(

@@ -27,14 +27,6 @@ context = 128000
 abilities = { code = 4.0, math = 4.0, reasoning = 4.0, knowledge = 4.0, writing = 4.0, extraction = 4.0, chat = 4.0, tool_use = 4.0 }
 "#;
 
-fn default_dir() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default")
-}
-
-fn ask(model: &str, text: &str) -> Value {
-    json!({"model": model, "messages": [{"role": "user", "content": text}]})
-}
-
 /// Only the three mock models may be chosen.
 fn mock_only(mut body: Value) -> Value {
     body["triage"] = json!({"models": ["local/small", "local/solo", "local/big"]});
@@ -43,11 +35,11 @@ fn mock_only(mut body: Value) -> Value {
 
 #[test]
 fn shipped_model_loads_and_is_deterministic() {
-    let a = Classifier::load_dir(&default_dir(), &Device::Cpu).unwrap();
-    let b = Classifier::load_dir(&default_dir(), &Device::Cpu).unwrap();
+    let a = Classifier::load_dir(&default_model_dir(), &Device::Cpu).unwrap();
+    let b = Classifier::load_dir(&default_model_dir(), &Device::Cpu).unwrap();
     assert_eq!(a.skills().len(), 8);
     assert!(
-        std::fs::metadata(default_dir().join("model.safetensors"))
+        std::fs::metadata(default_model_dir().join("model.safetensors"))
             .unwrap()
             .len()
             <= 20 << 20
@@ -164,13 +156,10 @@ async fn tools_filter_is_never_bypassed() {
     let mut body = mock_only(ask("auto:best", "What's the weather in Paris right now?"));
     body["tools"] = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]);
     let route = h.route(&body).await;
-    let solo = route["candidates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["model"] == "local/solo")
-        .unwrap();
-    assert_eq!(solo["excluded"], "no tool calling");
+    assert_eq!(
+        candidate(&route, "local/solo")["excluded"],
+        "no tool calling"
+    );
     let chain: Vec<&str> = route["chain"]
         .as_array()
         .unwrap()
@@ -261,9 +250,9 @@ async fn auto_requests_keep_succeeding_through_reloads() {
     );
     let config = format!(
         "{config}\n{MODELS}\n[classifier]\nmodel = {:?}\n",
-        default_dir().display().to_string()
+        default_model_dir().display().to_string()
     );
-    let h = Harness::start_full(&config, Some(&default_dir())).await;
+    let h = Harness::start_full(&config, Some(&default_model_dir())).await;
     let before = h.state.adaptive.load_full().expect("loaded");
 
     let senders: Vec<_> = (0..4)
@@ -316,7 +305,7 @@ async fn auto_requests_keep_succeeding_through_reloads() {
 async fn eval_chooses_what_route_chooses() {
     use triage::eval::Scorer;
     let h = Harness::start_adaptive(MODELS).await;
-    let classifier = Classifier::load_dir(&default_dir(), &Device::Cpu).unwrap();
+    let classifier = Classifier::load_dir(&default_model_dir(), &Device::Cpu).unwrap();
     let scorer = triage::eval::classifier::ClassifierScorer::new(&classifier, None);
     let prompts = [
         "hi, how are you?",
@@ -336,28 +325,19 @@ async fn eval_chooses_what_route_chooses() {
     {
         let route = h.route(&mock_only(ask(profile, prompt))).await;
         let features = &scorer.features(&[prompt.to_string()])[0];
-        let candidate = |id: &str| {
-            route["candidates"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|c| c["model"] == id)
-                .unwrap()
-                .clone()
-        };
         let mut quality = Vec::new();
         let mut cost = Vec::new();
         for id in models {
             let router = h.state.adaptive.load_full().unwrap();
             let theta = router.abilities().theta(id).unwrap().to_vec();
             let q = triage::eval::predicted_quality(&theta, features);
-            let served = candidate(id)["quality"].as_f64().unwrap();
+            let served = candidate(&route, id)["quality"].as_f64().unwrap();
             assert!(
                 (q - served).abs() < 1e-4,
                 "{prompt}: {id} eval {q} served {served}"
             );
             quality.push(q);
-            cost.push(candidate(id)["cost_usd"].as_f64().unwrap());
+            cost.push(candidate(&route, id)["cost_usd"].as_f64().unwrap());
         }
         let best = quality.iter().copied().fold(0.0, f64::max);
         let target = share * best;
@@ -375,7 +355,7 @@ async fn eval_chooses_what_route_chooses() {
 /// the figures the README reports, with a margin, so a retrain that reads chat worse fails here.
 #[test]
 fn shipped_model_reads_the_chat_probes() {
-    let classifier = Classifier::load_dir(&default_dir(), &Device::Cpu).unwrap();
+    let classifier = Classifier::load_dir(&default_model_dir(), &Device::Cpu).unwrap();
     let probes = triage::eval::probes::read_probes(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chat_probes.jsonl"),
     )

@@ -154,12 +154,8 @@ async fn routes(h: &Harness, prompts: &[String]) -> Vec<(String, f64)> {
             )
             .await;
         let quality = |id: &str| {
-            route["candidates"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|c| c["model"] == id)
-                .and_then(|c| c["quality"].as_f64())
+            candidate(&route, id)["quality"]
+                .as_f64()
                 .unwrap_or_else(|| panic!("{id} has a quality: {route}"))
         };
         let chosen = route["chosen"]["model"].as_str().unwrap().to_string();

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
 use serde_json::{Value, json};
@@ -20,23 +20,6 @@ const SOURCES: [&str; 5] = [
     "mapped:mmlu_pro",
     "prior",
 ];
-
-fn default_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default")
-}
-
-fn ask(model: &str, text: &str) -> Value {
-    json!({"model": model, "messages": [{"role": "user", "content": text}]})
-}
-
-fn candidate<'a>(route: &'a Value, id: &str) -> &'a Value {
-    route["candidates"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no candidates: {route}"))
-        .iter()
-        .find(|c| c["model"] == id)
-        .unwrap_or_else(|| panic!("{id} is not a candidate: {route}"))
-}
 
 fn chosen(route: &Value) -> String {
     route["chosen"]["model"]
@@ -104,7 +87,7 @@ async fn config_models_without_scores_answer_auto_from_the_first_request() {
 async fn models_without_a_key_are_left_out_with_the_variable_to_set() {
     let h = Harness::start_env(
         &format!("{CONFIG}\n[[providers]]\nname = \"openai\"\nbase_url = \"MOCK_URL\"\n"),
-        Some(&default_dir()),
+        Some(&default_model_dir()),
         Some(UPSTREAM_KEY),
         only("OPENAI_API_KEY"),
     )
@@ -153,7 +136,7 @@ async fn the_readme_mock_set_up_answers_auto_and_explicit_requests_without_varia
         .replace("enabled = true", "enabled = false");
     assert!(config.contains("MOCK_URL") && config.contains("enabled = false"));
     // No variable is set at all, and the mock, like `triage mock-upstream`, wants no key.
-    let h = Harness::start_env(&config, Some(&default_dir()), None, |_| None).await;
+    let h = Harness::start_env(&config, Some(&default_model_dir()), None, |_| None).await;
     let response = h.chat(&ask("local/small", "hi")).await;
     assert_eq!(response.status(), 200);
     for profile in ["auto", "auto:best", "auto:cheap"] {
@@ -173,7 +156,13 @@ async fn the_readme_mock_set_up_answers_auto_and_explicit_requests_without_varia
 
 #[tokio::test]
 async fn nothing_routable_is_a_503_naming_the_missing_keys_and_models() {
-    let h = Harness::start_env(CONFIG, Some(&default_dir()), Some(UPSTREAM_KEY), |_| None).await;
+    let h = Harness::start_env(
+        CONFIG,
+        Some(&default_model_dir()),
+        Some(UPSTREAM_KEY),
+        |_| None,
+    )
+    .await;
     for send in [true, false] {
         let response = if send {
             h.chat(&ask("auto", "hello")).await
@@ -206,7 +195,7 @@ async fn open_circuits_take_models_out_of_auto_until_none_is_left() {
     // A long cooldown: the circuits must stay open while the test classifies prompts.
     let config = CONFIG.replace("breaker_cooldown_ms = 400", "breaker_cooldown_ms = 60000");
     let config = format!("{config}\n[routing]\nmodels = [\"local/small\", \"local/big\"]\n");
-    let h = Harness::start_full(&config, Some(&default_dir())).await;
+    let h = Harness::start_full(&config, Some(&default_model_dir())).await;
     // Two failed calls a request (one retry), breaker_failures = 3: two requests open it.
     h.fail("small-model", vec![status(500); 4]);
     for _ in 0..2 {

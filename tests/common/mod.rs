@@ -232,6 +232,26 @@ pub fn hello(model: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": "hello there"}]})
 }
 
+/// A one-turn chat body.
+pub fn ask(model: &str, text: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": text}]})
+}
+
+/// The shipped classifier's directory.
+pub fn default_model_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default")
+}
+
+/// The candidate `id` of a `/v1/route` answer.
+pub fn candidate<'a>(route: &'a Value, id: &str) -> &'a Value {
+    route["candidates"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no candidates: {route}"))
+        .iter()
+        .find(|c| c["model"] == id)
+        .unwrap_or_else(|| panic!("{id} is not a candidate: {route}"))
+}
+
 /// The `data:` payloads of an SSE body, in order.
 pub fn sse_data(body: &str) -> Vec<String> {
     body.split("\n\n")
