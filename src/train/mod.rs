@@ -282,7 +282,7 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
             )?)
         }
         EncoderChoice::Static(dir) => {
-            let table = load_static(dir)?;
+            let table = load_static(dir, special)?;
             Encoder::Frozen(table.pool(&tokens, params.device())?)
         }
     };
@@ -729,7 +729,7 @@ fn write_model_dir(
     // Read before the clean-up below: `--init` may name the output directory itself.
     let static_files = match choice {
         EncoderChoice::Static(dir) => Some(
-            [CONFIG_FILE, TOKENIZER_FILE, "model.safetensors"]
+            STATIC_FILES
                 .map(|name| std::fs::read(dir.join(name)).map_err(|e| io(&dir.join(name), e))),
         ),
         _ => None,
@@ -744,8 +744,7 @@ fn write_model_dir(
     let heads_prefix = format!("{HEADS_PREFIX}.");
     match choice {
         EncoderChoice::Static(_) => {
-            let names = [CONFIG_FILE, TOKENIZER_FILE, "model.safetensors"];
-            for (name, bytes) in names.iter().zip(static_files.expect("read above")) {
+            for (name, bytes) in STATIC_FILES.iter().zip(static_files.expect("read above")) {
                 std::fs::write(out.join(name), bytes?).map_err(|e| io(&out.join(name), e))?;
             }
             model
@@ -788,6 +787,9 @@ fn write_model_dir(
     Ok(())
 }
 
+/// A static-embedding directory's own files, copied into every model trained on it.
+const STATIC_FILES: [&str; 3] = [CONFIG_FILE, TOKENIZER_FILE, "model.safetensors"];
+
 fn is_static_dir(dir: &Path) -> bool {
     std::fs::read_to_string(dir.join(CONFIG_FILE))
         .is_ok_and(|text| classifier::StaticConfig::is_static(&text))
@@ -805,11 +807,13 @@ fn static_config(dir: &Path) -> Result<classifier::StaticConfig, TrainError> {
     })
 }
 
-/// The table of a static-embedding directory, on the CPU (pooling happens once, up front).
-fn load_static(dir: &Path) -> Result<classifier::StaticEmbedding, TrainError> {
+/// The table of a static-embedding directory, on the CPU (pooling happens once, up front);
+/// `special`: its tokenizer's special tokens, left out of the mean.
+fn load_static(
+    dir: &Path,
+    special: classifier::SpecialTokens,
+) -> Result<classifier::StaticEmbedding, TrainError> {
     let config = static_config(dir)?;
-    let tokenizer = classifier::load_tokenizer(&dir.join(TOKENIZER_FILE))?;
-    let special = classifier::special_tokens(&tokenizer).map_err(TrainError::Tokenizer)?;
     let weights = dir.join("model.safetensors");
     // SAFETY: the file is mapped read-only and not modified while the table is read.
     let vb = unsafe {
