@@ -88,7 +88,23 @@ struct Report {
     duration_secs: u64,
     warmup_secs: u64,
     child_log_level: &'static str,
+    footprint: Footprint,
     rates: Vec<RateResult>,
+}
+
+/// The router process's size and start-up: what a deployment has to provision.
+#[derive(Debug, Serialize)]
+struct Footprint {
+    /// Size of the binary that ran (debug builds are several times larger than release).
+    binary_bytes: u64,
+    /// From spawning `triage serve` to the first 200 answer to a chat request through it: process
+    /// start, config, catalog, the embedded classifier, the outcome log, the listener.
+    start_to_first_answer_ms: f64,
+    /// Resident memory once the first request is answered (Linux only).
+    rss_idle_kib: Option<u64>,
+    /// Resident memory after the last rate's load, and its peak over the whole run.
+    rss_after_load_kib: Option<u64>,
+    rss_peak_kib: Option<u64>,
 }
 
 /// One rate: both paths and the router's added latency.
@@ -124,7 +140,10 @@ async fn bench(options: &Options) -> anyhow::Result<Report> {
     let load_average = load_average();
     let mut children = Children::start()?;
     let client = http_client()?;
-    children.wait_ready(&client).await?;
+    children.wait_mock(&client).await?;
+    let router_target = Target::router(children.router, false)?;
+    let start_to_first_answer = children.start_router(&client, &router_target).await?;
+    let rss_idle_kib = children.router_memory("VmRSS");
     let direct = Target::direct(children.mock, options.stream)?;
     let router = Target::router(children.router, options.stream)?;
     let reset = format!("http://{}/_mock/reset", children.mock);
@@ -138,6 +157,13 @@ async fn bench(options: &Options) -> anyhow::Result<Report> {
         };
         rates.push(bench.measure(&direct, &router, options).await?);
     }
+    let footprint = Footprint {
+        binary_bytes: std::fs::metadata(std::env::current_exe()?)?.len(),
+        start_to_first_answer_ms: start_to_first_answer.as_secs_f64() * 1e3,
+        rss_idle_kib,
+        rss_after_load_kib: children.router_memory("VmRSS"),
+        rss_peak_kib: children.router_memory("VmHWM"),
+    };
     drop(children);
     Ok(Report {
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -146,6 +172,7 @@ async fn bench(options: &Options) -> anyhow::Result<Report> {
         duration_secs: options.duration_secs,
         warmup_secs: options.warmup_secs,
         child_log_level: CHILD_LOG,
+        footprint,
         rates,
     })
 }
@@ -475,9 +502,28 @@ fn print_table(report: &Report) {
         );
     }
     print_errors(report);
+    print_footprint(&report.footprint);
     println!(
         "achieved: answered requests/s via the router; lag: how late the load generator started \
          requests after their due time (it counts in every latency, on both paths alike)"
+    );
+}
+
+fn print_footprint(footprint: &Footprint) {
+    let mib = |kib: Option<u64>| {
+        kib.map_or_else(
+            || "unknown".into(),
+            |k| format!("{:.1} MiB", k as f64 / 1024.0),
+        )
+    };
+    println!(
+        "router: binary {:.1} MiB; start to first answered request {:.0} ms; RSS idle {}, \
+         after load {}, peak {}",
+        footprint.binary_bytes as f64 / (1024.0 * 1024.0),
+        footprint.start_to_first_answer_ms,
+        mib(footprint.rss_idle_kib),
+        mib(footprint.rss_after_load_kib),
+        mib(footprint.rss_peak_kib),
     );
 }
 
@@ -527,9 +573,40 @@ impl Children {
         let log = format!("\n[log]\npath = {:?}\n", children.dir.join("triage.db"));
         std::fs::write(&config, router_config(mock, router) + &log)?;
         children.spawn("mock", &["mock-upstream", "--listen", &mock.to_string()])?;
-        let config = config.to_string_lossy();
-        children.spawn("router", &["serve", "--config", &config])?;
         Ok(children)
+    }
+
+    /// Starts the router once the mock answers, and times it from spawn to its first answered
+    /// chat request (polled every few milliseconds).
+    async fn start_router(
+        &mut self,
+        client: &reqwest::Client,
+        target: &Target,
+    ) -> anyhow::Result<Duration> {
+        let config = self.dir.join("triage.toml");
+        let spawned = Instant::now();
+        self.spawn("router", &["serve", "--config", &config.to_string_lossy()])?;
+        let deadline = spawned + READY_TIMEOUT;
+        loop {
+            if let Outcome::Ok { .. } =
+                one_request(client.clone(), target.clone(), Instant::now()).await
+            {
+                return Ok(spawned.elapsed());
+            }
+            self.check_alive("router")?;
+            if Instant::now() > deadline {
+                bail!("the router did not get ready; {}", self.log_tail("router"));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// A memory figure of the router from `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in KiB.
+    fn router_memory(&self, field: &str) -> Option<u64> {
+        let (_, child) = self.processes.iter().find(|(n, _)| *n == "router")?;
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with(field))?;
+        line.split_whitespace().nth(1)?.parse().ok()
     }
 
     /// Starts this binary with `args`, its stderr in `<dir>/<name>.log`.
@@ -554,21 +631,16 @@ impl Children {
         self.dir.join(format!("{name}.log"))
     }
 
-    /// Polls the mock's `/v1/models` and the router's `/health` until both answer 200.
-    async fn wait_ready(&mut self, client: &reqwest::Client) -> anyhow::Result<()> {
-        let probes = [
-            ("mock", format!("http://{}/v1/models", self.mock)),
-            ("router", format!("http://{}/health", self.router)),
-        ];
+    /// Polls the mock's `/v1/models` until it answers 200.
+    async fn wait_mock(&mut self, client: &reqwest::Client) -> anyhow::Result<()> {
+        let url = format!("http://{}/v1/models", self.mock);
         let deadline = Instant::now() + READY_TIMEOUT;
-        for (name, url) in probes {
-            while !is_ok(client, &url).await {
-                self.check_alive(name)?;
-                if Instant::now() > deadline {
-                    bail!("the {name} did not get ready; {}", self.log_tail(name));
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+        while !is_ok(client, &url).await {
+            self.check_alive("mock")?;
+            if Instant::now() > deadline {
+                bail!("the mock did not get ready; {}", self.log_tail("mock"));
             }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Ok(())
     }

@@ -51,6 +51,15 @@ pub struct AuthConfig {
     /// Keys for `/admin/*` (reload) and, like router keys, `GET /v1/usage`.
     #[serde(default)]
     pub admin_keys: Vec<String>,
+    /// Keys that may read `/metrics` (admin keys may too): for a Prometheus scraper, which
+    /// then sees per-key spend but can call nothing else.
+    #[serde(default)]
+    pub metrics_keys: Vec<String>,
+    /// Serve `/metrics` to anyone, as when no keys are configured at all. Off by default:
+    /// with authentication on, `/metrics` needs an admin or metrics key, because its series
+    /// show every key's requests, tokens and spend.
+    #[serde(default)]
+    pub public_metrics: bool,
 }
 
 /// The outcome log: one row per request, feedback joined by request id.
@@ -86,19 +95,30 @@ impl Default for LogConfig {
     }
 }
 
-/// Limits on what a client may send.
+/// Limits on what a client may send, and how long it may take to send it.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Largest accepted request body; larger ones get 413.
-    #[serde(default = "default_max_body_bytes")]
+    /// Largest accepted request body; larger ones get 413 (at once when `Content-Length` says
+    /// so, before any of the body is read).
     pub max_body_bytes: usize,
+    /// Longest wait for a request's headers, and for the next request on an idle keep-alive
+    /// connection (HTTP/1.1: hyper has one timer for both); the connection is then closed.
+    pub header_timeout_ms: u64,
+    /// Longest gap between two pieces of a request body; the request then gets 408.
+    pub body_timeout_ms: u64,
+    /// On SIGTERM or Ctrl-C, how long requests in flight may take to finish before the
+    /// server closes what is left and exits (the outcome log is written either way).
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_body_bytes: default_max_body_bytes(),
+            header_timeout_ms: 30_000,
+            body_timeout_ms: 30_000,
+            shutdown_grace_ms: 30_000,
         }
     }
 }
@@ -138,7 +158,8 @@ impl Default for DispatchConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClassifierConfig {
-    /// A model directory, or a Hugging Face repo id (fetched through the hub cache).
+    /// `builtin` (the model compiled into the binary, the default), a model directory, or a
+    /// Hugging Face repo id (fetched through the hub cache).
     #[serde(default = "default_classifier_model")]
     pub model: String,
 }
@@ -152,7 +173,7 @@ impl Default for ClassifierConfig {
 }
 
 fn default_classifier_model() -> String {
-    "models/default".to_string()
+    crate::classifier::BUILTIN_MODEL.to_string()
 }
 
 /// How `auto` chooses: the quality targets of the profiles, as fractions of the best predicted
@@ -287,6 +308,27 @@ pub enum ConfigError {
     },
 }
 
+/// The file `triage.toml` looked for in the working directory.
+pub const DEFAULT_FILE: &str = "triage.toml";
+
+/// Which config file to read: `--config`, else `TRIAGE_CONFIG`, else `./triage.toml` when it
+/// exists; `None` means the built-in defaults. The second part says which rule found it.
+pub fn discover(
+    flag: Option<&Path>,
+    env: Option<std::ffi::OsString>,
+) -> Option<(PathBuf, &'static str)> {
+    if let Some(path) = flag {
+        return Some((path.to_path_buf(), "--config"));
+    }
+    if let Some(path) = env.filter(|p| !p.is_empty()) {
+        return Some((PathBuf::from(path), "TRIAGE_CONFIG"));
+    }
+    let local = Path::new(DEFAULT_FILE);
+    local
+        .is_file()
+        .then(|| (local.to_path_buf(), "./triage.toml"))
+}
+
 impl Config {
     /// Reads and parses a config file. Semantic checks against the catalog come later, in
     /// `catalog::Catalog::build`.
@@ -295,7 +337,22 @@ impl Config {
             file: path.to_path_buf(),
             source,
         })?;
-        Config::parse(&text, path)
+        let mut config = Config::parse(&text, path)?;
+        config.resolve_paths(path.parent().unwrap_or(Path::new("")));
+        Ok(config)
+    }
+
+    /// Relative paths in a file mean "beside the file", wherever the process was started: the
+    /// SQLite log, and a classifier directory that exists there (anything else stays a
+    /// Hugging Face repo id, or `builtin`).
+    fn resolve_paths(&mut self, dir: &Path) {
+        if self.log.path.is_relative() {
+            self.log.path = dir.join(&self.log.path);
+        }
+        let model = Path::new(&self.classifier.model);
+        if model.is_relative() && dir.join(model).is_dir() {
+            self.classifier.model = dir.join(model).display().to_string();
+        }
     }
 
     /// Parses TOML text; `file` is only used in error messages.
@@ -328,8 +385,15 @@ impl Config {
                 format!("`{}` is not an address like 127.0.0.1:8080", self.listen),
             ));
         }
-        if self.limits.max_body_bytes == 0 {
-            return Err(invalid("limits.max_body_bytes", "must be above 0".into()));
+        for (key, value) in [
+            ("limits.max_body_bytes", self.limits.max_body_bytes as u64),
+            ("limits.header_timeout_ms", self.limits.header_timeout_ms),
+            ("limits.body_timeout_ms", self.limits.body_timeout_ms),
+            ("limits.shutdown_grace_ms", self.limits.shutdown_grace_ms),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be above 0".into()));
+            }
         }
         if self.dispatch.breaker_failures == 0 {
             return Err(invalid(
@@ -349,16 +413,13 @@ impl Config {
         if let Some(i) = self.auth.keys.iter().position(|k| k.trim().is_empty()) {
             return Err(invalid(&format!("auth.keys[{i}]"), "empty key".into()));
         }
-        if let Some(i) = self
-            .auth
-            .admin_keys
-            .iter()
-            .position(|k| k.trim().is_empty())
-        {
-            return Err(invalid(
-                &format!("auth.admin_keys[{i}]"),
-                "empty key".into(),
-            ));
+        for (name, keys) in [
+            ("admin_keys", &self.auth.admin_keys),
+            ("metrics_keys", &self.auth.metrics_keys),
+        ] {
+            if let Some(i) = keys.iter().position(|k| k.trim().is_empty()) {
+                return Err(invalid(&format!("auth.{name}[{i}]"), "empty key".into()));
+            }
         }
         if self.log.queue_capacity == 0 {
             return Err(invalid("log.queue_capacity", "must be above 0".into()));

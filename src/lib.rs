@@ -12,6 +12,7 @@ pub mod classifier;
 pub mod config;
 pub mod dispatch;
 pub mod eval;
+pub mod init;
 pub mod metrics;
 pub mod mock;
 pub mod outcomes;

@@ -1,5 +1,5 @@
-//! The `triage` command line: `serve`, `mock-upstream`, `bench-overhead`, `train`, `eval`,
-//! `label`, `calibrate`, `report` and `classify`.
+//! The `triage` command line: `serve`, `init`, `health`, `mock-upstream`, `bench-overhead`,
+//! `train`, `eval`, `label`, `calibrate`, `report`, `models` and `classify`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,12 +28,30 @@ struct Cli {
 enum Command {
     /// Run the router.
     Serve {
-        /// TOML config file; without it, the built-in catalog and defaults.
+        /// TOML config file; else TRIAGE_CONFIG, else ./triage.toml if present, else the
+        /// built-in catalog and defaults.
         #[arg(long)]
         config: Option<PathBuf>,
         /// Listen address, overriding the config's `listen`.
         #[arg(long)]
         listen: Option<SocketAddr>,
+    },
+    /// Write a commented starter config (default ./triage.toml).
+    Init {
+        /// A config for `triage mock-upstream` instead: runs as written, no keys needed.
+        #[arg(long)]
+        demo: bool,
+        /// Overwrite the file if it exists.
+        #[arg(long)]
+        force: bool,
+        #[arg(default_value = triage::config::DEFAULT_FILE)]
+        path: PathBuf,
+    },
+    /// Exit 0 when a running router answers its health check, 1 otherwise (for container
+    /// health checks, where there is no curl).
+    Health {
+        #[arg(long, default_value = "http://127.0.0.1:8080/health")]
+        url: String,
     },
     /// Run a fake OpenAI-compatible provider, for tests, benchmarks and trying triage out.
     MockUpstream {
@@ -79,7 +97,8 @@ enum Command {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
-        /// TOML config file; without it, the built-in catalog and defaults.
+        /// TOML config file; else TRIAGE_CONFIG, else ./triage.toml if present, else the
+        /// built-in catalog and defaults.
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -88,7 +107,7 @@ enum Command {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
-        /// Model directory or Hugging Face repo id (default: the config default, models/default).
+        /// `builtin` (the default, compiled in), a model directory or a Hugging Face repo id.
         #[arg(long)]
         model: Option<String>,
         /// The prompt; `-` reads it from standard input.
@@ -102,6 +121,8 @@ fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only on a terminal: not in journald, docker logs or a log file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     if matches!(cli.command, Command::Serve { .. })
@@ -118,6 +139,17 @@ fn main() -> anyhow::Result<()> {
     };
     match cli.command {
         Command::Serve { config, listen } => runtime()?.block_on(serve(config, listen)),
+        Command::Init { demo, force, path } => {
+            triage::init::write(&path, demo, force)?;
+            let next = if demo {
+                "start `triage mock-upstream`, then `triage serve`"
+            } else {
+                "set your providers' keys (OPENAI_API_KEY, ...), then `triage serve`"
+            };
+            eprintln!("wrote {}: {next}", path.display());
+            Ok(())
+        }
+        Command::Health { url } => runtime()?.block_on(health(&url)),
         Command::MockUpstream { listen, api_key } => runtime()?.block_on(async move {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
@@ -371,11 +403,24 @@ fn models_table(
     out
 }
 
-/// The config file (or the built-in defaults) and its catalog, keys from the environment.
+/// The config file (`--config`, `TRIAGE_CONFIG`, `./triage.toml`, or the built-in defaults)
+/// and its catalog, keys from the environment.
 fn load_config(path: Option<&PathBuf>) -> anyhow::Result<(Config, Catalog)> {
-    let (config, file) = match path {
-        Some(path) => (Config::load(path)?, path.clone()),
-        None => (Config::default(), PathBuf::from("(built-in defaults)")),
+    let found = triage::config::discover(
+        path.map(PathBuf::as_path),
+        std::env::var_os("TRIAGE_CONFIG"),
+    );
+    let (config, file) = match found {
+        Some((path, how)) => {
+            tracing::info!(file = %path.display(), found_by = how, "configuration");
+            (Config::load(&path)?, path)
+        }
+        None => {
+            tracing::info!(
+                "configuration: built-in defaults (no --config, TRIAGE_CONFIG or ./triage.toml)"
+            );
+            (Config::default(), PathBuf::from("(built-in defaults)"))
+        }
     };
     let catalog = Catalog::build(&config, &file, |var| std::env::var(var).ok())?;
     Ok((config, catalog))
@@ -407,14 +452,32 @@ async fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyh
         .with_context(|| format!("cannot listen on {addr}"))?;
     tracing::info!(%addr, models, "triage listening");
     tokio::spawn(reload_on_sighup(state.clone()));
-    axum::serve(server::no_delay(listener), server::app(state.clone()))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    server::serve(
+        listener,
+        &state,
+        server::app(state.clone()),
+        shutdown_signal(),
+    )
+    .await?;
     // Every request has finished and queued its outcome: write them all before exiting.
     if let Some(log) = &state.outcomes {
         log.flush().await;
         tracing::info!("outcome log drained");
     }
+    Ok(())
+}
+
+/// `triage health`: one GET, success only on 200.
+async fn health(url: &str) -> anyhow::Result<()> {
+    let response = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .no_proxy()
+        .build()?
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    anyhow::ensure!(response.status() == 200, "GET {url}: {}", response.status());
     Ok(())
 }
 

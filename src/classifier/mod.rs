@@ -4,10 +4,12 @@
 //!
 //! A model is a directory: `config.json` (BERT config), `*.safetensors` (encoder and heads),
 //! `tokenizer.json`, and `triage.json` (skill names, version, training summary, the fitted
-//! abilities). It loads from a local path, or from a Hugging Face repo id through `hf-hub`.
+//! abilities). The default one is compiled into the binary (`builtin`); others load from a local
+//! path, or from a Hugging Face repo id through `hf-hub`.
 //! This module predicts; choosing a model from the predictions is `policy`'s job, and fitting
 //! the weights is `train`'s.
 
+pub mod builtin;
 mod input;
 pub mod static_embedding;
 
@@ -29,6 +31,10 @@ pub const TOKENIZER_FILE: &str = "tokenizer.json";
 pub const METADATA_FILE: &str = "triage.json";
 /// Prefix of the head tensors in the safetensors files.
 pub const HEADS_PREFIX: &str = "heads";
+/// The heads' own weights file, beside the encoder's `model.safetensors` in static-table models.
+pub const HEADS_FILE: &str = "heads.safetensors";
+/// The source name of the model compiled into the binary, used when the config names none.
+pub const BUILTIN_MODEL: &str = "builtin";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClassifierError {
@@ -116,6 +122,14 @@ enum Encoder {
     Static(StaticEmbedding),
 }
 
+/// A model's files, read from a directory or from the binary.
+struct Parts<'a> {
+    config: String,
+    metadata: String,
+    tokenizer: Tokenizer,
+    vb: VarBuilder<'a>,
+}
+
 struct Heads {
     /// A shared ReLU layer under the three heads, in models trained with `head_hidden`.
     hidden: Option<Linear>,
@@ -148,14 +162,17 @@ pub fn default_device() -> Device {
 }
 
 impl Classifier {
-    /// Loads from a local directory, or, when `source` is not one, from a Hugging Face repo id
-    /// (the local hub cache first, then the network).
+    /// Loads the built-in model ([`BUILTIN_MODEL`]), a local directory, or, when `source` is
+    /// neither, a Hugging Face repo id (the local hub cache first, then the network).
     pub fn load(source: &str) -> Result<Classifier, ClassifierError> {
         Classifier::load_from(source, &hf_hub::Cache::from_env())
     }
 
     /// [`Classifier::load`] with an explicit hub cache (`HF_HOME`'s by default).
     pub fn load_from(source: &str, cache: &hf_hub::Cache) -> Result<Classifier, ClassifierError> {
+        if source == BUILTIN_MODEL {
+            return Classifier::load_builtin(&default_device());
+        }
         let path = Path::new(source);
         let dir = if path.is_dir() {
             path.to_path_buf()
@@ -176,15 +193,65 @@ impl Classifier {
         let read = |name: &str| {
             std::fs::read_to_string(dir.join(name)).map_err(|e| load_error(format!("{name}: {e}")))
         };
-        let config_text = read(CONFIG_FILE)?;
-        let metadata: Metadata = serde_json::from_str(&read(METADATA_FILE)?)
-            .map_err(|e| load_error(format!("{METADATA_FILE}: {e}")))?;
         let tokenizer = load_tokenizer(&dir.join(TOKENIZER_FILE))?;
-        let special = special_tokens(&tokenizer).map_err(load_error)?;
         let weights = safetensors_files(dir).map_err(load_error)?;
         // SAFETY: the files are mapped read-only and not modified while the model lives.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&weights, DType::F32, device) }
             .map_err(|e| load_error(format!("weights: {e}")))?;
+        let parts = Parts {
+            config: read(CONFIG_FILE)?,
+            metadata: read(METADATA_FILE)?,
+            tokenizer,
+            vb,
+        };
+        Classifier::from_parts(parts, dir, device)
+    }
+
+    /// The model compiled into the binary (`models/default` when it was built).
+    pub fn load_builtin(device: &Device) -> Result<Classifier, ClassifierError> {
+        let label = Path::new(BUILTIN_MODEL);
+        let load_error = |message: String| ClassifierError::Load {
+            path: label.to_path_buf(),
+            message,
+        };
+        let utf8 =
+            |bytes: &[u8]| String::from_utf8(bytes.to_vec()).map_err(|e| load_error(e.to_string()));
+        let tokenizer = Tokenizer::from_bytes(builtin::file(TOKENIZER_FILE))
+            .map_err(|e| ClassifierError::Tokenizer(e.to_string()))?;
+        let mut tensors = std::collections::HashMap::new();
+        for bytes in builtin::weights() {
+            let file = candle_core::safetensors::load_buffer(bytes, device)
+                .map_err(|e| load_error(format!("weights: {e}")))?;
+            tensors.extend(file);
+        }
+        let parts = Parts {
+            config: utf8(builtin::file(CONFIG_FILE))?,
+            metadata: utf8(builtin::file(METADATA_FILE))?,
+            tokenizer: configure_tokenizer(tokenizer)?,
+            vb: VarBuilder::from_tensors(tensors, DType::F32, device),
+        };
+        Classifier::from_parts(parts, label, device)
+    }
+
+    /// Builds the encoder and heads from a model's files, wherever they came from.
+    fn from_parts(
+        parts: Parts,
+        label: &Path,
+        device: &Device,
+    ) -> Result<Classifier, ClassifierError> {
+        let load_error = |message: String| ClassifierError::Load {
+            path: label.to_path_buf(),
+            message,
+        };
+        let Parts {
+            config: config_text,
+            metadata,
+            tokenizer,
+            vb,
+        } = parts;
+        let metadata: Metadata = serde_json::from_str(&metadata)
+            .map_err(|e| load_error(format!("{METADATA_FILE}: {e}")))?;
+        let special = special_tokens(&tokenizer).map_err(load_error)?;
         let (encoder, hidden) = if StaticConfig::is_static(&config_text) {
             let config: StaticConfig = serde_json::from_str(&config_text)
                 .map_err(|e| load_error(format!("{CONFIG_FILE}: {e}")))?;
@@ -207,7 +274,7 @@ impl Classifier {
             tokenizer,
             special,
             metadata,
-            source: dir.display().to_string(),
+            source: label.display().to_string(),
             device: device.clone(),
         })
     }
@@ -373,8 +440,12 @@ pub fn load_metadata(dir: &Path) -> Result<Metadata, ClassifierError> {
 /// Loads a `tokenizer.json` with padding and truncation off: triage pads and truncates itself
 /// (sentence-transformers files pad to a fixed 128).
 pub fn load_tokenizer(path: &Path) -> Result<Tokenizer, ClassifierError> {
-    let mut tokenizer = Tokenizer::from_file(path)
+    let tokenizer = Tokenizer::from_file(path)
         .map_err(|e| ClassifierError::Tokenizer(format!("{}: {e}", path.display())))?;
+    configure_tokenizer(tokenizer)
+}
+
+fn configure_tokenizer(mut tokenizer: Tokenizer) -> Result<Tokenizer, ClassifierError> {
     tokenizer.with_padding(None);
     tokenizer
         .with_truncation(None)
@@ -499,7 +570,7 @@ pub fn add_untrained_heads(dir: &Path, skills: &[String]) -> Result<(), Classifi
         (format!("{HEADS_PREFIX}.tool.weight"), zeros(&[1, h])?),
         (format!("{HEADS_PREFIX}.tool.bias"), zeros(&[1])?),
     ]);
-    candle_core::safetensors::save(&heads, dir.join("heads.safetensors"))?;
+    candle_core::safetensors::save(&heads, dir.join(HEADS_FILE))?;
     let metadata = Metadata {
         format_version: 1,
         skills: skills.to_vec(),
@@ -536,10 +607,15 @@ fn fetch_from_hub(repo: &str, cache: &hf_hub::Cache) -> Result<PathBuf, Classifi
                 .build()
                 .map_err(|e| hub_error(e.to_string()))?;
             let model = api.model(repo.to_string());
-            names
+            let paths = names
                 .iter()
                 .map(|n| model.get(n).map_err(|e| hub_error(format!("{n}: {e}"))))
-                .collect::<Result<_, _>>()?
+                .collect::<Result<_, _>>()?;
+            // Static-table models keep their heads in a second file; BERT ones in the first.
+            if let Err(e) = model.get(HEADS_FILE) {
+                tracing::debug!(repo, "no {HEADS_FILE} on the hub: {e}");
+            }
+            paths
         }
     };
     Ok(paths[0]

@@ -157,10 +157,15 @@ impl Dispatcher {
         loop {
             let error = match self.call(upstream, model, body, format, stream).await {
                 Ok(answer) => {
-                    self.set_gauge(model, self.breakers.record_success(&model.id));
+                    // A stream counts as a success when it ends well, not at its first byte:
+                    // a model that always dies mid-answer must open its circuit
+                    // (`record_stream_success`).
+                    if matches!(answer, Answer::Full(_)) {
+                        self.set_gauge(model, self.breakers.record_success(&model.id));
+                    }
                     return Ok((answer, format));
                 }
-                Err(error) => error,
+                Err(error) => error.scrubbed(&upstream.provider),
             };
             self.record_error(model, &error);
             if error.is_client_error() {
@@ -253,6 +258,11 @@ impl Dispatcher {
     /// False while the model's circuit is open.
     pub fn is_healthy(&self, model: &str) -> bool {
         !self.breakers.is_open(model, std::time::Instant::now())
+    }
+
+    /// A stream that ended with its end marker: the model's success, for its breaker.
+    pub fn record_stream_success(&self, model: &Model) {
+        self.set_gauge(model, self.breakers.record_success(&model.id));
     }
 
     /// A stream that failed after its first byte: the client got an error event; the model's

@@ -138,6 +138,52 @@ pub struct Fault {
     /// reasons also leave the answer without content, as those APIs do.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finish_reason: Option<String>,
+    /// Streaming (OpenAI): after this many events, send an error event (with `message`) and
+    /// close the stream cleanly.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_error_after: Option<usize>,
+    /// Streaming: after this many events, close the stream cleanly, without its end marker
+    /// (`[DONE]`): a truncation that looks like a normal end on the wire.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub close_after_chunks: Option<usize>,
+    /// With `close_after_chunks`: send the first half of the next event before closing.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub close_mid_event: bool,
+}
+
+impl Fault {
+    /// An upstream that echoes credentials: `{key}` in `message` becomes the caller's bearer
+    /// key, `{key_partial}` the key as OpenAI quotes it (first 8 characters, `...`, last 4).
+    pub(crate) fn echo_key(mut self, bearer: Option<&str>) -> Fault {
+        let key = bearer.unwrap_or("").trim_start_matches("Bearer ");
+        let partial = match (
+            key.get(..8),
+            key.len().checked_sub(4).and_then(|i| key.get(i..)),
+        ) {
+            (Some(head), Some(tail)) => format!("{head}...{tail}"),
+            _ => key.to_string(),
+        };
+        if let Some(message) = &mut self.message {
+            *message = message
+                .replace("{key_partial}", &partial)
+                .replace("{key}", key);
+        }
+        self
+    }
+
+    /// The stream's events cut as `close_after_chunks` says, or as they are.
+    pub(crate) fn cut(&self, mut events: Vec<Bytes>) -> Vec<Bytes> {
+        let Some(keep) = self.close_after_chunks else {
+            return events;
+        };
+        let half = events
+            .get(keep)
+            .filter(|_| self.close_mid_event)
+            .map(|next| next.slice(..next.len() / 2));
+        events.truncate(keep);
+        events.extend(half);
+        events
+    }
 }
 
 /// A standing answer: for requests to `model` (any model when `None`) whose last user message

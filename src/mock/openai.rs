@@ -37,9 +37,11 @@ async fn answer_chat(
     check_auth(app, headers)?;
     let body = parsed.map_err(|_| ApiError::invalid_json())?;
     let request = ChatRequest::parse(&body)?;
+    let bearer = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
     let fault = app
         .take_fault(&request.prompt.model, &body)
-        .map_err(|message| ApiError::invalid_param("mock", message))?;
+        .map_err(|message| ApiError::invalid_param("mock", message))?
+        .echo_key(bearer);
     delay(&fault).await;
     let response = match fault_status(&fault) {
         Some(status) => ApiError::for_status(status, fault.message.clone(), &request.prompt.model)
@@ -47,13 +49,25 @@ async fn answer_chat(
         None => {
             let completion = Completion::build(app, &request, &fault);
             if request.stream {
-                sse_body(completion.sse_events(request.include_usage), &fault)
+                let mut events = fault.cut(completion.sse_events(request.include_usage));
+                if let Some(keep) = fault.stream_error_after {
+                    events.truncate(keep);
+                    events.push(stream_error_event(fault.message.as_deref()));
+                }
+                sse_body(events, &fault)
             } else {
                 json_body(&completion.to_json(), &fault)
             }
         }
     };
     Ok(with_retry_after(response, &fault))
+}
+
+/// An error in the middle of a stream, as OpenAI sends one: a `data:` event with an `error`.
+fn stream_error_event(message: Option<&str>) -> Bytes {
+    let message = message.unwrap_or("The server had an error while processing your request.");
+    let error = json!({"error": {"message": message, "type": "server_error", "code": null}});
+    Bytes::from(format!("data: {error}\n\n"))
 }
 
 fn check_auth(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {

@@ -435,8 +435,9 @@ pub struct ReportArgs {
 /// Runs `triage report`.
 pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
     use anyhow::Context;
-    let (config, file) = match &args.config {
-        Some(path) => (crate::config::Config::load(path)?, path.clone()),
+    let found = crate::config::discover(args.config.as_deref(), std::env::var_os("TRIAGE_CONFIG"));
+    let (config, file) = match found {
+        Some((path, _)) => (crate::config::Config::load(&path)?, path),
         None => (
             crate::config::Config::default(),
             std::path::PathBuf::from("(built-in defaults)"),

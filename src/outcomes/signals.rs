@@ -6,6 +6,7 @@
 //!   `stop_reason: "max_tokens"`, Gemini translated to either).
 //! - `invalid_tool_json`: a tool call's arguments are not a JSON object.
 //! - `upstream_error`: a model failed before the one that answered, or the answer failed.
+//! - `truncated_upstream`: the upstream closed a stream mid-answer, without its end marker.
 
 use std::collections::BTreeMap;
 
@@ -14,12 +15,14 @@ use serde_json::Value;
 pub const TRUNCATED: &str = "truncated";
 pub const INVALID_TOOL_JSON: &str = "invalid_tool_json";
 pub const UPSTREAM_ERROR: &str = "upstream_error";
+pub const TRUNCATED_UPSTREAM: &str = "truncated_upstream";
 
 /// Signals gathered from one answer, whole or streamed.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Signals {
     truncated: bool,
     invalid_tool_json: bool,
+    truncated_upstream: bool,
     /// Streamed tool-call arguments by index, checked at the end.
     arguments: BTreeMap<u64, String>,
 }
@@ -88,6 +91,11 @@ impl Signals {
         }
     }
 
+    /// The upstream cut the stream before its end marker.
+    pub fn cut_upstream(&mut self) {
+        self.truncated_upstream = true;
+    }
+
     /// The signals as a comma-separated list (empty when there are none). `failed`: a model
     /// failed on the way (fallbacks, or an error status).
     pub fn list(&self, failed: bool) -> String {
@@ -102,6 +110,9 @@ impl Signals {
         }
         if self.invalid_tool_json || invalid_stream {
             names.push(INVALID_TOOL_JSON);
+        }
+        if self.truncated_upstream {
+            names.push(TRUNCATED_UPSTREAM);
         }
         if failed {
             names.push(UPSTREAM_ERROR);

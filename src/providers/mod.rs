@@ -84,6 +84,9 @@ pub enum ProviderError {
     Protocol(String),
     #[error("the upstream reported an error mid-stream: {0}")]
     MidStream(String),
+    /// The stream closed before its end marker, mid-answer: what the client got is incomplete.
+    #[error("the upstream stream ended before the answer was complete")]
+    Truncated,
     #[error("provider `{provider}` has no API key: set the environment variable {env}")]
     MissingKey { provider: String, env: String },
     #[error("the circuit breaker is open after repeated failures")]
@@ -94,6 +97,30 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
+    /// The same error with the provider's key masked in every upstream-supplied text.
+    pub fn scrubbed(self, provider: &Provider) -> ProviderError {
+        let clean = |text: String| scrub(&text, provider);
+        match self {
+            ProviderError::Status {
+                status,
+                message,
+                code,
+                retry_after,
+            } => ProviderError::Status {
+                status,
+                message: clean(message),
+                code: code.map(clean),
+                retry_after,
+            },
+            ProviderError::Connect(m) => ProviderError::Connect(clean(m)),
+            ProviderError::Transport(m) => ProviderError::Transport(clean(m)),
+            ProviderError::Protocol(m) => ProviderError::Protocol(clean(m)),
+            ProviderError::MidStream(m) => ProviderError::MidStream(clean(m)),
+            ProviderError::Untranslatable(m) => ProviderError::Untranslatable(clean(m)),
+            other => other,
+        }
+    }
+
     /// Worth trying the same model again after a pause (Anthropic's 529 `overloaded_error`
     /// included).
     pub fn is_retryable(&self) -> bool {
@@ -136,6 +163,7 @@ impl ProviderError {
             ProviderError::TotalTimeout(_) => "total_timeout".into(),
             ProviderError::Protocol(_) => "protocol".into(),
             ProviderError::MidStream(_) => "mid_stream".into(),
+            ProviderError::Truncated => "truncated_upstream".into(),
             ProviderError::MissingKey { .. } => "missing_key".into(),
             ProviderError::CircuitOpen => "circuit_open".into(),
             ProviderError::Untranslatable(_) => "untranslatable".into(),
@@ -238,6 +266,13 @@ impl Upstream {
     /// Turns a streaming answer into OpenAI chunks, or for [`Format::Messages`] into
     /// Anthropic's events as they came.
     pub fn into_chunks(&self, response: reqwest::Response, format: Format) -> ChunkStream {
+        let provider = self.provider.clone();
+        let chunks = self.translate(response, format);
+        // Stream errors quote upstream text too: the key comes out before anyone sees them.
+        Box::pin(chunks.map(move |item| item.map_err(|e| e.scrubbed(&provider))))
+    }
+
+    fn translate(&self, response: reqwest::Response, format: Format) -> ChunkStream {
         match (format, self.provider.kind) {
             (Format::Messages, _) => translate_sse(response, anthropic::NativeEvents::default()),
             (Format::Chat, ProviderKind::Openai) => {
@@ -532,13 +567,40 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     )
 }
 
-/// Replaces every occurrence of the provider's key in upstream text, so an upstream that echoes
-/// a key cannot leak it through an error message.
+/// Masks the provider's key in upstream text, so an upstream that echoes a key cannot leak it
+/// through an error message: the whole key, and any word that shares a run of
+/// [`KEY_FRAGMENT`] characters with it (`sk-abc12…xyz`-style partial quotes).
 pub fn scrub(text: &str, provider: &Provider) -> String {
     match &provider.api_key {
-        Some(key) if !key.expose().is_empty() => text.replace(key.expose(), "***"),
+        Some(key) if !key.expose().is_empty() => mask_key(text, key.expose()),
         _ => text.to_string(),
     }
+}
+
+/// The shortest piece of a key that counts as quoting it.
+const KEY_FRAGMENT: usize = 8;
+
+fn mask_key(text: &str, key: &str) -> String {
+    let text = text.replace(key, "***");
+    let is_key_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    let quotes_key = |word: &str| {
+        word.len() >= KEY_FRAGMENT
+            && (0..=word.len() - KEY_FRAGMENT).any(|i| key.contains(&word[i..i + KEY_FRAGMENT]))
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut word = String::new();
+    for c in text.chars().chain(std::iter::once('\0')) {
+        if is_key_char(c) {
+            word.push(c);
+            continue;
+        }
+        out.push_str(if quotes_key(&word) { "***" } else { &word });
+        word.clear();
+        if c != '\0' {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

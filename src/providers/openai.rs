@@ -91,6 +91,8 @@ pub(super) fn check_completion(value: Value) -> Result<Value, ProviderError> {
 #[derive(Default)]
 pub(super) struct Chunks {
     done: bool,
+    /// A chunk carried a `finish_reason`: the answer itself is complete.
+    finish_seen: bool,
 }
 
 impl EventTranslator for Chunks {
@@ -99,11 +101,23 @@ impl EventTranslator for Chunks {
             self.done = true;
             return Ok(Vec::new());
         }
-        parse_chunk(data).map(|chunk| vec![chunk])
+        let chunk = parse_chunk(data)?;
+        let finishes = chunk
+            .get("choices")
+            .and_then(Value::as_array)
+            .is_some_and(|choices| choices.iter().any(|c| !c["finish_reason"].is_null()));
+        self.finish_seen |= finishes;
+        Ok(vec![chunk])
     }
 
+    /// A close without `[DONE]` is a cut, unless every answer had already finished (some
+    /// OpenAI-compatible servers leave `[DONE]` out).
     fn end(&mut self) -> Result<Vec<Value>, ProviderError> {
-        Ok(Vec::new())
+        if self.done || self.finish_seen {
+            Ok(Vec::new())
+        } else {
+            Err(ProviderError::Truncated)
+        }
     }
 
     fn finished(&self) -> bool {
@@ -135,6 +149,18 @@ mod tests {
         assert!(matches!(err, ProviderError::MidStream(m) if m == "boom"));
         assert!(parse_chunk("{not json").is_err());
         assert!(parse_chunk(r#"{"choices":[]}"#).is_ok());
+    }
+
+    #[test]
+    fn a_close_mid_answer_is_a_cut_but_not_after_a_finish_reason() {
+        let delta = r#"{"choices":[{"index":0,"delta":{"content":"Hel"},"finish_reason":null}]}"#;
+        let finish = r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#;
+        let cut = crate::providers::replay(&mut Chunks::default(), &[delta]);
+        assert!(matches!(cut.last(), Some(Err(ProviderError::Truncated))));
+        let whole = crate::providers::replay(&mut Chunks::default(), &[delta, "[DONE]"]);
+        assert!(whole.iter().all(Result::is_ok));
+        let no_done = crate::providers::replay(&mut Chunks::default(), &[delta, finish]);
+        assert!(no_done.iter().all(Result::is_ok));
     }
 
     #[test]

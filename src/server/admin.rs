@@ -7,11 +7,10 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use super::{ApiError, AppState, body_rejection};
 use crate::classifier::Classifier;
@@ -51,7 +50,7 @@ async fn store_feedback(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Value, ApiError> {
     state.authenticate(headers)?;
-    let body = body.map_err(|rejection| body_rejection(&rejection, state.max_body_bytes))?;
+    let body = body.map_err(|rejection| body_rejection(&rejection, &state.limits))?;
     let feedback = parse_feedback(&body)?;
     let log = outcome_log(state)?;
     let id = feedback.request_id.clone();
@@ -208,16 +207,7 @@ pub(super) async fn reload(State(state): State<Arc<AppState>>, headers: HeaderMa
 impl AppState {
     /// The admin key id presented, if any.
     fn admin_key(&self, headers: &HeaderMap) -> Option<&str> {
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))?
-            .trim();
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let digest = super::presented_key(headers)?;
         self.admin_keys.get(&digest).map(String::as_str)
     }
 }

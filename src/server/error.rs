@@ -89,6 +89,25 @@ impl ApiError {
         .with_code("request_too_large")
     }
 
+    /// The client stopped sending its body for longer than `[limits] body_timeout_ms`.
+    pub fn body_timeout(timeout_ms: u64) -> ApiError {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            format!("The request body did not arrive: nothing was received for {timeout_ms} ms."),
+        )
+        .with_code("request_timeout")
+    }
+
+    pub fn method_not_allowed() -> ApiError {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            "Method not allowed on this path.",
+        )
+        .with_code("method_not_allowed")
+    }
+
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
     }

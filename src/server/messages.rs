@@ -46,8 +46,7 @@ async fn handle(
     finished: &mut Finished,
 ) -> Result<Response, HandlerFailure> {
     finished.key_id = state.authenticate(headers).map_err(|e| (e, None))?;
-    let body =
-        body.map_err(|rejection| (body_rejection(&rejection, state.max_body_bytes), None))?;
+    let body = body.map_err(|rejection| (body_rejection(&rejection, &state.limits), None))?;
     let request = MessagesRequest::parse(&body).map_err(|e| (e, None))?;
     finished.requested = request.requested[0].clone();
     finished.stream = request.stream;

@@ -6,6 +6,7 @@
 
 mod admin;
 mod error;
+mod listen;
 mod messages;
 mod request;
 mod routing;
@@ -29,11 +30,12 @@ use sha2::{Digest, Sha256};
 
 pub use admin::reload_classifier;
 pub use error::ApiError;
+pub use listen::serve;
 pub use request::ChatRequest;
 
 use crate::catalog::{Catalog, Model, Usage};
 use crate::config::Config;
-use crate::config::RoutingConfig;
+use crate::config::{Limits, RoutingConfig};
 use crate::dispatch::{Answer, DispatchError, Dispatched, Dispatcher, Failure};
 use crate::metrics::{Metrics, ModelLabels, RequestLabels};
 use crate::outcomes::signals::Signals;
@@ -54,11 +56,16 @@ pub struct AppState {
     keys: HashMap<[u8; 32], String>,
     /// The same for `[auth] admin_keys`.
     admin_keys: HashMap<[u8; 32], String>,
+    /// The same for `[auth] metrics_keys`.
+    metrics_keys: HashMap<[u8; 32], String>,
+    /// Whether `/metrics` answers without a key.
+    public_metrics: bool,
     /// Where a reload reads the classifier from.
     classifier_source: String,
     /// `[routing]`: targets, the models `auto` may choose, the exploration share.
     routing: RoutingConfig,
-    max_body_bytes: usize,
+    /// `[limits]`: body size, timeouts, shutdown grace.
+    limits: Limits,
 }
 
 /// Why the shared state could not be built.
@@ -68,6 +75,19 @@ pub enum StateError {
     Http(#[from] reqwest::Error),
     #[error(transparent)]
     Log(#[from] LogError),
+}
+
+/// SHA-256 of the key a request presents, as `Authorization: Bearer <key>` or `x-api-key`.
+fn presented_key(headers: &HeaderMap) -> Option<[u8; 32]> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))?;
+    Some(Sha256::digest(presented.trim().as_bytes()).into())
 }
 
 /// SHA-256 of each key → `key-xxxxxxxx`, the id that metrics and logs show.
@@ -106,9 +126,12 @@ impl AppState {
             outcomes,
             keys: key_ids(router_keys, "key"),
             admin_keys: key_ids(&config.auth.admin_keys, "admin"),
+            metrics_keys: key_ids(&config.auth.metrics_keys, "metrics"),
+            public_metrics: config.auth.public_metrics
+                || (router_keys.is_empty() && config.auth.admin_keys.is_empty()),
             classifier_source: config.classifier.model.clone(),
             routing: config.routing.clone(),
-            max_body_bytes: config.limits.max_body_bytes,
+            limits: config.limits.clone(),
         }))
     }
 
@@ -117,6 +140,11 @@ impl AppState {
         let Some(log) = &self.outcomes else {
             return;
         };
+        // A caller without a valid key gets no row: otherwise anyone who can reach the port
+        // could grow the database.
+        if finished.key_id.is_empty() {
+            return;
+        }
         let usage = finished.usage.map(|(u, _)| u).unwrap_or_default();
         let elapsed = finished.started.elapsed();
         log.submit(Outcome {
@@ -155,25 +183,33 @@ impl AppState {
         if self.keys.is_empty() {
             return Ok("anonymous".into());
         }
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
-            .map(str::trim);
-        let Some(presented) = presented else {
+        let Some(digest) = presented_key(headers) else {
             return Err(ApiError::unauthorized(
                 "Missing API key: send it as `Authorization: Bearer <key>`.",
             ));
         };
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         self.keys
             .get(&digest)
             .cloned()
             .ok_or_else(|| ApiError::unauthorized("Incorrect API key provided."))
+    }
+
+    /// `/metrics` shows every key's traffic and spend: with authentication on it needs an
+    /// admin or metrics key, unless `[auth] public_metrics`.
+    fn authorize_metrics(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        if self.public_metrics {
+            return Ok(());
+        }
+        let allowed = presented_key(headers).is_some_and(|d| {
+            self.admin_keys.contains_key(&d) || self.metrics_keys.contains_key(&d)
+        });
+        if allowed {
+            Ok(())
+        } else {
+            Err(ApiError::unauthorized(
+                "/metrics needs an admin or metrics key ([auth] admin_keys, metrics_keys).",
+            ))
+        }
     }
 
     /// Metrics and a log line for a finished request.
@@ -287,10 +323,15 @@ fn request_id() -> String {
 
 /// The axum application.
 pub fn app(state: Arc<AppState>) -> Router {
-    let limit = state.max_body_bytes;
+    let limit = state.limits.max_body_bytes;
+    let body_timeout = Duration::from_millis(state.limits.body_timeout_ms);
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
-        .route("/v1/messages", post(messages::messages))
+        .route(
+            "/v1/messages",
+            post(messages::messages)
+                .fallback(|| async { ApiError::method_not_allowed().into_anthropic_response() }),
+        )
         .route("/v1/models", get(list_models))
         .route("/v1/route", post(routing::route_handler))
         .route("/v1/feedback", post(admin::feedback))
@@ -299,10 +340,40 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(unknown_path)
-        .method_not_allowed_fallback(method_not_allowed)
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            body_timeout,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            refuse_oversized,
+        ))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
         .with_state(state)
+}
+
+/// A body that `Content-Length` says is over the limit gets 413 before a byte of it is read.
+async fn refuse_oversized(
+    State(state): State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let limit = state.limits.max_body_bytes;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        let error = ApiError::payload_too_large(limit);
+        return if request.uri().path() == "/v1/messages" {
+            error.into_anthropic_response()
+        } else {
+            error.into_response()
+        };
+    }
+    next.run(request).await
 }
 
 async fn chat_completions(
@@ -347,8 +418,7 @@ async fn chat(
     finished: &mut Finished,
 ) -> Result<Response, HandlerFailure> {
     finished.key_id = state.authenticate(headers).map_err(|e| (e, None))?;
-    let body =
-        body.map_err(|rejection| (body_rejection(&rejection, state.max_body_bytes), None))?;
+    let body = body.map_err(|rejection| (body_rejection(&rejection, &state.limits), None))?;
     let mut request = ChatRequest::parse(&body).map_err(|e| (e, None))?;
     finished.requested = request.requested[0].clone();
     finished.stream = request.stream;
@@ -467,15 +537,29 @@ pub(crate) fn set_header(response: &mut Response, name: &'static str, value: &st
     }
 }
 
-pub(crate) fn body_rejection(rejection: &BytesRejection, limit: usize) -> ApiError {
+pub(crate) fn body_rejection(rejection: &BytesRejection, limits: &Limits) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::payload_too_large(limit)
+        ApiError::payload_too_large(limits.max_body_bytes)
+    } else if is_body_timeout(rejection) {
+        ApiError::body_timeout(limits.body_timeout_ms)
     } else {
         ApiError::invalid_request(
             format!("Could not read the request body: {}", rejection.body_text()),
             None,
         )
     }
+}
+
+/// Whether the body stopped arriving (`tower_http`'s body timeout, somewhere in the chain).
+fn is_body_timeout(rejection: &BytesRejection) -> bool {
+    let mut error: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(e) = error {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        error = e.source();
+    }
+    false
 }
 
 async fn list_models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
@@ -527,7 +611,10 @@ async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(error) = state.authorize_metrics(&headers) {
+        return error.into_response();
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -540,12 +627,6 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 
 async fn unknown_path(uri: Uri) -> ApiError {
     ApiError::not_found(uri.path())
-}
-
-async fn method_not_allowed() -> ApiError {
-    let mut error = ApiError::invalid_request("Method not allowed on this path.", None);
-    error.status = StatusCode::METHOD_NOT_ALLOWED;
-    error
 }
 
 fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response {

@@ -254,7 +254,7 @@ async fn dry_run(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Value, ApiError> {
     state.authenticate(headers)?;
-    let body = body.map_err(|rejection| body_rejection(&rejection, state.max_body_bytes))?;
+    let body = body.map_err(|rejection| body_rejection(&rejection, &state.limits))?;
     let mut request = ChatRequest::parse(&body)?;
     let routed = resolve_body(
         state,

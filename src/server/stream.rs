@@ -112,6 +112,10 @@ async fn forward(
             }
             Some(Err(error)) => Err(error),
             None => {
+                context
+                    .state
+                    .dispatcher
+                    .record_stream_success(&context.model);
                 if let Some(bytes) = shape.end() {
                     let _ = tx.send(bytes).await;
                 }
@@ -126,6 +130,9 @@ async fn forward(
                     .state
                     .dispatcher
                     .record_stream_failure(&context.model, &error);
+                if matches!(error, ProviderError::Truncated) {
+                    finished.signals.cut_upstream();
+                }
                 finished.status = 502;
                 let _ = tx.send(shape.error(&error)).await;
                 break;
@@ -202,6 +209,10 @@ fn error_event(error: &ProviderError) -> Bytes {
         "The upstream failed after the answer had started: {error}"
     ));
     api.kind = "upstream_error";
-    api.code = Some("upstream_stream_error".into());
+    let code = match error {
+        ProviderError::Truncated => "truncated_upstream",
+        _ => "upstream_stream_error",
+    };
+    api.code = Some(code.into());
     sse_event(&api.body())
 }

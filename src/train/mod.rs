@@ -34,8 +34,8 @@ use serde_json::json;
 use tokenizers::Tokenizer;
 
 use crate::classifier::{
-    self, AbilityMap, CONFIG_FILE, ClassifierError, HEADS_PREFIX, METADATA_FILE, Metadata,
-    TOKENIZER_FILE,
+    self, AbilityMap, CONFIG_FILE, ClassifierError, HEADS_FILE, HEADS_PREFIX, METADATA_FILE,
+    Metadata, TOKENIZER_FILE,
 };
 use data::{DataReport, Dataset};
 use encoder::{BertShape, TrainEncoder};
@@ -121,8 +121,9 @@ pub struct TrainArgs {
     /// leave out) into `--out`, for a model directory trained before that file existed.
     #[arg(long)]
     pub prompt_list_only: bool,
-    /// Fine-tune this model directory (its tokenizer, encoder, heads and θ) instead of
-    /// building the recipe's encoder: the way to retrain on new traffic without starting over.
+    /// Fine-tune this model directory (its tokenizer, encoder, heads and θ; `builtin`: the
+    /// model compiled in) instead of building the recipe's encoder: the way to retrain on new
+    /// traffic without starting over.
     #[arg(long)]
     pub init: Option<PathBuf>,
 }
@@ -223,7 +224,8 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
             export.models.len()
         ));
     }
-    let warm = match &args.init {
+    let init = args.init.as_deref().map(materialise_builtin).transpose()?;
+    let warm = match &init {
         Some(dir) => {
             let warm = warm_start(dir, &recipe)?;
             // The directory's shape wins over the recipe's: its heads sit on its shared layer.
@@ -409,6 +411,20 @@ fn add_log_file(
     Ok(export)
 }
 
+/// `--init builtin` (when no directory has that name): the model compiled into the binary,
+/// written out to a temporary directory so that a binary installed alone can retrain.
+fn materialise_builtin(init: &Path) -> Result<PathBuf, TrainError> {
+    if init != Path::new(classifier::BUILTIN_MODEL) || init.is_dir() {
+        return Ok(init.to_path_buf());
+    }
+    let dir = std::env::temp_dir().join(format!("triage-builtin-{}", std::process::id()));
+    classifier::builtin::write_to(&dir).map_err(|e| TrainError::File {
+        path: dir.clone(),
+        message: e.to_string(),
+    })?;
+    Ok(dir)
+}
+
 /// The heads and θ of a trained directory, checked against the recipe's skills.
 fn warm_start(dir: &Path, recipe: &Recipe) -> Result<Warm, TrainError> {
     let metadata = classifier::load_metadata(dir)?;
@@ -422,7 +438,7 @@ fn warm_start(dir: &Path, recipe: &Recipe) -> Result<Warm, TrainError> {
     }
     let mut heads = std::collections::HashMap::new();
     let prefix = format!("{HEADS_PREFIX}.");
-    for name in ["model.safetensors", "heads.safetensors"] {
+    for name in ["model.safetensors", HEADS_FILE] {
         let path = dir.join(name);
         if path.exists() {
             let tensors = candle_core::safetensors::load(&path, &Device::Cpu)?;
@@ -749,9 +765,7 @@ fn write_model_dir(
             }
             model
                 .params
-                .save_where(&out.join("heads.safetensors"), |n| {
-                    n.starts_with(&heads_prefix)
-                })?;
+                .save_where(&out.join(HEADS_FILE), |n| n.starts_with(&heads_prefix))?;
         }
         EncoderChoice::Frozen(dir) => {
             for name in [CONFIG_FILE, TOKENIZER_FILE] {
@@ -765,9 +779,7 @@ fn write_model_dir(
             candle_core::safetensors::save(&weights, out.join("model.safetensors"))?;
             model
                 .params
-                .save_where(&out.join("heads.safetensors"), |n| {
-                    n.starts_with(&heads_prefix)
-                })?;
+                .save_where(&out.join(HEADS_FILE), |n| n.starts_with(&heads_prefix))?;
         }
         EncoderChoice::Scratch | EncoderChoice::Finetune(_) => {
             let config = serde_json::to_string_pretty(shape).expect("a config serialises");

@@ -15,12 +15,15 @@ use triage::router::AdaptiveRouter;
 use triage::server::{self, AppState};
 
 pub const ROUTER_KEY: &str = "sk-triage-test";
+/// The key `CONFIG` gives Prometheus: it may read `/metrics` and nothing else.
+pub const METRICS_KEY: &str = "sk-triage-metrics";
 pub const UPSTREAM_KEY: &str = "sk-upstream-SECRET-0123456789";
 
 /// Two models with a fallback between them, one without fallbacks; retries and breakers fast.
 pub const CONFIG: &str = r#"
 [auth]
 keys = ["sk-triage-test"]
+metrics_keys = ["sk-triage-metrics"]
 [limits]
 max_body_bytes = 65536
 [dispatch]
@@ -127,7 +130,12 @@ impl Harness {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let app = server::app(state.clone());
-        tokio::spawn(async move { axum::serve(server::no_delay(listener), app).await.unwrap() });
+        let served = state.clone();
+        tokio::spawn(async move {
+            server::serve(listener, &served, app, std::future::pending())
+                .await
+                .unwrap()
+        });
         Harness {
             url: format!("http://{addr}"),
             mock,
@@ -215,8 +223,17 @@ impl Harness {
         self.mock.script(Some(upstream_model), steps);
     }
 
+    /// `/metrics`, read with the metrics key.
     pub async fn metrics(&self) -> String {
-        self.get("/metrics").await.text().await.unwrap()
+        let response = self
+            .client
+            .get(format!("{}/metrics", self.url))
+            .bearer_auth(METRICS_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "/metrics");
+        response.text().await.unwrap()
     }
 }
 
