@@ -54,6 +54,10 @@ pub struct Options {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// The router's `[limits] max_concurrent_requests` (default: the config default), to
+    /// see how it sheds past saturation.
+    #[arg(long)]
+    pub max_concurrent: Option<usize>,
 }
 
 /// Runs the benchmark and prints its report on stdout (progress goes to stderr).
@@ -123,8 +127,10 @@ struct PathStats {
     requests: u64,
     /// Transport errors, timeouts, incomplete bodies.
     errors: u64,
-    /// Answers with a status other than 200.
+    /// Answers with a status other than 200 (past saturation: 503 `overloaded`, shed).
     non_200: u64,
+    /// How fast those came back: a shed request should be refused at once, not queued.
+    non_200_p50_us: Option<u64>,
     first_error: Option<String>,
     achieved_rps: f64,
     p50_us: u64,
@@ -138,7 +144,7 @@ struct PathStats {
 
 async fn bench(options: &Options) -> anyhow::Result<Report> {
     let load_average = load_average();
-    let mut children = Children::start()?;
+    let mut children = Children::start(options.max_concurrent)?;
     let client = http_client()?;
     children.wait_mock(&client).await?;
     let router_target = Target::router(children.router, false)?;
@@ -332,7 +338,10 @@ enum Outcome {
         latency: Duration,
         start_lag: Duration,
     },
-    Status(u16),
+    Status {
+        status: u16,
+        latency: Duration,
+    },
     Failed(String),
 }
 
@@ -356,7 +365,7 @@ async fn one_request(client: reqwest::Client, target: Target, due: Instant) -> O
     };
     let latency = due.elapsed();
     if status != 200 {
-        return Outcome::Status(status);
+        return Outcome::Status { status, latency };
     }
     if target.stream && !ends_with_done(&body) {
         return Outcome::Failed("stream ended without [DONE]".into());
@@ -373,6 +382,7 @@ fn ends_with_done(body: &[u8]) -> bool {
 /// Latencies and failures of one or more segments on one path.
 struct Segment {
     latency: Histogram<u64>,
+    refused_latency: Histogram<u64>,
     start_lag: Histogram<u64>,
     requests: u64,
     errors: u64,
@@ -387,6 +397,7 @@ impl Segment {
             || Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("constant histogram bounds");
         Segment {
             latency: histogram(),
+            refused_latency: histogram(),
             start_lag: histogram(),
             requests: 0,
             errors: 0,
@@ -403,8 +414,9 @@ impl Segment {
                 self.latency.saturating_record(micros(latency));
                 self.start_lag.saturating_record(micros(start_lag));
             }
-            Outcome::Status(status) => {
+            Outcome::Status { status, latency } => {
                 self.non_200 += 1;
+                self.refused_latency.saturating_record(micros(latency));
                 self.first_error
                     .get_or_insert_with(|| format!("HTTP {status}"));
             }
@@ -422,6 +434,9 @@ impl Segment {
         self.start_lag
             .add(&other.start_lag)
             .expect("histograms share their bounds");
+        self.refused_latency
+            .add(&other.refused_latency)
+            .expect("histograms share their bounds");
         self.requests += other.requests;
         self.errors += other.errors;
         self.non_200 += other.non_200;
@@ -437,6 +452,8 @@ impl Segment {
             requests: self.requests,
             errors: self.errors,
             non_200: self.non_200,
+            non_200_p50_us: (self.non_200 > 0)
+                .then(|| self.refused_latency.value_at_quantile(0.50)),
             first_error: self.first_error.clone(),
             achieved_rps: ok as f64 / self.elapsed.as_secs_f64().max(1e-9),
             p50_us: self.latency.value_at_quantile(0.50),
@@ -532,14 +549,18 @@ fn print_errors(report: &Report) {
     for r in &report.rates {
         for (path, stats) in [("direct", &r.direct), ("router", &r.router)] {
             if stats.errors + stats.non_200 > 0 {
+                let refused_p50 = stats
+                    .non_200_p50_us
+                    .map_or_else(String::new, |us| format!(", answered in {us} µs (p50)"));
                 println!(
-                    "WARNING: {} RPS {path}: {} of {} requests failed ({} errors, {} non-200); \
+                    "WARNING: {} RPS {path}: {} of {} requests failed ({} errors, {} non-200{}); \
                      first: {}",
                     r.rate,
                     stats.errors + stats.non_200,
                     stats.requests,
                     stats.errors,
                     stats.non_200,
+                    refused_p50,
                     stats.first_error.as_deref().unwrap_or("?")
                 );
             }
@@ -557,7 +578,7 @@ struct Children {
 }
 
 impl Children {
-    fn start() -> anyhow::Result<Children> {
+    fn start(max_concurrent: Option<usize>) -> anyhow::Result<Children> {
         let dir = std::env::temp_dir().join(format!("triage-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
@@ -570,8 +591,11 @@ impl Children {
         };
         let config = children.dir.join("triage.toml");
         // The outcome log is on, as in production, in the scratch directory.
-        let log = format!("\n[log]\npath = {:?}\n", children.dir.join("triage.db"));
-        std::fs::write(&config, router_config(mock, router) + &log)?;
+        let mut extra = format!("\n[log]\npath = {:?}\n", children.dir.join("triage.db"));
+        if let Some(limit) = max_concurrent {
+            extra += &format!("[limits]\nmax_concurrent_requests = {limit}\n");
+        }
+        std::fs::write(&config, router_config(mock, router) + &extra)?;
         children.spawn("mock", &["mock-upstream", "--listen", &mock.to_string()])?;
         Ok(children)
     }

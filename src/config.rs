@@ -110,6 +110,12 @@ pub struct Limits {
     /// On SIGTERM or Ctrl-C, how long requests in flight may take to finish before the
     /// server closes what is left and exits (the outcome log is written either way).
     pub shutdown_grace_ms: u64,
+    /// Model requests (chat, messages, route) in flight at once, streams until their last
+    /// byte; one more gets 503 `overloaded` with `Retry-After` at once instead of a queue.
+    pub max_concurrent_requests: usize,
+    /// Prompts classified at once (CPU work, one blocking thread each); others wait their
+    /// turn. 0: the number of CPU cores.
+    pub classify_concurrency: usize,
 }
 
 impl Default for Limits {
@@ -119,6 +125,8 @@ impl Default for Limits {
             header_timeout_ms: 30_000,
             body_timeout_ms: 30_000,
             shutdown_grace_ms: 30_000,
+            max_concurrent_requests: 2_048,
+            classify_concurrency: 0,
         }
     }
 }
@@ -390,6 +398,10 @@ impl Config {
             ("limits.header_timeout_ms", self.limits.header_timeout_ms),
             ("limits.body_timeout_ms", self.limits.body_timeout_ms),
             ("limits.shutdown_grace_ms", self.limits.shutdown_grace_ms),
+            (
+                "limits.max_concurrent_requests",
+                self.limits.max_concurrent_requests as u64,
+            ),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be above 0".into()));

@@ -61,6 +61,8 @@ pub struct Metrics {
     pub circuit_state: Family<ModelLabels, Gauge>,
     /// Outcomes the log could not take (queue full) or failed to write.
     pub log_dropped: Counter,
+    /// Requests refused at once because `[limits] max_concurrent_requests` were in flight.
+    pub shed: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -132,6 +134,12 @@ impl Metrics {
             "Outcomes not logged: the log's queue was full or a write failed",
             log_dropped.clone(),
         );
+        let shed = Counter::default();
+        registry.register(
+            "shed",
+            "Requests refused with 503 because the instance was at max_concurrent_requests",
+            shed.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -144,6 +152,7 @@ impl Metrics {
             cost,
             circuit_state,
             log_dropped,
+            shed,
         }
     }
 

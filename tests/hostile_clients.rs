@@ -12,6 +12,7 @@ use common::*;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use triage::mock::Fault;
 
 /// The standard config with header and body timeouts of 300 ms.
 async fn short_timeouts() -> Harness {
@@ -274,4 +275,57 @@ async fn sigterm_exits_within_the_grace_period_while_a_client_holds_half_a_reque
     assert!(signalled.elapsed() < Duration::from_secs(5));
     // The log was opened beside the config and closed cleanly.
     assert!(dir.path().join("triage.db").is_file());
+}
+
+#[tokio::test]
+async fn past_max_concurrent_requests_one_more_is_shed_at_once_with_retry_after() {
+    let config = CONFIG.replace(
+        "max_body_bytes = 65536",
+        "max_body_bytes = 65536\nmax_concurrent_requests = 2",
+    );
+    let h = std::sync::Arc::new(Harness::start_with(&config).await);
+    // Two streams that take 600 ms hold both permits until their last byte.
+    let slow = Fault {
+        chunk_delay_ms: Some(150),
+        ..Fault::default()
+    };
+    h.fail("solo-model", vec![slow.clone(), slow]);
+    let mut body = hello("local/solo");
+    body["stream"] = serde_json::json!(true);
+    let holders: Vec<_> = (0..2)
+        .map(|_| {
+            let (h, body) = (h.clone(), body.clone());
+            tokio::spawn(async move { h.chat(&body).await.text().await.unwrap() })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let started = Instant::now();
+    let shed = h.chat(&hello("local/small")).await;
+    assert_eq!(shed.status(), 503);
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "shed at once"
+    );
+    assert_eq!(header(&shed, "retry-after"), Some("1"));
+    let error: Value = shed.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "overloaded", "{error}");
+    // /v1/messages is refused in Anthropic's shape; /health still answers.
+    let messages = h
+        .messages(
+            &serde_json::json!({"model": "local/small", "max_tokens": 10,
+            "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(messages.status(), 503);
+    let error: Value = messages.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "overloaded_error", "{error}");
+    assert_eq!(h.get("/health").await.status(), 200);
+
+    for holder in holders {
+        let text = holder.await.unwrap();
+        assert!(text.contains("[DONE]"), "the held streams finish: {text}");
+    }
+    assert_eq!(h.chat(&hello("local/small")).await.status(), 200);
+    assert!(h.metrics().await.contains("triage_shed_total 2"));
 }

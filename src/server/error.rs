@@ -99,6 +99,19 @@ impl ApiError {
         .with_code("request_timeout")
     }
 
+    /// The instance is at its `[limits] max_concurrent_requests`: try again in a moment (or
+    /// another instance behind the load balancer).
+    pub fn overloaded(limit: usize) -> ApiError {
+        let mut error = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            format!("This router is at its limit of {limit} requests in flight; retry shortly."),
+        )
+        .with_code("overloaded");
+        error.retry_after = Some(Duration::from_secs(1));
+        error
+    }
+
     pub fn method_not_allowed() -> ApiError {
         ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -64,8 +64,12 @@ pub struct AppState {
     classifier_source: String,
     /// `[routing]`: targets, the models `auto` may choose, the exploration share.
     routing: RoutingConfig,
-    /// `[limits]`: body size, timeouts, shutdown grace.
+    /// `[limits]`: body size, timeouts, shutdown grace, concurrency.
     limits: Limits,
+    /// One permit per model request in flight (`max_concurrent_requests`).
+    in_flight: Arc<tokio::sync::Semaphore>,
+    /// One permit per prompt being classified (`classify_concurrency`).
+    classify_slots: tokio::sync::Semaphore,
 }
 
 /// Why the shared state could not be built.
@@ -75,6 +79,14 @@ pub enum StateError {
     Http(#[from] reqwest::Error),
     #[error(transparent)]
     Log(#[from] LogError),
+}
+
+/// `[limits] classify_concurrency`, 0 meaning one per CPU core.
+fn classify_concurrency(limits: &Limits) -> usize {
+    match limits.classify_concurrency {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
 }
 
 /// SHA-256 of the key a request presents, as `Authorization: Bearer <key>` or `x-api-key`.
@@ -132,6 +144,10 @@ impl AppState {
             classifier_source: config.classifier.model.clone(),
             routing: config.routing.clone(),
             limits: config.limits.clone(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(
+                config.limits.max_concurrent_requests,
+            )),
+            classify_slots: tokio::sync::Semaphore::new(classify_concurrency(&config.limits)),
         }))
     }
 
@@ -349,8 +365,41 @@ pub fn app(state: Arc<AppState>) -> Router {
             state.clone(),
             refuse_oversized,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            shed_overload,
+        ))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
         .with_state(state)
+}
+
+/// Past `max_concurrent_requests` model requests in flight, one more gets 503 at once. The
+/// permit lives as long as the response body, so a stream holds it to its last byte.
+async fn shed_overload(
+    State(state): State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path();
+    if !matches!(path, "/v1/chat/completions" | "/v1/messages" | "/v1/route") {
+        return next.run(request).await;
+    }
+    let Ok(permit) = state.in_flight.clone().try_acquire_owned() else {
+        state.metrics.shed.inc();
+        let error = ApiError::overloaded(state.limits.max_concurrent_requests);
+        return if path == "/v1/messages" {
+            error.into_anthropic_response()
+        } else {
+            error.into_response()
+        };
+    };
+    let response = next.run(request).await;
+    response.map(|body| {
+        axum::body::Body::new(http_body_util::BodyExt::map_err(body, move |error| {
+            let _held_until_the_body_ends = &permit;
+            error
+        }))
+    })
 }
 
 /// A body that `Content-Length` says is over the limit gets 413 before a byte of it is read.

@@ -97,6 +97,13 @@ async fn decide(
     let state_for_task = state.clone();
     let started = Instant::now();
     let router = adaptive.clone();
+    // A bounded number of classifications at once: a burst queues here, on the async side,
+    // instead of piling up blocking threads that share the same cores.
+    let _slot = state
+        .classify_slots
+        .acquire()
+        .await
+        .map_err(|_| ApiError::internal("the classifier pool is closed"))?;
     let (result, body) = tokio::task::spawn_blocking(move || {
         let healthy = |id: &str| state_for_task.dispatcher.is_healthy(id);
         let result = adaptive.decide(
