@@ -119,6 +119,11 @@ struct RateResult {
     router: PathStats,
     added_p50_us: i64,
     added_p99_us: i64,
+    /// CPU time (user + system) the router process spent per request it answered, over the
+    /// whole rate (warm-up included); Linux only.
+    router_cpu_us_per_request: Option<f64>,
+    /// The same for the mock upstream, over both paths' requests.
+    mock_cpu_us_per_request: Option<f64>,
 }
 
 /// One path (direct or via the router) at one rate, over all its measured segments.
@@ -160,6 +165,8 @@ async fn bench(options: &Options) -> anyhow::Result<Report> {
             client: &client,
             reset: &reset,
             rate,
+            router_pid: children.pid("router"),
+            mock_pid: children.pid("mock"),
         };
         rates.push(bench.measure(&direct, &router, options).await?);
     }
@@ -181,6 +188,16 @@ async fn bench(options: &Options) -> anyhow::Result<Report> {
         footprint,
         rates,
     })
+}
+
+/// User + system CPU time of a process so far, from `/proc/<pid>/stat` (fields 14 and 15, in
+/// the kernel's USER_HZ ticks of 10 ms), where there is one.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it follow its `)`.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
 }
 
 /// The 1-minute load average from `/proc/loadavg`, where there is one.
@@ -241,6 +258,9 @@ struct RateBench<'a> {
     client: &'a reqwest::Client,
     reset: &'a str,
     rate: u32,
+    /// Process ids of the router and the mock, for their CPU time.
+    router_pid: u32,
+    mock_pid: u32,
 }
 
 impl RateBench<'_> {
@@ -253,10 +273,12 @@ impl RateBench<'_> {
         router: &Target,
         options: &Options,
     ) -> anyhow::Result<RateResult> {
+        let (router_cpu, mock_cpu) = (cpu_time(self.router_pid), cpu_time(self.mock_pid));
+        let mut served = (0, 0);
         let warmup = Duration::from_secs(options.warmup_secs);
         if !warmup.is_zero() {
-            self.segment(direct, warmup).await?;
-            self.segment(router, warmup).await?;
+            served.0 += self.segment(direct, warmup).await?.requests;
+            served.1 += self.segment(router, warmup).await?.requests;
         }
         let mut direct_total = Segment::new();
         let mut router_total = Segment::new();
@@ -270,8 +292,18 @@ impl RateBench<'_> {
                 total.add(self.segment(target, SLICE).await?);
             }
         }
+        served.0 += direct_total.requests;
+        served.1 += router_total.requests;
+        let per_request = |before: Option<Duration>, pid: u32, requests: u64| {
+            let spent = cpu_time(pid)?.checked_sub(before?)?;
+            Some(spent.as_secs_f64() * 1e6 / requests.max(1) as f64)
+        };
+        let router_cpu_us_per_request = per_request(router_cpu, self.router_pid, served.1);
+        let mock_cpu_us_per_request = per_request(mock_cpu, self.mock_pid, served.0 + served.1);
         let (direct, router) = (direct_total.stats(), router_total.stats());
         Ok(RateResult {
+            router_cpu_us_per_request,
+            mock_cpu_us_per_request,
             rate: self.rate,
             added_p50_us: router.p50_us as i64 - direct.p50_us as i64,
             added_p99_us: router.p99_us as i64 - direct.p99_us as i64,
@@ -488,7 +520,7 @@ fn print_table(report: &Report) {
         report.cores, report.duration_secs, report.warmup_secs, report.child_log_level
     );
     println!(
-        "{:>6} {:>9} {:>11} {:>11} {:>11} {:>11} {:>10} {:>10} {:>8} {:>8} {:>7}",
+        "{:>6} {:>9} {:>11} {:>11} {:>11} {:>11} {:>10} {:>10} {:>8} {:>8} {:>7} {:>10} {:>9}",
         "rate",
         "achieved",
         "direct p50",
@@ -499,12 +531,15 @@ fn print_table(report: &Report) {
         "added p99",
         "lag p50",
         "lag p99",
-        "errors"
+        "errors",
+        "router CPU",
+        "mock CPU"
     );
+    let cpu = |us: Option<f64>| us.map_or_else(|| "?".into(), |us| format!("{us:.0}µs"));
     for r in &report.rates {
         let errors = r.direct.errors + r.direct.non_200 + r.router.errors + r.router.non_200;
         println!(
-            "{:>6} {:>9.1} {:>9}µs {:>9}µs {:>9}µs {:>9}µs {:>8}µs {:>8}µs {:>6}µs {:>6}µs {:>7}",
+            "{:>6} {:>9.1} {:>9}µs {:>9}µs {:>9}µs {:>9}µs {:>8}µs {:>8}µs {:>6}µs {:>6}µs {:>7} {:>10} {:>9}",
             r.rate,
             r.router.achieved_rps,
             r.direct.p50_us,
@@ -515,14 +550,17 @@ fn print_table(report: &Report) {
             r.added_p99_us,
             r.router.start_lag_p50_us.max(r.direct.start_lag_p50_us),
             r.router.start_lag_p99_us.max(r.direct.start_lag_p99_us),
-            errors
+            errors,
+            cpu(r.router_cpu_us_per_request),
+            cpu(r.mock_cpu_us_per_request),
         );
     }
     print_errors(report);
     print_footprint(&report.footprint);
     println!(
         "achieved: answered requests/s via the router; lag: how late the load generator started \
-         requests after their due time (it counts in every latency, on both paths alike)"
+         requests after their due time (it counts in every latency, on both paths alike); CPU: \
+         user + system time per request of the router (its requests) and of the mock (both paths)"
     );
 }
 
@@ -623,6 +661,14 @@ impl Children {
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
+    }
+
+    /// A child's process id (0 when it is not running).
+    fn pid(&self, name: &str) -> u32 {
+        self.processes
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0, |(_, child)| child.id())
     }
 
     /// A memory figure of the router from `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in KiB.

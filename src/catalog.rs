@@ -44,6 +44,9 @@ pub struct ProviderEntry {
     pub connect_timeout_ms: Option<u64>,
     pub first_byte_timeout_ms: Option<u64>,
     pub total_timeout_ms: Option<u64>,
+    /// Calls in flight to this provider at once (streams until their end); past it a request
+    /// moves on to its next model at once. None: no bound.
+    pub max_concurrent: Option<usize>,
 }
 
 /// A model as written in `catalog.toml` or the config (see [`ProviderEntry`]).
@@ -128,6 +131,8 @@ pub struct Provider {
     /// The key read from `api_key_env` at start-up, if the variable was set.
     pub api_key: Option<ApiKey>,
     pub timeouts: Timeouts,
+    /// `max_concurrent`: calls in flight at once, if bounded.
+    pub max_concurrent: Option<usize>,
 }
 
 /// A resolved model: everything the router needs to pick, call and price it.
@@ -443,7 +448,8 @@ fn merge_provider(base: &mut ProviderEntry, over: &ProviderEntry) {
         api_key_env,
         connect_timeout_ms,
         first_byte_timeout_ms,
-        total_timeout_ms
+        total_timeout_ms,
+        max_concurrent
     );
 }
 
@@ -497,6 +503,9 @@ fn resolve_provider(
     if !matches!(url.scheme(), "http" | "https") {
         return Err(origin.error("base_url", "must start with http:// or https://"));
     }
+    if entry.max_concurrent == Some(0) {
+        return Err(origin.error("max_concurrent", "must be above 0"));
+    }
     let api_key = entry
         .api_key_env
         .as_deref()
@@ -516,6 +525,7 @@ fn resolve_provider(
         api_key_env: entry.api_key_env,
         api_key,
         timeouts,
+        max_concurrent: entry.max_concurrent,
     })
 }
 

@@ -329,3 +329,79 @@ async fn past_max_concurrent_requests_one_more_is_shed_at_once_with_retry_after(
     assert_eq!(h.chat(&hello("local/small")).await.status(), 200);
     assert!(h.metrics().await.contains("triage_shed_total 2"));
 }
+
+#[tokio::test]
+async fn a_provider_at_max_concurrent_sends_requests_to_their_next_model_at_once() {
+    let config = r#"
+[auth]
+keys = ["sk-triage-test"]
+metrics_keys = ["sk-triage-metrics"]
+[[providers]]
+name = "local"
+kind = "openai"
+base_url = "MOCK_URL"
+api_key_env = "LOCAL_API_KEY"
+max_concurrent = 1
+[[providers]]
+name = "spare"
+kind = "openai"
+base_url = "MOCK_URL"
+api_key_env = "LOCAL_API_KEY"
+[[models]]
+id = "local/a"
+provider = "local"
+upstream = "a-model"
+input_per_mtok = 1.0
+output_per_mtok = 2.0
+context = 8000
+fallbacks = ["spare/b"]
+[[models]]
+id = "local/c"
+provider = "local"
+upstream = "c-model"
+input_per_mtok = 1.0
+output_per_mtok = 2.0
+context = 8000
+[[models]]
+id = "spare/b"
+provider = "spare"
+upstream = "b-model"
+input_per_mtok = 1.0
+output_per_mtok = 2.0
+context = 8000
+"#;
+    let h = std::sync::Arc::new(Harness::start_with(config).await);
+    h.fail(
+        "a-model",
+        vec![Fault {
+            chunk_delay_ms: Some(150),
+            ..Fault::default()
+        }],
+    );
+    let mut body = hello("local/a");
+    body["stream"] = serde_json::json!(true);
+    let holder = {
+        let h = h.clone();
+        tokio::spawn(async move { h.chat(&body).await.text().await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // The one slot is taken: local/a moves on to spare/b without calling local.
+    let moved = h.chat(&hello("local/a")).await;
+    assert_eq!(moved.status(), 200);
+    assert_eq!(header(&moved, "x-triage-model"), Some("spare/b"));
+    assert_eq!(
+        header(&moved, "x-triage-fallbacks"),
+        Some("local/a (provider_busy)")
+    );
+    // A model with nowhere to go gets 503 at once.
+    let busy = h.chat(&hello("local/c")).await;
+    assert_eq!(busy.status(), 503);
+    assert_eq!(header(&busy, "retry-after"), Some("1"));
+    let error: Value = busy.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "upstream_busy", "{error}");
+    assert!(h.upstream_calls("c-model").is_empty());
+
+    assert!(holder.await.unwrap().contains("[DONE]"));
+    assert_eq!(h.chat(&hello("local/c")).await.status(), 200);
+}

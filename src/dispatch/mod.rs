@@ -14,6 +14,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use rand::Rng;
 use serde_json::{Map, Value};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, timeout_at};
 
 use crate::catalog::{Catalog, Model};
@@ -21,6 +22,20 @@ use crate::config::DispatchConfig;
 use crate::metrics::{ErrorLabels, Metrics, ModelLabels};
 use crate::providers::{Body, ChunkStream, Format, ProviderError, Upstream};
 pub use breaker::{Breakers, State as BreakerState};
+
+/// A stream keeps its provider slot until the stream is dropped; a full answer is done.
+fn hold_until_done(answer: Answer, slot: Option<OwnedSemaphorePermit>) -> Answer {
+    match (answer, slot) {
+        (Answer::Stream(mut streamed), Some(slot)) => {
+            streamed.rest = Box::pin(streamed.rest.map(move |chunk| {
+                let _held = &slot;
+                chunk
+            }));
+            Answer::Stream(streamed)
+        }
+        (answer, _) => answer,
+    }
+}
 
 /// One model given up on, and why.
 #[derive(Debug, Clone)]
@@ -59,6 +74,8 @@ pub struct DispatchError {
 
 pub struct Dispatcher {
     upstreams: HashMap<String, Upstream>,
+    /// A permit per call in flight, for providers with `max_concurrent`.
+    slots: HashMap<String, Arc<Semaphore>>,
     settings: DispatchConfig,
     breakers: Breakers,
     metrics: Arc<Metrics>,
@@ -79,8 +96,16 @@ impl Dispatcher {
             settings.breaker_failures,
             Duration::from_millis(settings.breaker_cooldown_ms),
         );
+        let slots = catalog
+            .providers
+            .iter()
+            .filter_map(|(name, p)| {
+                Some((name.clone(), Arc::new(Semaphore::new(p.max_concurrent?))))
+            })
+            .collect();
         Ok(Dispatcher {
             upstreams,
+            slots,
             settings,
             breakers,
             metrics,
@@ -153,10 +178,13 @@ impl Dispatcher {
         if !allowed {
             return Err(ProviderError::CircuitOpen);
         }
+        // Held across retries, and by a stream until it ends.
+        let slot = self.take_slot(model)?;
         let mut attempt = 0;
         loop {
             let error = match self.call(upstream, model, body, format, stream).await {
                 Ok(answer) => {
+                    let answer = hold_until_done(answer, slot);
                     // A stream counts as a success when it ends well, not at its first byte:
                     // a model that always dies mid-answer must open its circuit
                     // (`record_stream_success`).
@@ -186,6 +214,22 @@ impl Dispatcher {
                 None => return Err(error),
             }
             attempt += 1;
+        }
+    }
+
+    /// A call slot of the model's provider, when it has `max_concurrent`; `Busy` when all are
+    /// taken, so the request moves on to its next model instead of queueing.
+    fn take_slot(&self, model: &Model) -> Result<Option<OwnedSemaphorePermit>, ProviderError> {
+        let Some(slots) = self.slots.get(&model.provider) else {
+            return Ok(None);
+        };
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => Ok(Some(permit)),
+            Err(_) => {
+                let error = ProviderError::Busy(model.provider.clone());
+                self.record_error(model, &error);
+                Err(error)
+            }
         }
     }
 

@@ -7,6 +7,8 @@
 //! `dispatch`; choosing a model belongs to `router`.
 
 pub mod anthropic;
+#[cfg(test)]
+mod fuzz;
 pub mod gemini;
 pub mod openai;
 
@@ -91,6 +93,9 @@ pub enum ProviderError {
     MissingKey { provider: String, env: String },
     #[error("the circuit breaker is open after repeated failures")]
     CircuitOpen,
+    /// The provider's `max_concurrent` calls are in flight: no call was made.
+    #[error("provider `{0}` is at its limit of calls in flight")]
+    Busy(String),
     /// The request uses something this provider's API cannot express (another kind may).
     #[error("the request cannot be expressed in this provider's API: {0}")]
     Untranslatable(String),
@@ -148,6 +153,7 @@ impl ProviderError {
             && !matches!(
                 self,
                 ProviderError::CircuitOpen
+                    | ProviderError::Busy(_)
                     | ProviderError::MissingKey { .. }
                     | ProviderError::Untranslatable(_)
             )
@@ -166,6 +172,7 @@ impl ProviderError {
             ProviderError::Truncated => "truncated_upstream".into(),
             ProviderError::MissingKey { .. } => "missing_key".into(),
             ProviderError::CircuitOpen => "circuit_open".into(),
+            ProviderError::Busy(_) => "provider_busy".into(),
             ProviderError::Untranslatable(_) => "untranslatable".into(),
         }
     }

@@ -174,6 +174,11 @@ impl ApiError {
                 "upstream_error",
                 "circuit_open",
             ),
+            ProviderError::Busy(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_error",
+                "upstream_busy",
+            ),
             ProviderError::MissingKey { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "upstream_error",
@@ -187,8 +192,10 @@ impl ApiError {
             _ => (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_error"),
         };
         let mut api = ApiError::new(status, kind, message).with_code(code);
-        if let ProviderError::Status { retry_after, .. } = &last.error {
-            api.retry_after = *retry_after;
+        match &last.error {
+            ProviderError::Status { retry_after, .. } => api.retry_after = *retry_after,
+            ProviderError::Busy(_) => api.retry_after = Some(Duration::from_secs(1)),
+            _ => {}
         }
         api
     }
