@@ -467,17 +467,39 @@ async fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyh
     Ok(())
 }
 
-/// `triage health`: one GET, success only on 200.
+/// `triage health`: one plain-HTTP GET, success only on 200. Written on a bare TCP stream so
+/// that it needs no TLS set-up or CA bundle (a minimal container image has none); health
+/// checks talk to the router on loopback.
 async fn health(url: &str) -> anyhow::Result<()> {
-    let response = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(5))
-        .no_proxy()
-        .build()?
-        .get(url)
-        .send()
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let parsed = reqwest::Url::parse(url).with_context(|| format!("`{url}` is not a URL"))?;
+    anyhow::ensure!(
+        parsed.scheme() == "http",
+        "triage health speaks plain http://, not {url}"
+    );
+    let host = parsed.host_str().context("the URL has no host")?;
+    let port = parsed.port_or_known_default().unwrap_or(80);
+    let check = async {
+        let mut stream = tokio::net::TcpStream::connect((host, port)).await?;
+        let request = format!(
+            "GET {} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n",
+            parsed.path()
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await?;
+        anyhow::Ok(head)
+    };
+    let head = tokio::time::timeout(std::time::Duration::from_secs(5), check)
         .await
+        .with_context(|| format!("GET {url}: no answer within 5 s"))?
         .with_context(|| format!("GET {url}"))?;
-    anyhow::ensure!(response.status() == 200, "GET {url}: {}", response.status());
+    // "HTTP/1.1 200"
+    anyhow::ensure!(
+        &head[9..12] == b"200",
+        "GET {url}: {}",
+        String::from_utf8_lossy(&head)
+    );
     Ok(())
 }
 

@@ -119,6 +119,18 @@ async fn a_copied_binary_serves_auto_with_the_builtin_catalog_and_classifier() {
     assert_eq!(decision["classifier"]["top_skill"], "code", "{decision}");
     let chosen = decision["chosen"]["model"].as_str().unwrap();
     assert!(chosen.starts_with("openai/"), "{decision}");
+    // The container health check: 0 on 200, 1 on anything else or nobody listening.
+    let health = |target: &str| {
+        bare(&triage, dir.path())
+            .args(["health", "--url", target])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(health(&format!("{url}/health")));
+    assert!(!health(&format!("{url}/no-such-path")));
+    assert!(!health(&format!("http://127.0.0.1:{}/health", free_port())));
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(log.contains("built-in defaults"), "{log}");
     assert!(log.contains("model=builtin"), "{log}");
