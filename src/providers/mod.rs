@@ -189,11 +189,55 @@ impl ProviderError {
     }
 }
 
+/// What differs between provider kinds, one implementation per wire format (`openai.rs`,
+/// `anthropic/`, `gemini/`): the request, the whole answer, the stream and the error body.
+/// What is the same for all (keys, scrubbing, the SSE framing, timeouts) stays out of it.
+trait Adapter: Send + Sync {
+    /// The HTTP request for `body`, with the provider's credentials.
+    fn request(
+        &self,
+        client: &reqwest::Client,
+        provider: &Provider,
+        model: &Model,
+        body: Body<'_>,
+        stream: bool,
+    ) -> Result<reqwest::RequestBuilder, ProviderError>;
+    /// The format the answer to `body` comes back in: OpenAI's, unless the adapter passes a
+    /// client's request in its own format through untouched.
+    fn answer_format(&self, _body: Body<'_>) -> Format {
+        Format::Chat
+    }
+    /// A whole answer, as an OpenAI `chat.completion`.
+    fn completion(&self, answer: Value) -> Result<Value, ProviderError>;
+    /// A streamed answer, as OpenAI chunks.
+    fn chunks(&self, response: reqwest::Response) -> ChunkStream;
+    /// What an error body says.
+    fn error_details(&self, body: &Value) -> ErrorDetails;
+}
+
+/// The adapter of a provider kind.
+fn adapter(kind: ProviderKind) -> &'static dyn Adapter {
+    match kind {
+        ProviderKind::Openai => &openai::OpenAi,
+        ProviderKind::Anthropic => &anthropic::Anthropic,
+        ProviderKind::Gemini => &gemini::Gemini,
+    }
+}
+
 /// One provider's HTTP client and settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Upstream {
     pub provider: Arc<Provider>,
     client: reqwest::Client,
+    adapter: &'static dyn Adapter,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("provider", &self.provider)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Upstream {
@@ -203,16 +247,18 @@ impl Upstream {
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(90))
             .build()?;
-        Ok(Upstream { provider, client })
+        let adapter = adapter(provider.kind);
+        Ok(Upstream {
+            provider,
+            client,
+            adapter,
+        })
     }
 
     /// The format this upstream's answer to `body` comes back in: Anthropic's own for an
     /// Anthropic request to an Anthropic upstream, OpenAI's for everything else.
     pub fn answer_format(&self, body: Body<'_>) -> Format {
-        match (self.provider.kind, body) {
-            (ProviderKind::Anthropic, Body::Messages { .. }) => Format::Messages,
-            _ => Format::Chat,
-        }
+        self.adapter.answer_format(body)
     }
 
     /// Sends the request and returns once the response headers are in and say success.
@@ -228,29 +274,15 @@ impl Upstream {
                 env: env.clone(),
             });
         }
-        let (client, provider) = (&self.client, self.provider.as_ref());
-        let request = match (provider.kind, body) {
-            (ProviderKind::Anthropic, Body::Messages { native, .. }) => {
-                anthropic::native_request(client, provider, model, native)
-            }
-            (ProviderKind::Anthropic, body) => {
-                anthropic::request(client, provider, model, body.chat()?, stream)?
-            }
-            (ProviderKind::Gemini, body) => {
-                gemini::request(client, provider, model, body.chat()?, stream)?
-            }
-            (ProviderKind::Openai, Body::Chat(chat)) => {
-                openai::request(client, provider, model, chat, stream)
-            }
-            (ProviderKind::Openai, body) => {
-                openai::translated_request(client, provider, model, body.chat()?, stream)
-            }
-        };
+        let provider = self.provider.as_ref();
+        let request = self
+            .adapter
+            .request(&self.client, provider, model, body, stream)?;
         let response = request.send().await.map_err(ProviderError::from_reqwest)?;
         if response.status().is_success() {
             Ok(response)
         } else {
-            Err(error_from_response(response, provider).await)
+            Err(error_from_response(response, provider, self.adapter).await)
         }
     }
 
@@ -262,11 +294,9 @@ impl Upstream {
         format: Format,
     ) -> Result<Value, ProviderError> {
         let value = read_json(response).await?;
-        match (format, self.provider.kind) {
-            (Format::Messages, _) => anthropic::check_native(value),
-            (Format::Chat, ProviderKind::Openai) => openai::check_completion(value),
-            (Format::Chat, ProviderKind::Anthropic) => anthropic::to_completion(&value),
-            (Format::Chat, ProviderKind::Gemini) => gemini::to_completion(&value),
+        match format {
+            Format::Messages => anthropic::check_native(value),
+            Format::Chat => self.adapter.completion(value),
         }
     }
 
@@ -280,17 +310,9 @@ impl Upstream {
     }
 
     fn translate(&self, response: reqwest::Response, format: Format) -> ChunkStream {
-        match (format, self.provider.kind) {
-            (Format::Messages, _) => translate_sse(response, anthropic::NativeEvents::default()),
-            (Format::Chat, ProviderKind::Openai) => {
-                translate_sse(response, openai::Chunks::default())
-            }
-            (Format::Chat, ProviderKind::Anthropic) => {
-                translate_sse(response, anthropic::ChunkTranslator::default())
-            }
-            (Format::Chat, ProviderKind::Gemini) => {
-                translate_sse(response, gemini::ChunkTranslator::default())
-            }
+        match format {
+            Format::Messages => translate_sse(response, anthropic::NativeEvents::default()),
+            Format::Chat => self.adapter.chunks(response),
         }
     }
 }
@@ -309,7 +331,11 @@ struct ErrorDetails {
 }
 
 /// Builds a [`ProviderError::Status`] from an upstream error response.
-async fn error_from_response(response: reqwest::Response, provider: &Provider) -> ProviderError {
+async fn error_from_response(
+    response: reqwest::Response,
+    provider: &Provider,
+    adapter: &dyn Adapter,
+) -> ProviderError {
     let status = response.status();
     let header_wait = response
         .headers()
@@ -319,11 +345,7 @@ async fn error_from_response(response: reqwest::Response, provider: &Provider) -
     let bytes = response.bytes().await.unwrap_or_default();
     let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_ERROR_BODY)]).into_owned();
     let details = serde_json::from_str::<Value>(&text)
-        .map(|body| match provider.kind {
-            ProviderKind::Openai => openai::error_details(&body),
-            ProviderKind::Anthropic => anthropic::error_details(&body),
-            ProviderKind::Gemini => gemini::error_details(&body),
-        })
+        .map(|body| adapter.error_details(&body))
         .unwrap_or_default();
     let status = details.status.unwrap_or(status);
     let message = if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {

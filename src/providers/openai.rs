@@ -9,8 +9,43 @@
 use reqwest::header::AUTHORIZATION;
 use serde_json::{Map, Value, json};
 
-use super::{ErrorDetails, EventTranslator, ProviderError, parse_event};
+use super::{
+    Adapter, Body, ChunkStream, ErrorDetails, EventTranslator, ProviderError, parse_event,
+    translate_sse,
+};
 use crate::catalog::{Model, Provider};
+
+/// OpenAI-compatible upstreams: a client's chat body passes through, a translated one gets
+/// OpenAI's own names where OpenAI needs them.
+pub(super) struct OpenAi;
+
+impl Adapter for OpenAi {
+    fn request(
+        &self,
+        client: &reqwest::Client,
+        provider: &Provider,
+        model: &Model,
+        body: Body<'_>,
+        stream: bool,
+    ) -> Result<reqwest::RequestBuilder, ProviderError> {
+        Ok(match body {
+            Body::Chat(chat) => request(client, provider, model, chat, stream),
+            body => translated_request(client, provider, model, body.chat()?, stream),
+        })
+    }
+
+    fn completion(&self, answer: Value) -> Result<Value, ProviderError> {
+        check_completion(answer)
+    }
+
+    fn chunks(&self, response: reqwest::Response) -> ChunkStream {
+        translate_sse(response, Chunks::default())
+    }
+
+    fn error_details(&self, body: &Value) -> ErrorDetails {
+        error_details(body)
+    }
+}
 
 /// The request for a client's own chat body.
 pub(super) fn request(

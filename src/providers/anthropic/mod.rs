@@ -39,6 +39,47 @@ pub struct Native<'a> {
     pub beta: Option<&'a str>,
 }
 
+/// Anthropic's Messages API: translated from a chat body, or a `/v1/messages` request passed
+/// through as it came (and its answer back as it came).
+pub(super) struct Anthropic;
+
+impl super::Adapter for Anthropic {
+    fn request(
+        &self,
+        client: &reqwest::Client,
+        provider: &Provider,
+        model: &Model,
+        body: super::Body<'_>,
+        stream: bool,
+    ) -> Result<reqwest::RequestBuilder, ProviderError> {
+        match body {
+            super::Body::Messages { native, .. } => {
+                Ok(native_request(client, provider, model, native))
+            }
+            body => request(client, provider, model, body.chat()?, stream),
+        }
+    }
+
+    fn answer_format(&self, body: super::Body<'_>) -> super::Format {
+        match body {
+            super::Body::Messages { .. } => super::Format::Messages,
+            super::Body::Chat(_) => super::Format::Chat,
+        }
+    }
+
+    fn completion(&self, answer: Value) -> Result<Value, ProviderError> {
+        to_completion(&answer)
+    }
+
+    fn chunks(&self, response: reqwest::Response) -> super::ChunkStream {
+        super::translate_sse(response, ChunkTranslator::default())
+    }
+
+    fn error_details(&self, body: &Value) -> ErrorDetails {
+        error_details(body)
+    }
+}
+
 /// The client's own request, with only `model` rewritten.
 pub(super) fn native_request(
     client: &reqwest::Client,

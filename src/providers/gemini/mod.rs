@@ -17,6 +17,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use super::{ErrorDetails, ProviderError, str_field};
+use crate::catalog::{Model, Provider};
 
 pub(super) use request::request;
 pub(super) use response::{ChunkTranslator, to_completion};
@@ -24,6 +25,34 @@ pub(super) use response::{ChunkTranslator, to_completion};
 /// The model part of a Gemini URL: the upstream name without a `models/` prefix.
 fn model_path(upstream: &str) -> &str {
     upstream.strip_prefix("models/").unwrap_or(upstream)
+}
+
+/// Google's `generateContent` / `streamGenerateContent`, translated both ways.
+pub(super) struct Gemini;
+
+impl super::Adapter for Gemini {
+    fn request(
+        &self,
+        client: &reqwest::Client,
+        provider: &Provider,
+        model: &Model,
+        body: super::Body<'_>,
+        stream: bool,
+    ) -> Result<reqwest::RequestBuilder, ProviderError> {
+        request(client, provider, model, body.chat()?, stream)
+    }
+
+    fn completion(&self, answer: Value) -> Result<Value, ProviderError> {
+        to_completion(&answer)
+    }
+
+    fn chunks(&self, response: reqwest::Response) -> super::ChunkStream {
+        super::translate_sse(response, ChunkTranslator::default())
+    }
+
+    fn error_details(&self, body: &Value) -> ErrorDetails {
+        error_details(body)
+    }
 }
 
 /// Gemini's error body: `{"error": {"code", "message", "status", "details"}}`. A bad API key
