@@ -7,7 +7,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -21,15 +21,8 @@ use crate::router::AdaptiveRouter;
 /// Longest accepted feedback comment, in bytes.
 const MAX_COMMENT: usize = 10_000;
 
-fn log_disabled() -> ApiError {
-    let mut error = ApiError::internal("The outcome log is disabled ([log] enabled = false).");
-    error.status = StatusCode::SERVICE_UNAVAILABLE;
-    error.code = Some("log_disabled".into());
-    error
-}
-
 fn outcome_log(state: &AppState) -> Result<&OutcomeLog, ApiError> {
-    state.outcomes.as_ref().ok_or_else(log_disabled)
+    state.outcomes.as_ref().ok_or_else(ApiError::log_disabled)
 }
 
 /// `POST /v1/feedback`: a score for one logged request; 200 once it is committed.
@@ -56,13 +49,7 @@ async fn store_feedback(
     let id = feedback.request_id.clone();
     let score = feedback.score;
     log.feedback(feedback).await.map_err(|error| match error {
-        FeedbackError::UnknownId(id) => {
-            let mut e =
-                ApiError::invalid_request(format!("No logged request has id `{id}`."), Some("id"));
-            e.status = StatusCode::NOT_FOUND;
-            e.code = Some("request_not_found".into());
-            e
-        }
+        FeedbackError::UnknownId(id) => ApiError::request_not_found(&id),
         FeedbackError::Store(message) => ApiError::internal(message),
     })?;
     Ok(json!({"object": "feedback", "id": id, "score": score, "stored": true}))
@@ -185,22 +172,14 @@ async fn usage_report(
 /// `POST /admin/reload`: loads the classifier directory again and swaps it in.
 pub(super) async fn reload(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if state.admin_keys.is_empty() {
-        let mut error =
-            ApiError::invalid_request("No admin keys are configured ([auth] admin_keys).", None);
-        error.status = StatusCode::FORBIDDEN;
-        error.code = Some("admin_disabled".into());
-        return error.into_response();
+        return ApiError::admin_disabled().into_response();
     }
     if state.admin_key(&headers).is_none() {
         return ApiError::unauthorized("This endpoint needs an admin key.").into_response();
     }
     match reload_classifier(&state).await {
         Ok(info) => Json(info).into_response(),
-        Err(message) => {
-            let mut error = ApiError::internal(message);
-            error.code = Some("reload_failed".into());
-            error.into_response()
-        }
+        Err(message) => ApiError::reload_failed(message).into_response(),
     }
 }
 
@@ -256,24 +235,19 @@ mod tests {
             parse_feedback(br#"{"id":"r","score":0.25}"#).unwrap().score,
             0.25
         );
+        assert_eq!(error_of(r#"{"id":"r","score":1.5}"#).param(), Some("score"));
         assert_eq!(
-            error_of(r#"{"id":"r","score":1.5}"#).param.as_deref(),
-            Some("score")
-        );
-        assert_eq!(
-            error_of(r#"{"id":"r","thumbs":"left"}"#).param.as_deref(),
+            error_of(r#"{"id":"r","thumbs":"left"}"#).param(),
             Some("thumbs")
         );
-        assert_eq!(error_of(r#"{"score":1}"#).param.as_deref(), Some("id"));
-        assert_eq!(error_of(r#"{"id":"r"}"#).param.as_deref(), Some("score"));
+        assert_eq!(error_of(r#"{"score":1}"#).param(), Some("id"));
+        assert_eq!(error_of(r#"{"id":"r"}"#).param(), Some("score"));
         assert_eq!(
-            error_of(r#"{"id":"r","score":1,"thumbs":"up"}"#).status,
+            error_of(r#"{"id":"r","score":1,"thumbs":"up"}"#).status(),
             400
         );
         assert_eq!(
-            error_of(r#"{"id":"r","score":1,"extra":1}"#)
-                .param
-                .as_deref(),
+            error_of(r#"{"id":"r","score":1,"extra":1}"#).param(),
             Some("extra")
         );
     }

@@ -12,14 +12,16 @@ use serde_json::{Value, json};
 use crate::dispatch::DispatchError;
 use crate::providers::ProviderError;
 
+/// An error as the client sees it. Built only by the named constructors below, so that each
+/// kind of failure has one status, one `type` and one `code` wherever it is raised.
 #[derive(Debug, Clone)]
 pub struct ApiError {
-    pub status: StatusCode,
-    pub message: String,
-    pub kind: &'static str,
-    pub param: Option<String>,
-    pub code: Option<String>,
-    pub retry_after: Option<Duration>,
+    status: StatusCode,
+    message: String,
+    kind: &'static str,
+    param: Option<String>,
+    code: Option<String>,
+    retry_after: Option<Duration>,
 }
 
 impl ApiError {
@@ -119,6 +121,102 @@ impl ApiError {
             "Method not allowed on this path.",
         )
         .with_code("method_not_allowed")
+    }
+
+    /// `auto` was asked for and no classifier model is loaded.
+    pub fn classifier_unavailable(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
+            .with_code("classifier_unavailable")
+    }
+
+    /// Only this router's set-up (keys, `[routing] models`) stands between `auto` and a model.
+    pub fn no_routable_model(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
+            .with_code("no_routable_model")
+    }
+
+    /// The request's own constraints leave no model; 503 when open circuits are part of why.
+    pub fn no_eligible_model(message: impl Into<String>, circuits_open: bool) -> ApiError {
+        let status = if circuits_open {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        ApiError::new(status, "invalid_request_error", message)
+            .with_code("no_eligible_model")
+            .with_param("model")
+    }
+
+    /// An upstream failed after the answer had started: the stream's closing error event. A
+    /// rate limit or overload keeps its status (Anthropic's error `type` follows it).
+    pub fn failed_mid_answer(error: &ProviderError) -> ApiError {
+        let status = match error {
+            ProviderError::Status { status, .. } if matches!(status.as_u16(), 429 | 529) => *status,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let code = match error {
+            ProviderError::Truncated => "truncated_upstream",
+            _ => "upstream_stream_error",
+        };
+        ApiError::new(
+            status,
+            "upstream_error",
+            format!("The upstream failed after the answer had started: {error}"),
+        )
+        .with_code(code)
+    }
+
+    pub fn log_disabled() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "The outcome log is disabled ([log] enabled = false).",
+        )
+        .with_code("log_disabled")
+    }
+
+    /// Feedback for a request id the log does not hold.
+    pub fn request_not_found(id: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            format!("No logged request has id `{id}`."),
+        )
+        .with_code("request_not_found")
+        .with_param("id")
+    }
+
+    /// An admin endpoint on a router with no admin keys.
+    pub fn admin_disabled() -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "invalid_request_error",
+            "No admin keys are configured ([auth] admin_keys).",
+        )
+        .with_code("admin_disabled")
+    }
+
+    pub fn reload_failed(message: impl Into<String>) -> ApiError {
+        ApiError::internal(message).with_code("reload_failed")
+    }
+
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The machine-readable `code`, if the error has one.
+    pub fn code(&self) -> Option<&str> {
+        self.code.as_deref()
+    }
+
+    /// The request field at fault, if one is.
+    pub fn param(&self) -> Option<&str> {
+        self.param.as_deref()
     }
 
     pub fn internal(message: impl Into<String>) -> ApiError {

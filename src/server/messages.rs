@@ -181,14 +181,7 @@ fn events_bytes(events: &[Value]) -> Option<Bytes> {
 
 /// The `error` event for a failure after the answer had started.
 fn error_event(error: &ProviderError) -> Bytes {
-    let mut api = ApiError::internal(format!(
-        "The upstream failed after the answer had started: {error}"
-    ));
-    if let ProviderError::Status { status, .. } = error
-        && matches!(status.as_u16(), 429 | 529)
-    {
-        api.status = *status;
-    }
+    let api = ApiError::failed_mid_answer(error);
     Bytes::from(sse_event(&api.anthropic_body()))
 }
 
@@ -350,7 +343,10 @@ mod tests {
     use super::*;
 
     fn message_of(body: &str) -> String {
-        MessagesRequest::parse(body.as_bytes()).unwrap_err().message
+        MessagesRequest::parse(body.as_bytes())
+            .unwrap_err()
+            .message()
+            .to_string()
     }
 
     #[test]
@@ -392,7 +388,7 @@ mod tests {
         assert!(
             MessagesRequest::parse(b"{")
                 .unwrap_err()
-                .message
+                .message()
                 .contains("JSON")
         );
     }

@@ -449,7 +449,7 @@ fn respond(
     let mut response = match result {
         Ok(response) => response,
         Err((error, model)) => {
-            finished.status = error.status.as_u16();
+            finished.status = error.status().as_u16();
             state.record(&finished, model.as_deref());
             let mut response = render(error);
             set_header(&mut response, "x-triage-fallbacks", &finished.fallbacks);

@@ -183,7 +183,10 @@ mod tests {
     use super::*;
 
     fn param_of(body: &str) -> Option<String> {
-        ChatRequest::parse(body.as_bytes()).unwrap_err().param
+        ChatRequest::parse(body.as_bytes())
+            .unwrap_err()
+            .param()
+            .map(String::from)
     }
 
     #[test]
@@ -260,7 +263,10 @@ mod tests {
             let body = format!(
                 r#"{{"model":"auto","messages":[{{"role":"user","content":"x"}}],"triage":{t}}}"#
             );
-            ChatRequest::parse(body.as_bytes()).unwrap_err().param
+            ChatRequest::parse(body.as_bytes())
+                .unwrap_err()
+                .param()
+                .map(String::from)
         };
         assert_eq!(
             bad(r#"{"min_quality":2}"#).as_deref(),
@@ -274,8 +280,8 @@ mod tests {
     #[test]
     fn invalid_json_is_reported() {
         let err = ChatRequest::parse(b"{\"model\": ").unwrap_err();
-        assert_eq!(err.status, 400);
-        assert_eq!(err.code.as_deref(), Some("invalid_json"));
+        assert_eq!(err.status(), 400);
+        assert_eq!(err.code(), Some("invalid_json"));
         assert!(ChatRequest::parse(b"[1]").is_err());
     }
 }

@@ -9,7 +9,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
@@ -85,13 +85,10 @@ async fn decide(
     profile: Profile,
 ) -> Result<(AutoDecision, Arc<AdaptiveRouter>), ApiError> {
     let Some(adaptive) = state.adaptive.load_full() else {
-        let mut error = ApiError::internal(
+        return Err(ApiError::classifier_unavailable(
             "Adaptive routing is unavailable: no classifier model is loaded. Name a model \
              explicitly, or set [classifier] model in the config.",
-        );
-        error.status = StatusCode::SERVICE_UNAVAILABLE;
-        error.code = Some("classifier_unavailable".into());
-        return Err(error);
+        ));
     };
     let body = std::mem::take(chat_body);
     let state_for_task = state.clone();
@@ -147,31 +144,23 @@ fn auto_chain(
     }
     let reasons = grouped_reasons(&decision.candidates);
     if blocked_by_deployment(&decision.candidates, constraints) {
-        let mut error = ApiError::internal(format!(
+        return Err(ApiError::no_routable_model(format!(
             "No model can answer {} on this router: {reasons}. Set a provider key, widen \
              [routing] models, or name a model explicitly.",
             decision.profile
-        ));
-        error.status = StatusCode::SERVICE_UNAVAILABLE;
-        error.code = Some("no_routable_model".into());
-        return Err(error);
+        )));
     }
     let any_down = decision
         .candidates
         .iter()
         .any(|c| c.excluded.as_deref() == Some(CIRCUIT_OPEN));
-    let mut error = ApiError::invalid_request(
+    Err(ApiError::no_eligible_model(
         format!(
             "No model can serve this request under {}: {reasons}",
             decision.profile
         ),
-        Some("model"),
-    );
-    error.code = Some("no_eligible_model".into());
-    if any_down {
-        error.status = StatusCode::SERVICE_UNAVAILABLE;
-    }
-    Err(error)
+        any_down,
+    ))
 }
 
 /// Whether only this router's set-up (missing keys, `[routing] models`, open circuits) stands

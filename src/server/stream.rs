@@ -205,14 +205,5 @@ fn sse_event(value: &Value) -> Bytes {
 }
 
 fn error_event(error: &ProviderError) -> Bytes {
-    let mut api = ApiError::internal(format!(
-        "The upstream failed after the answer had started: {error}"
-    ));
-    api.kind = "upstream_error";
-    let code = match error {
-        ProviderError::Truncated => "truncated_upstream",
-        _ => "upstream_stream_error",
-    };
-    api.code = Some(code.into());
-    sse_event(&api.body())
+    sse_event(&ApiError::failed_mid_answer(error).body())
 }
