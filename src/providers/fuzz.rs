@@ -281,3 +281,39 @@ fn the_stream_and_response_translators_never_panic() {
         let _ = gemini::error_details(&mutated(rng, &gemini_seeds));
     });
 }
+
+/// Header values as upstreams send them, and as they should not: numbers of every size and
+/// sign, HTTP dates, garbage.
+fn retry_after_value(rng: &mut StdRng) -> String {
+    match rng.random_range(0..6) {
+        0 => rng.random_range(0u64..100_000).to_string(),
+        1 => format!(
+            "{:e}",
+            rng.random::<f64>() * 10f64.powi(rng.random_range(0..400))
+        ),
+        2 => format!("-{}", rng.random::<f32>()),
+        3 => "Wed, 21 Oct 2015 07:28:00 GMT".to_string(),
+        4 => ["inf", "NaN", "1e400", " 5 ", "", "99999999999999999999999"][rng.random_range(0..6)]
+            .to_string(),
+        _ => String::from_utf8_lossy(&rng.random::<[u8; 8]>()).into_owned(),
+    }
+}
+
+#[test]
+fn retry_after_parsing_and_key_scrubbing_never_panic() {
+    let catalog = Catalog::build(&Config::default(), std::path::Path::new("fuzz"), |_| {
+        Some("sk-Zq8XvT3kLw9RpN2b".into())
+    })
+    .expect("the built-in catalog");
+    let provider = catalog.providers["openai"].clone();
+    fuzz("Retry-After and scrub", |rng| {
+        let _ = super::parse_retry_after(&retry_after_value(rng));
+        let text = format!(
+            "{} sk-Zq8XvT3kLw9RpN2b {}é",
+            retry_after_value(rng),
+            &"sk-Zq8XvT3kLw9RpN2b"[rng.random_range(0..10)..]
+        );
+        let clean = super::scrub(&text, &provider);
+        assert!(!clean.contains("Zq8XvT3k"), "{clean}");
+    });
+}

@@ -587,7 +587,8 @@ fn replay(
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+        // `try_`: a value like `1e300` is finite but no Duration (found by the fuzz tests).
+        return Duration::try_from_secs_f64(secs).ok();
     }
     let when = httpdate::parse_http_date(value).ok()?;
     Some(
@@ -644,6 +645,8 @@ mod tests {
         let past = "Wed, 21 Oct 2015 07:28:00 GMT";
         assert_eq!(parse_retry_after(past), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(parse_retry_after("1e300"), None, "finite but no Duration");
+        assert_eq!(parse_retry_after("NaN"), None);
     }
 
     #[test]
