@@ -19,6 +19,14 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
+/// Every HTTP request, by route pattern (not the raw path: bounded cardinality).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub endpoint: String,
+    pub method: String,
+    pub status: u16,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ModelLabels {
     pub model: String,
@@ -63,6 +71,8 @@ pub struct Metrics {
     pub log_dropped: Counter,
     /// Requests refused at once because `[limits] max_concurrent_requests` were in flight.
     pub shed: Counter,
+    /// Every HTTP request (model calls, routing, feedback, usage, admin, health, metrics).
+    pub http_requests: Family<HttpLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -134,6 +144,12 @@ impl Metrics {
             "Outcomes not logged: the log's queue was full or a write failed",
             log_dropped.clone(),
         );
+        let http_requests = Family::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by endpoint (route pattern), method and status",
+            http_requests.clone(),
+        );
         let shed = Counter::default();
         registry.register(
             "shed",
@@ -153,6 +169,7 @@ impl Metrics {
             circuit_state,
             log_dropped,
             shed,
+            http_requests,
         }
     }
 

@@ -746,3 +746,31 @@ async fn health_and_metrics_report() {
         assert!(metrics.contains(needle), "missing {needle} in\n{metrics}");
     }
 }
+
+#[tokio::test]
+async fn every_endpoint_names_a_request_id_and_is_counted_by_route() {
+    let h = Harness::start("").await;
+    let route = h
+        .client
+        .post(format!("{}/v1/route", h.url))
+        .bearer_auth(ROUTER_KEY)
+        .json(&hello("local/small"))
+        .send()
+        .await
+        .unwrap();
+    let unknown = h.get("/v1/nothing-here").await;
+    let models = h.get("/v1/models").await;
+    let health = h.get("/health").await;
+    for response in [&route, &unknown, &models, &health] {
+        let id = header(response, "x-triage-request-id").unwrap_or_default();
+        assert!(id.starts_with("req_"), "{:?}: {id}", response.url());
+    }
+    let metrics = h.metrics().await;
+    for series in [
+        r#"triage_http_requests_total{endpoint="/v1/route",method="POST",status="200"} 1"#,
+        r#"triage_http_requests_total{endpoint="/v1/models",method="GET",status="200"} 1"#,
+        r#"triage_http_requests_total{endpoint="unmatched",method="GET",status="404"} 1"#,
+    ] {
+        assert!(metrics.contains(series), "{series} in:\n{metrics}");
+    }
+}

@@ -369,8 +369,38 @@ pub fn app(state: Arc<AppState>) -> Router {
             state.clone(),
             shed_overload,
         ))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
         .with_state(state)
+}
+
+/// Every response, whatever the endpoint, names a request id (the model endpoints set their
+/// own, the one in the outcome log) and is counted in `triage_http_requests_total`.
+async fn observe(
+    State(state): State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let endpoint = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |path| path.as_str())
+        .to_string();
+    let method = request.method().as_str().to_string();
+    let mut response = next.run(request).await;
+    if !response.headers().contains_key("x-triage-request-id") {
+        set_header(&mut response, "x-triage-request-id", &request_id());
+    }
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&crate::metrics::HttpLabels {
+            endpoint,
+            method,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
 }
 
 /// Past `max_concurrent_requests` model requests in flight, one more gets 503 at once. The
