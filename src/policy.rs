@@ -319,6 +319,7 @@ fn explain(
 mod tests {
     use super::*;
     use crate::catalog::Timeouts;
+    use proptest::prelude::*;
     use std::time::Duration;
 
     fn model(id: &str, input: f64, output: f64) -> Model {
@@ -576,97 +577,122 @@ mod tests {
         assert_eq!(capped, before);
     }
 
-    /// A small deterministic generator, so the property test needs no extra crate.
-    struct Lcg(u64);
-    impl Lcg {
-        fn next(&mut self) -> f32 {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((self.0 >> 33) as f32) / (1u64 << 31) as f32
-        }
+    /// One random situation: up to six models (price, tools, context, abilities, health),
+    /// a prompt, whether it needs tools, and a profile.
+    #[derive(Debug, Clone)]
+    struct Situation {
+        models: Vec<(f64, f64, bool, bool, [f32; 2], bool)>,
+        difficulty: f32,
+        skill: f32,
+        needs_tools: bool,
+        profile: Profile,
     }
 
-    #[test]
-    fn property_cheaper_model_meeting_the_target_always_wins_and_filters_hold() {
-        let mut rng = Lcg(7);
-        for _ in 0..2000 {
-            let n = 2 + (rng.next() * 5.0) as usize;
-            let models: Vec<Model> = (0..n)
-                .map(|i| {
-                    let mut m = model(
-                        &format!("m{i}"),
-                        (rng.next() * 20.0) as f64,
-                        (rng.next() * 60.0) as f64,
-                    );
-                    m.tools = rng.next() > 0.3;
-                    m.context = if rng.next() > 0.2 { 200_000 } else { 800 };
+    fn situation() -> impl Strategy<Value = Situation> {
+        let model = (
+            0.0f64..20.0,
+            0.0f64..60.0,
+            prop::bool::weighted(0.7),
+            prop::bool::weighted(0.8),
+            [-2.0f32..4.0, -2.0f32..4.0],
+            prop::bool::weighted(0.8),
+        );
+        let profile = prop_oneof![
+            Just(Profile::Balanced),
+            Just(Profile::Cheap),
+            Just(Profile::Best),
+            (0.0f32..1.0).prop_map(Profile::Floor),
+        ];
+        (
+            prop::collection::vec(model, 2..7),
+            -3.0f32..3.0,
+            0.0f32..1.0,
+            any::<bool>(),
+            profile,
+        )
+            .prop_map(
+                |(models, difficulty, skill, needs_tools, profile)| Situation {
+                    models,
+                    difficulty,
+                    skill,
+                    needs_tools,
+                    profile,
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Whatever the models and the prompt: the choice and its fallbacks pass every filter;
+        /// when the choice meets the target no eligible model that also meets it is cheaper;
+        /// when it does not, no eligible model has higher quality.
+        #[test]
+        fn property_cheaper_model_meeting_the_target_always_wins_and_filters_hold(
+            s in situation()
+        ) {
+            let models: Vec<Model> = s
+                .models
+                .iter()
+                .enumerate()
+                .map(|(i, &(input, output, tools, big, _, _))| {
+                    let mut m = model(&format!("m{i}"), input, output);
+                    m.tools = tools;
+                    m.context = if big { 200_000 } else { 800 };
                     m
                 })
                 .collect();
-            let abilities: Vec<Vec<f32>> = (0..n)
-                .map(|_| vec![rng.next() * 6.0 - 2.0, rng.next() * 6.0 - 2.0])
-                .collect();
             let options: Vec<ModelView> = models
                 .iter()
-                .zip(&abilities)
-                .map(|(model, a)| ModelView {
+                .zip(&s.models)
+                .map(|(model, (_, _, _, _, abilities, healthy))| ModelView {
                     model,
-                    abilities: Some(a),
-                    healthy: rng.next() > 0.2,
+                    abilities: Some(&abilities[..]),
+                    healthy: *healthy,
                 })
                 .collect();
             let view = PromptView {
-                difficulty: rng.next() * 6.0 - 3.0,
-                skill_mix: vec![rng.next(), 1.0],
+                difficulty: s.difficulty,
+                skill_mix: vec![s.skill, 1.0],
             };
             let needs = Needs {
-                tools: rng.next() > 0.5,
+                tools: s.needs_tools,
                 prompt_tokens: 1000,
                 ..Needs::default()
             };
-            let profile = [
-                Profile::Balanced,
-                Profile::Cheap,
-                Profile::Best,
-                Profile::Floor(rng.next()),
-            ][(rng.next() * 4.0) as usize % 4];
             let d = decide(
                 &options,
                 &view,
                 &needs,
-                profile,
+                s.profile,
                 &Constraints::default(),
                 Targets::default(),
             );
             let eligible = |c: &Candidate| c.excluded.is_none();
             for c in d.chosen.iter().chain(&d.fallbacks) {
                 let option = options.iter().find(|o| o.model.id == c.model).unwrap();
-                assert!(
+                prop_assert!(
                     option.healthy
                         && (!needs.tools || option.model.tools)
-                        && option.model.context >= 1000
+                        && option.model.context >= 1000,
+                    "{c:?} passed a filter it fails"
                 );
             }
             let Some(choice) = &d.chosen else {
-                assert!(d.candidates.iter().all(|c| !eligible(c)));
-                continue;
+                prop_assert!(d.candidates.iter().all(|c| !eligible(c)));
+                return Ok(());
             };
             let q = choice.quality.unwrap();
-            if q >= d.target {
-                for other in d.candidates.iter().filter(|c| eligible(c)) {
-                    if other.quality.unwrap() >= d.target {
-                        assert!(
-                            other.cost_usd >= choice.cost_usd,
-                            "{other:?} is cheaper than {choice:?} and meets {}",
-                            d.target
-                        );
-                    }
-                }
-            } else {
-                for other in d.candidates.iter().filter(|c| eligible(c)) {
-                    assert!(other.quality.unwrap() <= q);
+            for other in d.candidates.iter().filter(|c| eligible(c)) {
+                let other_q = other.quality.unwrap();
+                if q >= d.target {
+                    prop_assert!(
+                        other_q < d.target || other.cost_usd >= choice.cost_usd,
+                        "{other:?} is cheaper than {choice:?} and meets {}",
+                        d.target
+                    );
+                } else {
+                    prop_assert!(other_q <= q, "{other:?} beats {choice:?} below the target");
                 }
             }
         }
