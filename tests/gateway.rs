@@ -475,13 +475,13 @@ async fn circuit_opens_after_repeated_failures_then_probes() {
             .contains(r#"triage_circuit_state{model="local/solo"} 1"#)
     );
 
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    h.clock.advance(Duration::from_millis(450));
     h.mock.script(Some("solo-model"), vec![]);
     let probe = h.chat(&hello("local/solo")).await;
     // The scripted queue still holds one 500: the probe fails and the circuit reopens.
     assert_eq!(probe.status(), 502);
     assert_eq!(h.chat(&hello("local/solo")).await.status(), 503);
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    h.clock.advance(Duration::from_millis(450));
     assert_eq!(
         h.chat(&hello("local/solo")).await.status(),
         200,

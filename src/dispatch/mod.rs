@@ -6,6 +6,7 @@
 //! response shaping are the server's job.
 
 mod breaker;
+mod clock;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use crate::config::DispatchConfig;
 use crate::metrics::{ErrorLabels, Metrics, ModelLabels};
 use crate::providers::{Body, ChunkStream, Format, ProviderError, Upstream};
 pub use breaker::{Breakers, State as BreakerState};
+pub use clock::{Clock, ShiftedClock, SystemClock};
 
 /// A stream keeps its provider slot until the stream is dropped; a full answer is done.
 fn hold_until_done(answer: Answer, slot: Option<OwnedSemaphorePermit>) -> Answer {
@@ -79,6 +81,8 @@ pub struct Dispatcher {
     settings: DispatchConfig,
     breakers: Breakers,
     metrics: Arc<Metrics>,
+    /// The time the breakers go by.
+    clock: Arc<dyn Clock>,
 }
 
 impl Dispatcher {
@@ -86,6 +90,16 @@ impl Dispatcher {
         catalog: &Catalog,
         settings: DispatchConfig,
         metrics: Arc<Metrics>,
+    ) -> Result<Dispatcher, reqwest::Error> {
+        Dispatcher::with_clock(catalog, settings, metrics, Arc::new(SystemClock))
+    }
+
+    /// [`Dispatcher::new`] with the breakers on `clock`.
+    pub fn with_clock(
+        catalog: &Catalog,
+        settings: DispatchConfig,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
     ) -> Result<Dispatcher, reqwest::Error> {
         let upstreams = catalog
             .providers
@@ -109,6 +123,7 @@ impl Dispatcher {
             settings,
             breakers,
             metrics,
+            clock,
         })
     }
 
@@ -173,7 +188,7 @@ impl Dispatcher {
             .get(&model.provider)
             .expect("the catalog checked every model's provider");
         let format = upstream.answer_format(body);
-        let (allowed, state) = self.breakers.allow(&model.id, std::time::Instant::now());
+        let (allowed, state) = self.breakers.allow(&model.id, self.clock.now());
         self.set_gauge(model, state);
         if !allowed {
             return Err(ProviderError::CircuitOpen);
@@ -201,9 +216,7 @@ impl Dispatcher {
                 return Err(error);
             }
             if error.counts_as_failure() {
-                let state = self
-                    .breakers
-                    .record_failure(&model.id, std::time::Instant::now());
+                let state = self.breakers.record_failure(&model.id, self.clock.now());
                 self.set_gauge(model, state);
                 if !matches!(state, BreakerState::Closed { .. }) {
                     return Err(error);
@@ -301,7 +314,7 @@ impl Dispatcher {
 
     /// False while the model's circuit is open.
     pub fn is_healthy(&self, model: &str) -> bool {
-        !self.breakers.is_open(model, std::time::Instant::now())
+        !self.breakers.is_open(model, self.clock.now())
     }
 
     /// A stream that ended with its end marker: the model's success, for its breaker.
@@ -313,9 +326,7 @@ impl Dispatcher {
     /// breaker and the error metrics still need to hear of it.
     pub fn record_stream_failure(&self, model: &Model, error: &ProviderError) {
         self.record_error(model, error);
-        let state = self
-            .breakers
-            .record_failure(&model.id, std::time::Instant::now());
+        let state = self.breakers.record_failure(&model.id, self.clock.now());
         self.set_gauge(model, state);
     }
 

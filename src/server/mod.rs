@@ -123,8 +123,21 @@ impl AppState {
         router_keys: &[String],
         adaptive: Option<AdaptiveRouter>,
     ) -> Result<Arc<AppState>, StateError> {
+        let clock = Arc::new(crate::dispatch::SystemClock);
+        AppState::with_clock(config, catalog, router_keys, adaptive, clock)
+    }
+
+    /// [`AppState::new`] with the dispatcher's breakers on `clock` (tests move it ahead).
+    pub fn with_clock(
+        config: &Config,
+        catalog: Catalog,
+        router_keys: &[String],
+        adaptive: Option<AdaptiveRouter>,
+        clock: Arc<dyn crate::dispatch::Clock>,
+    ) -> Result<Arc<AppState>, StateError> {
         let metrics = Arc::new(Metrics::new());
-        let dispatcher = Dispatcher::new(&catalog, config.dispatch.clone(), metrics.clone())?;
+        let dispatcher =
+            Dispatcher::with_clock(&catalog, config.dispatch.clone(), metrics.clone(), clock)?;
         let outcomes = if config.log.enabled {
             Some(OutcomeLog::start(&config.log, metrics.log_dropped.clone())?)
         } else {

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use triage::catalog::Catalog;
 use triage::classifier::Classifier;
 use triage::config::Config;
+use triage::dispatch::ShiftedClock;
 use triage::mock::{Fault, MockUpstream, RecordedRequest};
 use triage::router::AdaptiveRouter;
 use triage::server::{self, AppState};
@@ -71,6 +72,8 @@ pub struct Harness {
     pub mock: MockUpstream,
     pub state: Arc<AppState>,
     pub client: reqwest::Client,
+    /// The breakers' clock: `clock.advance(d)` instead of sleeping through a cooldown.
+    pub clock: Arc<ShiftedClock>,
 }
 
 impl Harness {
@@ -126,7 +129,15 @@ impl Harness {
             let classifier = Classifier::load(dir.to_str().unwrap()).unwrap();
             AdaptiveRouter::new(classifier, &catalog, config.routing.targets())
         });
-        let state = AppState::new(&config, catalog, &config.router_keys(None), adaptive).unwrap();
+        let clock = Arc::new(ShiftedClock::default());
+        let state = AppState::with_clock(
+            &config,
+            catalog,
+            &config.router_keys(None),
+            adaptive,
+            clock.clone(),
+        )
+        .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let app = server::app(state.clone());
@@ -141,6 +152,7 @@ impl Harness {
             mock,
             state,
             client: reqwest::Client::new(),
+            clock,
         }
     }
 
