@@ -405,3 +405,48 @@ context = 8000
     assert!(holder.await.unwrap().contains("[DONE]"));
     assert_eq!(h.chat(&hello("local/c")).await.status(), 200);
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_request_is_still_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = format!(
+        "[log]\npath = \"{}\"\n",
+        dir.path().join("triage.db").display()
+    );
+    let h = Harness::start(&log).await;
+    h.fail(
+        "solo-model",
+        vec![Fault {
+            delay_ms: Some(1_500),
+            ..Fault::default()
+        }],
+    );
+    // The client gives up after 200 ms, while triage waits for the upstream.
+    let gave_up = h
+        .client
+        .post(format!("{}/v1/chat/completions", h.url))
+        .bearer_auth(ROUTER_KEY)
+        .timeout(Duration::from_millis(200))
+        .json(&hello("local/solo"))
+        .send()
+        .await;
+    assert!(gave_up.is_err());
+    let db = dir.path().join("triage.db");
+    let started = Instant::now();
+    let rows = loop {
+        h.state.outcomes.as_ref().unwrap().flush().await;
+        let rows: Vec<(i64, String)> = rusqlite::Connection::open(&db)
+            .unwrap()
+            .prepare("SELECT status, requested FROM outcomes")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        if !rows.is_empty() || started.elapsed() > Duration::from_secs(3) {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(rows, vec![(499, "local/solo".to_string())]);
+}

@@ -20,8 +20,8 @@ use serde_json::{Map, Value, json};
 use super::routing;
 use super::stream::{self, Shape, StreamContext};
 use super::{
-    ApiError, AppState, Finished, HandlerFailure, body_rejection, describe_failures, format_usd,
-    respond, set_header,
+    ApiError, AppState, Finished, HandlerFailure, Pending, body_rejection, describe_failures,
+    format_usd, respond, set_header,
 };
 use crate::catalog::{Model, Usage};
 use crate::dispatch::{Answer, Dispatched, Streamed};
@@ -34,9 +34,14 @@ pub(super) async fn messages(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let mut finished = Finished::start("messages");
-    let result = handle(&state, &headers, body, &mut finished).await;
-    respond(&state, finished, result, ApiError::into_anthropic_response)
+    let mut pending = Pending::new(&state, "messages");
+    let result = handle(&state, &headers, body, pending.finished()).await;
+    respond(
+        &state,
+        pending.done(),
+        result,
+        ApiError::into_anthropic_response,
+    )
 }
 
 async fn handle(

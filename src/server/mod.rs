@@ -473,9 +473,44 @@ async fn chat_completions(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let mut finished = Finished::start("chat");
-    let result = chat(&state, &headers, body, &mut finished).await;
-    respond(&state, finished, result, IntoResponse::into_response)
+    let mut pending = Pending::new(&state, "chat");
+    let result = chat(&state, &headers, body, pending.finished()).await;
+    respond(&state, pending.done(), result, IntoResponse::into_response)
+}
+
+/// A request's bookkeeping while its handler runs. When the client goes away, hyper drops the
+/// handler mid-await and nothing after that point runs: the guard then logs the request as
+/// 499 (the upstream may still bill for it), so no outcome is lost to a disconnect.
+pub(crate) struct Pending {
+    state: Arc<AppState>,
+    finished: Option<Finished>,
+}
+
+impl Pending {
+    pub(crate) fn new(state: &Arc<AppState>, endpoint: &'static str) -> Pending {
+        Pending {
+            state: state.clone(),
+            finished: Some(Finished::start(endpoint)),
+        }
+    }
+
+    pub(crate) fn finished(&mut self) -> &mut Finished {
+        self.finished.as_mut().expect("taken only by done")
+    }
+
+    /// The handler returned: from here on `respond` (or the stream task) records it.
+    pub(crate) fn done(mut self) -> Finished {
+        self.finished.take().expect("taken only once")
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(mut finished) = self.finished.take() {
+            finished.status = 499;
+            self.state.record(&finished, None);
+        }
+    }
 }
 
 /// A request that failed, and the model it failed on (if it got that far).
