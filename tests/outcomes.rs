@@ -754,9 +754,42 @@ async fn postgres_logs_feedback_and_reports_like_sqlite() {
     let Some(url) = postgres_url() else { return };
     let fresh = url.clone();
     tokio::task::spawn_blocking(move || {
-        let mut store = Store::connect(&fresh).unwrap();
-        store
-            .execute_batch("DROP TABLE IF EXISTS labels, feedback, outcomes")
+        // A log written by the release before migrations were recorded is migrated in place:
+        // its migrations recorded, its rows kept.
+        let mut client = postgres::Client::connect(&fresh, postgres::NoTls).unwrap();
+        client
+            .batch_execute("DROP TABLE IF EXISTS labels, feedback, outcomes, schema_migrations")
+            .unwrap();
+        client
+            .batch_execute(include_str!("fixtures/outcome_log_release_postgres.sql"))
+            .unwrap();
+        client
+            .batch_execute(
+                "INSERT INTO outcomes (id, ts_ms, endpoint, key_id, requested, route, fallbacks,
+                 prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens, cost_usd,
+                 latency_ms, status, stream) VALUES ('old', 1, 'chat', 'k', 'm', 'explicit', '',
+                 1, 2, 0, 0, 0.5, 3.0, 200, 0)",
+            )
+            .unwrap();
+        drop(Store::connect(&fresh).unwrap());
+        let versions: Vec<i64> = client
+            .query(
+                "SELECT version FROM schema_migrations ORDER BY version",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(versions, [1, 2, 3]);
+        let kept: i64 = client
+            .query_one("SELECT count(*) FROM outcomes WHERE id = 'old'", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(kept, 1);
+        // Then a fresh log for the rest of the test.
+        client
+            .batch_execute("DROP TABLE IF EXISTS labels, feedback, outcomes, schema_migrations")
             .unwrap();
     })
     .await

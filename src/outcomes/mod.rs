@@ -12,6 +12,7 @@
 //! `report` reads them back.
 
 pub mod judge;
+pub mod migrations;
 pub mod replay;
 pub mod report;
 pub mod signals;

@@ -11,105 +11,8 @@ use std::time::Duration;
 
 use rusqlite::{OpenFlags, OptionalExtension};
 
+use super::migrations;
 use super::{Feedback, FeedbackError, Outcome};
-
-const SQLITE_SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS outcomes (
-    id TEXT PRIMARY KEY,
-    ts_ms INTEGER NOT NULL,
-    endpoint TEXT NOT NULL,
-    key_id TEXT NOT NULL,
-    requested TEXT NOT NULL,
-    route TEXT NOT NULL,
-    profile TEXT,
-    difficulty REAL,
-    skills TEXT,
-    tool_need REAL,
-    candidates TEXT,
-    model TEXT,
-    fallbacks TEXT NOT NULL,
-    prompt_tokens INTEGER NOT NULL,
-    completion_tokens INTEGER NOT NULL,
-    cached_tokens INTEGER NOT NULL,
-    cache_write_tokens INTEGER NOT NULL,
-    cost_usd REAL NOT NULL,
-    ttft_ms REAL,
-    latency_ms REAL NOT NULL,
-    status INTEGER NOT NULL,
-    stream INTEGER NOT NULL,
-    prompt TEXT,
-    answer TEXT,
-    signals TEXT
-);
-CREATE INDEX IF NOT EXISTS outcomes_ts ON outcomes (ts_ms);
-CREATE TABLE IF NOT EXISTS feedback (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    request_id TEXT NOT NULL REFERENCES outcomes (id) ON DELETE CASCADE,
-    ts_ms INTEGER NOT NULL,
-    score REAL NOT NULL,
-    thumbs TEXT,
-    comment TEXT
-);
-CREATE INDEX IF NOT EXISTS feedback_request ON feedback (request_id);
-CREATE TABLE IF NOT EXISTS labels (
-    request_id TEXT NOT NULL REFERENCES outcomes (id) ON DELETE CASCADE,
-    judge TEXT NOT NULL,
-    ts_ms INTEGER NOT NULL,
-    rating REAL NOT NULL,
-    score REAL NOT NULL,
-    cost_usd REAL NOT NULL,
-    PRIMARY KEY (request_id, judge)
-);
-";
-
-const POSTGRES_SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS outcomes (
-    id TEXT PRIMARY KEY,
-    ts_ms BIGINT NOT NULL,
-    endpoint TEXT NOT NULL,
-    key_id TEXT NOT NULL,
-    requested TEXT NOT NULL,
-    route TEXT NOT NULL,
-    profile TEXT,
-    difficulty DOUBLE PRECISION,
-    skills TEXT,
-    tool_need DOUBLE PRECISION,
-    candidates TEXT,
-    model TEXT,
-    fallbacks TEXT NOT NULL,
-    prompt_tokens BIGINT NOT NULL,
-    completion_tokens BIGINT NOT NULL,
-    cached_tokens BIGINT NOT NULL,
-    cache_write_tokens BIGINT NOT NULL,
-    cost_usd DOUBLE PRECISION NOT NULL,
-    ttft_ms DOUBLE PRECISION,
-    latency_ms DOUBLE PRECISION NOT NULL,
-    status BIGINT NOT NULL,
-    stream BIGINT NOT NULL,
-    prompt TEXT,
-    answer TEXT,
-    signals TEXT
-);
-CREATE INDEX IF NOT EXISTS outcomes_ts ON outcomes (ts_ms);
-CREATE TABLE IF NOT EXISTS feedback (
-    seq BIGSERIAL PRIMARY KEY,
-    request_id TEXT NOT NULL REFERENCES outcomes (id) ON DELETE CASCADE,
-    ts_ms BIGINT NOT NULL,
-    score DOUBLE PRECISION NOT NULL,
-    thumbs TEXT,
-    comment TEXT
-);
-CREATE INDEX IF NOT EXISTS feedback_request ON feedback (request_id);
-CREATE TABLE IF NOT EXISTS labels (
-    request_id TEXT NOT NULL REFERENCES outcomes (id) ON DELETE CASCADE,
-    judge TEXT NOT NULL,
-    ts_ms BIGINT NOT NULL,
-    rating DOUBLE PRECISION NOT NULL,
-    score DOUBLE PRECISION NOT NULL,
-    cost_usd DOUBLE PRECISION NOT NULL,
-    PRIMARY KEY (request_id, judge)
-);
-";
 
 const INSERT_OUTCOME: &str = "INSERT INTO outcomes (id, ts_ms, endpoint, key_id, requested,
     route, profile, difficulty, skills, tool_need, candidates, model, fallbacks, prompt_tokens,
@@ -238,54 +141,126 @@ pub enum Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) an SQLite log for writing.
+    /// Opens (creating if needed) an SQLite log for writing, migrated to the current schema.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let conn = rusqlite::Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.execute_batch(SQLITE_SCHEMA)?;
-        // Logs written before the `signals` column existed.
-        let has_signals = conn
-            .prepare("SELECT 1 FROM pragma_table_info('outcomes') WHERE name = 'signals'")?
-            .exists([])?;
-        if !has_signals {
-            conn.execute_batch("ALTER TABLE outcomes ADD COLUMN signals TEXT")?;
-        }
-        Ok(Store::Sqlite(conn))
+        let mut store = Store::Sqlite(conn);
+        migrations::run(&mut store)?;
+        Ok(store)
     }
 
     /// Opens an existing SQLite log for reading (reports); never creates a file. A log
-    /// written by an older triage (no `labels` table or `signals` column) is brought up to
-    /// date first.
+    /// written by an older triage is migrated first.
     pub fn open_read(path: &Path) -> Result<Store, StoreError> {
         let conn = rusqlite::Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(Duration::from_secs(10))?;
-        let current = conn
-            .prepare("SELECT 1 FROM pragma_table_info('outcomes') WHERE name = 'signals'")?
-            .exists([])?
-            && conn
-                .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'labels'")?
-                .exists([])?;
-        if !current {
-            drop(conn);
+        let mut store = Store::Sqlite(conn);
+        if !migrations::is_current(&mut store)? {
+            drop(store);
             Store::open(path)?;
             return Store::open_read(path);
         }
-        Ok(Store::Sqlite(conn))
+        Ok(store)
     }
 
-    /// Connects to PostgreSQL (`postgres://…`) and creates the tables if needed. Blocking:
-    /// call it off the async runtime.
+    /// Connects to PostgreSQL (`postgres://…`) and migrates it to the current schema.
+    /// Blocking: call it off the async runtime.
     pub fn connect(url: &str) -> Result<Store, StoreError> {
-        let mut client = postgres::Client::connect(url, postgres::NoTls)?;
-        client.batch_execute(POSTGRES_SCHEMA)?;
-        client.batch_execute("ALTER TABLE outcomes ADD COLUMN IF NOT EXISTS signals TEXT")?;
-        Ok(Store::Postgres(Box::new(client)))
+        let client = postgres::Client::connect(url, postgres::NoTls)?;
+        let mut store = Store::Postgres(Box::new(client));
+        migrations::run(&mut store)?;
+        Ok(store)
+    }
+
+    /// Whether the log has this table.
+    pub(super) fn has_table(&mut self, table: &str) -> Result<bool, StoreError> {
+        Ok(match self {
+            Store::Sqlite(conn) => conn
+                .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1")?
+                .exists([table])?,
+            Store::Postgres(client) => client
+                .query_opt(
+                    "SELECT 1 FROM information_schema.tables
+                     WHERE table_schema = current_schema() AND table_name = $1",
+                    &[&table],
+                )?
+                .is_some(),
+        })
+    }
+
+    /// Whether the log's `table` has this column.
+    pub(super) fn has_column(&mut self, table: &str, column: &str) -> Result<bool, StoreError> {
+        Ok(match self {
+            Store::Sqlite(conn) => conn
+                .prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")?
+                .exists([table, column])?,
+            Store::Postgres(client) => client
+                .query_opt(
+                    "SELECT 1 FROM information_schema.columns
+                     WHERE table_schema = current_schema() AND table_name = $1
+                     AND column_name = $2",
+                    &[&table, &column],
+                )?
+                .is_some(),
+        })
+    }
+
+    /// The migrations recorded in `schema_migrations`.
+    pub(super) fn migration_versions(&mut self) -> Result<Vec<i64>, StoreError> {
+        const VERSIONS: &str = "SELECT version FROM schema_migrations ORDER BY version";
+        Ok(match self {
+            Store::Sqlite(conn) => conn
+                .prepare(VERSIONS)?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?,
+            Store::Postgres(client) => client
+                .query(VERSIONS, &[])?
+                .iter()
+                .map(|r| r.get(0))
+                .collect(),
+        })
+    }
+
+    /// Shared migration SQL in this backend's words.
+    pub(super) fn dialect(&self, sql: &str) -> String {
+        let serial_key = match self {
+            Store::Sqlite(_) => "INTEGER PRIMARY KEY AUTOINCREMENT",
+            Store::Postgres(_) => "BIGSERIAL PRIMARY KEY",
+        };
+        sql.replace("{serial_key}", serial_key)
+    }
+
+    /// Runs one migration's SQL (may be empty) and records it, in one transaction.
+    pub(super) fn apply(
+        &mut self,
+        sql: &str,
+        record: &str,
+        version: i64,
+        name: &str,
+    ) -> Result<(), StoreError> {
+        let now = super::now_ms();
+        match self {
+            Store::Sqlite(conn) => {
+                let tx = conn.transaction()?;
+                tx.execute_batch(sql)?;
+                tx.execute(record, rusqlite::params![version, name, now])?;
+                tx.commit()?;
+            }
+            Store::Postgres(client) => {
+                let mut tx = client.transaction()?;
+                tx.batch_execute(sql)?;
+                tx.execute(record, &[&version, &name, &now])?;
+                tx.commit()?;
+            }
+        }
+        Ok(())
     }
 
     /// Runs SQL with no parameters (tests and maintenance).
@@ -668,13 +643,78 @@ fn write_postgres(
 mod tests {
     use super::*;
 
+    /// The schema today's release writes, before migrations were recorded.
+    const RELEASE_SCHEMA: &str =
+        include_str!("../../tests/fixtures/outcome_log_release_sqlite.sql");
+
+    fn outcome(id: &str) -> Outcome {
+        Outcome {
+            id: id.into(),
+            endpoint: "chat",
+            model: Some("m".into()),
+            status: 200,
+            prompt: Some(r#"{"messages": []}"#.into()),
+            answer: Some("a".into()),
+            signals: "truncated".into(),
+            ..Outcome::default()
+        }
+    }
+
+    fn versions(path: &Path) -> Vec<i64> {
+        rusqlite::Connection::open(path)
+            .unwrap()
+            .prepare("SELECT version FROM schema_migrations ORDER BY version")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
     #[test]
-    fn a_log_from_before_signals_and_labels_is_brought_up_to_date() {
+    fn a_log_written_by_the_release_before_migrations_is_recorded_not_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("release.db");
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(RELEASE_SCHEMA).unwrap();
+        conn.execute(
+            "INSERT INTO outcomes (id, ts_ms, endpoint, key_id, requested, route, fallbacks,
+             prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens, cost_usd,
+             latency_ms, status, stream, signals) VALUES ('old', 1, 'chat', 'k', 'm', 'explicit',
+             '', 1, 2, 0, 0, 0.5, 3.0, 200, 0, 'regenerated')",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        let mut store = Store::open(&path).unwrap();
+        assert_eq!(
+            versions(&path),
+            (1..=migrations::LATEST).collect::<Vec<_>>()
+        );
+        // Its rows are kept, and it takes new ones.
+        store.write(&[Write::Outcome(&outcome("new"))]).unwrap();
+        drop(store);
+        let ids: Vec<String> = rusqlite::Connection::open(&path)
+            .unwrap()
+            .prepare("SELECT id FROM outcomes ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(ids, ["new", "old"]);
+        // Opening it again runs nothing.
+        let mut again = Store::open(&path).unwrap();
+        assert!(migrations::run(&mut again).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_log_from_before_signals_and_labels_gets_the_migrations_it_lacks() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.db");
-        // The schema before this version: no `signals` column, no `labels` table.
+        // An older release: no `signals` column, no `labels` table.
         let old_schema =
-            SQLITE_SCHEMA.replace("    answer TEXT,\n    signals TEXT\n", "    answer TEXT\n");
+            RELEASE_SCHEMA.replace("    answer TEXT,\n    signals TEXT\n", "    answer TEXT\n");
         let old_schema = &old_schema[..old_schema
             .find("CREATE TABLE IF NOT EXISTS labels")
             .unwrap()];
@@ -687,22 +727,23 @@ mod tests {
         let mut reader = Store::open_read(&path).unwrap();
         reader.scan(0, |_| {}).unwrap();
         drop(reader);
+        assert_eq!(
+            versions(&path),
+            (1..=migrations::LATEST).collect::<Vec<_>>()
+        );
         let mut store = Store::open(&path).unwrap();
-        let outcome = Outcome {
-            id: "r1".into(),
-            endpoint: "chat",
-            model: Some("m".into()),
-            status: 200,
-            prompt: Some(r#"{"messages": []}"#.into()),
-            answer: Some("a".into()),
-            signals: "truncated".into(),
-            ..Outcome::default()
-        };
-        store.write(&[Write::Outcome(&outcome)]).unwrap();
-        let verdicts = store.verdicts(0).unwrap();
-        assert_eq!(verdicts[0].signals, "truncated");
-        // Opening it again does not add the column twice.
-        drop(store);
-        Store::open(&path).unwrap();
+        store.write(&[Write::Outcome(&outcome("r1"))]).unwrap();
+        assert_eq!(store.verdicts(0).unwrap()[0].signals, "truncated");
+    }
+
+    #[test]
+    fn a_new_log_runs_every_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store =
+            Store::Sqlite(rusqlite::Connection::open(dir.path().join("new.db")).unwrap());
+        let ran = migrations::run(&mut store).unwrap();
+        assert_eq!(ran, (1..=migrations::LATEST).collect::<Vec<_>>());
+        assert!(store.has_column("outcomes", "signals").unwrap());
+        assert!(store.has_table("labels").unwrap());
     }
 }
