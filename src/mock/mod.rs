@@ -58,7 +58,7 @@ impl MockUpstream {
         let state = Shared::default();
         let app = router(Arc::clone(&state), api_key);
         tokio::spawn(async move {
-            if let Err(err) = axum::serve(crate::server::no_delay(listener), app).await {
+            if let Err(err) = axum::serve(no_delay(listener), app).await {
                 tracing::warn!(%err, "mock upstream stopped");
             }
         });
@@ -94,11 +94,7 @@ impl MockUpstream {
 
 /// Serves on an already-bound listener until the process ends (the `mock-upstream` command).
 pub async fn serve(listener: TcpListener, api_key: Option<String>) -> io::Result<()> {
-    axum::serve(
-        crate::server::no_delay(listener),
-        router(Shared::default(), api_key),
-    )
-    .await
+    axum::serve(no_delay(listener), router(Shared::default(), api_key)).await
 }
 
 /// One scripted behaviour. Every field is optional; the default is a normal answer.
@@ -657,6 +653,19 @@ fn event_body(events: Vec<Bytes>, delay: Duration, drop_after: Option<usize>) ->
         ))
     });
     Body::from_stream(sent.chain(abort))
+}
+
+/// The listener with `TCP_NODELAY` on every accepted connection: SSE answers go out as many
+/// small writes, and Nagle's algorithm with delayed ACKs would hold each back up to 40 ms.
+fn no_delay(
+    listener: tokio::net::TcpListener,
+) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {error}");
+        }
+    })
 }
 
 #[cfg(test)]

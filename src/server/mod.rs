@@ -332,19 +332,6 @@ impl Finished {
     }
 }
 
-/// The listener with `TCP_NODELAY` on every accepted connection: SSE answers go out as many
-/// small writes, and Nagle's algorithm with delayed ACKs would hold each back up to 40 ms.
-pub fn no_delay(
-    listener: tokio::net::TcpListener,
-) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
-    use axum::serve::ListenerExt;
-    listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!("cannot set TCP_NODELAY: {error}");
-        }
-    })
-}
-
 /// A request id from the thread's fast random generator (no system call per request).
 fn request_id() -> String {
     format!("req_{:032x}", rand::random::<u128>())
