@@ -80,6 +80,9 @@ pub struct LogConfig {
     /// Outcomes waiting for the writer; when it is full new ones are dropped and counted in
     /// `triage_log_dropped_total`, and requests still succeed.
     pub queue_capacity: usize,
+    /// How often virtual keys and their spend are read back from the log's database: the
+    /// bound on how long a key changed on another instance takes to hold here.
+    pub key_refresh_ms: u64,
 }
 
 impl Default for LogConfig {
@@ -91,6 +94,7 @@ impl Default for LogConfig {
             store_text: true,
             retention_days: 90,
             queue_capacity: 10_000,
+            key_refresh_ms: 1_000,
         }
     }
 }

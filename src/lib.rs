@@ -13,6 +13,7 @@ pub mod config;
 pub mod dispatch;
 pub mod eval;
 pub mod init;
+pub mod keys;
 pub mod metrics;
 pub mod mock;
 pub mod outcomes;

@@ -731,24 +731,6 @@ async fn kill_9_loses_no_acknowledged_feedback() {
     drop(server);
 }
 
-/// `TRIAGE_TEST_POSTGRES_URL` (`.ci/run` starts one with scripts/ci-postgres.sh); required in
-/// CI, a skip elsewhere.
-fn postgres_url() -> Option<String> {
-    let url = std::env::var("TRIAGE_TEST_POSTGRES_URL")
-        .ok()
-        .filter(|url| !url.is_empty());
-    if url.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must set TRIAGE_TEST_POSTGRES_URL"
-        );
-        eprintln!(
-            "skipped: set TRIAGE_TEST_POSTGRES_URL (scripts/ci-postgres.sh) to test PostgreSQL"
-        );
-    }
-    url
-}
-
 #[tokio::test]
 async fn postgres_logs_feedback_and_reports_like_sqlite() {
     let Some(url) = postgres_url() else { return };
@@ -758,7 +740,7 @@ async fn postgres_logs_feedback_and_reports_like_sqlite() {
         // its migrations recorded, its rows kept.
         let mut client = postgres::Client::connect(&fresh, postgres::NoTls).unwrap();
         client
-            .batch_execute("DROP TABLE IF EXISTS labels, feedback, outcomes, schema_migrations")
+            .batch_execute("DROP TABLE IF EXISTS labels, feedback, outcomes, keys, key_spend, schema_migrations")
             .unwrap();
         client
             .batch_execute(include_str!("fixtures/outcome_log_release_postgres.sql"))
@@ -781,7 +763,7 @@ async fn postgres_logs_feedback_and_reports_like_sqlite() {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        assert_eq!(versions, [1, 2, 3]);
+        assert_eq!(versions, [1, 2, 3, 4]);
         let kept: i64 = client
             .query_one("SELECT count(*) FROM outcomes WHERE id = 'old'", &[])
             .unwrap()
@@ -789,7 +771,7 @@ async fn postgres_logs_feedback_and_reports_like_sqlite() {
         assert_eq!(kept, 1);
         // Then a fresh log for the rest of the test.
         client
-            .batch_execute("DROP TABLE IF EXISTS labels, feedback, outcomes, schema_migrations")
+            .batch_execute("DROP TABLE IF EXISTS labels, feedback, outcomes, keys, key_spend, schema_migrations")
             .unwrap();
     })
     .await

@@ -87,6 +87,32 @@ CREATE TABLE IF NOT EXISTS labels (
 ",
         already_there: |store| store.has_table("labels"),
     },
+    Migration {
+        version: 4,
+        name: "virtual keys and their spend",
+        sql: "
+CREATE TABLE IF NOT EXISTS keys (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    budget_usd DOUBLE PRECISION,
+    budget_period TEXT NOT NULL,
+    rpm BIGINT,
+    models TEXT,
+    expires_ms BIGINT,
+    metadata TEXT,
+    created_ms BIGINT NOT NULL,
+    revoked_ms BIGINT
+);
+CREATE TABLE IF NOT EXISTS key_spend (
+    key_id TEXT NOT NULL,
+    day BIGINT NOT NULL,
+    cost_usd DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (key_id, day)
+);
+",
+        already_there: |store| store.has_table("keys"),
+    },
 ];
 
 /// The version a log is at once every migration has run.

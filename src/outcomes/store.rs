@@ -58,6 +58,35 @@ const SCAN: &str = "SELECT model, key_id, profile, status, prompt_tokens, comple
         THEN 1 ELSE 0 END AS BIGINT)
     FROM outcomes WHERE ts_ms >= $1";
 
+const KEY_COLUMNS: &str = "id, name, hash, budget_usd, budget_period, rpm, models, expires_ms,
+    metadata, created_ms, revoked_ms";
+/// Parameters in the order they appear: SQLite binds `$n` by position of first appearance.
+const UPDATE_KEY: &str = "UPDATE keys SET name = $1, budget_usd = $2, budget_period = $3,
+    rpm = $4, models = $5, expires_ms = $6, metadata = $7, revoked_ms = $8 WHERE id = $9";
+const KEY_SPEND: &str = "SELECT key_id, day, cost_usd FROM key_spend WHERE day >= $1";
+/// A request's cost added to its key's day: the store of record for budgets, shared by every
+/// instance on the same log.
+const ADD_SPEND: &str = "INSERT INTO key_spend (key_id, day, cost_usd) VALUES ($1, $2, $3)
+    ON CONFLICT (key_id, day) DO UPDATE SET cost_usd = key_spend.cost_usd + excluded.cost_usd";
+const DAY_MS: i64 = 86_400_000;
+
+/// A virtual key as stored: the secret only as its SHA-256 (hex); `models` a JSON array.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KeyRow {
+    pub id: String,
+    pub name: String,
+    pub hash: String,
+    pub budget_usd: Option<f64>,
+    /// `day`, `month` or `total`.
+    pub budget_period: String,
+    pub rpm: Option<i64>,
+    pub models: Option<String>,
+    pub expires_ms: Option<i64>,
+    pub metadata: Option<String>,
+    pub created_ms: i64,
+    pub revoked_ms: Option<i64>,
+}
+
 /// One logged request, as the report reads it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LoggedRow {
@@ -307,6 +336,74 @@ impl Store {
         }
     }
 
+    /// Stores a new virtual key.
+    pub fn insert_key(&mut self, key: &KeyRow) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        );
+        self.execute(
+            &sql,
+            &[
+                &key.id,
+                &key.name,
+                &key.hash,
+                &key.budget_usd,
+                &key.budget_period,
+                &key.rpm,
+                &key.models,
+                &key.expires_ms,
+                &key.metadata,
+                &key.created_ms,
+                &key.revoked_ms,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Writes every field of a key but its id, secret and creation time; false when no key
+    /// has that id.
+    pub fn update_key(&mut self, key: &KeyRow) -> Result<bool, StoreError> {
+        let rows = self.execute(
+            UPDATE_KEY,
+            &[
+                &key.name,
+                &key.budget_usd,
+                &key.budget_period,
+                &key.rpm,
+                &key.models,
+                &key.expires_ms,
+                &key.metadata,
+                &key.revoked_ms,
+                &key.id,
+            ],
+        )?;
+        Ok(rows > 0)
+    }
+
+    /// Every virtual key, revoked ones included, oldest first.
+    pub fn keys(&mut self) -> Result<Vec<KeyRow>, StoreError> {
+        self.all(
+            &format!("SELECT {KEY_COLUMNS} FROM keys ORDER BY created_ms, id"),
+            &[],
+        )
+    }
+
+    /// `(key id, day since the epoch, US$)` of every key's spend from `since_day` on.
+    pub fn key_spend(&mut self, since_day: i64) -> Result<Vec<(String, i64, f64)>, StoreError> {
+        self.all(KEY_SPEND, &[&since_day])
+    }
+
+    /// Runs one statement; the number of rows it changed.
+    fn execute(&mut self, sql: &str, params: &[&(dyn Param + Sync)]) -> Result<u64, StoreError> {
+        Ok(match self {
+            Store::Sqlite(conn) => {
+                conn.prepare_cached(sql)?
+                    .execute(sqlite_params(params).as_slice())? as u64
+            }
+            Store::Postgres(client) => client.execute(sql, &postgres_params(params))?,
+        })
+    }
+
     /// Calls `each` on every request logged at or after `since_ms`.
     pub fn scan(&mut self, since_ms: i64, each: impl FnMut(LoggedRow)) -> Result<(), StoreError> {
         self.each(SCAN, &[&since_ms], each)
@@ -451,6 +548,12 @@ trait FromRow: Sized {
     fn from_row(row: &impl Cells) -> Result<Self, StoreError>;
 }
 
+impl<A: Cell, B: Cell, C: Cell> FromRow for (A, B, C) {
+    fn from_row(row: &impl Cells) -> Result<Self, StoreError> {
+        Ok((row.cell(0)?, row.cell(1)?, row.cell(2)?))
+    }
+}
+
 impl<A: Cell, B: Cell> FromRow for (A, B) {
     fn from_row(row: &impl Cells) -> Result<Self, StoreError> {
         Ok((row.cell(0)?, row.cell(1)?))
@@ -482,6 +585,24 @@ impl FromRow for LoggedRow {
             signals: r.cell(10)?,
             has_feedback: r.cell::<i64>(11)? == 1,
             judged: r.cell::<i64>(12)? == 1,
+        })
+    }
+}
+
+impl FromRow for KeyRow {
+    fn from_row(r: &impl Cells) -> Result<Self, StoreError> {
+        Ok(KeyRow {
+            id: r.cell(0)?,
+            name: r.cell(1)?,
+            hash: r.cell(2)?,
+            budget_usd: r.cell(3)?,
+            budget_period: r.cell(4)?,
+            rpm: r.cell(5)?,
+            models: r.cell(6)?,
+            expires_ms: r.cell(7)?,
+            metadata: r.cell(8)?,
+            created_ms: r.cell(9)?,
+            revoked_ms: r.cell(10)?,
         })
     }
 }
@@ -582,7 +703,14 @@ fn write_sqlite(
             Write::Outcome(o) => {
                 let columns = Columns::of(o);
                 let params = outcome_params!(&columns, dyn rusqlite::ToSql);
-                tx.prepare_cached(INSERT_OUTCOME)?.execute(&params[..])?;
+                let inserted = tx.prepare_cached(INSERT_OUTCOME)?.execute(&params[..])?;
+                if inserted > 0 && o.cost_usd > 0.0 {
+                    tx.prepare_cached(ADD_SPEND)?.execute(rusqlite::params![
+                        o.key_id,
+                        o.ts_ms.div_euclid(DAY_MS),
+                        o.cost_usd
+                    ])?;
+                }
             }
             Write::Feedback(f) => {
                 let known: Option<i64> = tx
@@ -620,7 +748,11 @@ fn write_postgres(
             Write::Outcome(o) => {
                 let columns = Columns::of(o);
                 let params = outcome_params!(&columns, dyn postgres::types::ToSql + Sync);
-                tx.execute(&insert, &params[..])?;
+                let inserted = tx.execute(&insert, &params[..])?;
+                if inserted > 0 && o.cost_usd > 0.0 {
+                    let day = o.ts_ms.div_euclid(DAY_MS);
+                    tx.execute(ADD_SPEND, &[&o.key_id, &day, &o.cost_usd])?;
+                }
             }
             Write::Feedback(f) => {
                 if tx.query_opt(KNOWN_ID, &[&f.request_id])?.is_none() {

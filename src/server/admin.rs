@@ -185,7 +185,7 @@ pub(super) async fn reload(State(state): State<Arc<AppState>>, headers: HeaderMa
 
 impl AppState {
     /// The admin key id presented, if any.
-    fn admin_key(&self, headers: &HeaderMap) -> Option<&str> {
+    pub(super) fn admin_key(&self, headers: &HeaderMap) -> Option<&str> {
         let digest = super::presented_key(headers)?;
         self.admin_keys.get(&digest).map(String::as_str)
     }

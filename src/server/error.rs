@@ -200,6 +200,55 @@ impl ApiError {
         ApiError::internal(message).with_code("reload_failed")
     }
 
+    /// A virtual key asked for a model outside its allow-list.
+    pub fn model_not_allowed(model: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "invalid_request_error",
+            format!("This key may not use the model `{model}`."),
+        )
+        .with_code("model_not_allowed")
+        .with_param("model")
+    }
+
+    /// A virtual key's budget is spent. 402, not 429: SDKs retry a 429, and a budget does not
+    /// come back in seconds.
+    pub fn budget_exceeded(spent: f64, budget: f64, period: &str) -> ApiError {
+        let per = if period == "total" {
+            String::new()
+        } else {
+            format!(" this {period}")
+        };
+        ApiError::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "insufficient_quota",
+            format!("This key has spent ${spent:.6} of its ${budget:.6} budget{per}."),
+        )
+        .with_code("budget_exceeded")
+    }
+
+    /// A virtual key is over its requests per minute.
+    pub fn key_rate_limited(rpm: u32, retry_after: Duration) -> ApiError {
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            format!("This key is limited to {rpm} requests per minute."),
+        )
+        .with_code("rate_limit_exceeded");
+        error.retry_after = Some(retry_after);
+        error
+    }
+
+    /// An admin lookup of a virtual key that does not exist.
+    pub fn key_not_found(id: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            format!("No key has id `{id}`."),
+        )
+        .with_code("key_not_found")
+    }
+
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> StatusCode {
         self.status

@@ -50,9 +50,13 @@ async fn handle(
     body: Result<Bytes, BytesRejection>,
     finished: &mut Finished,
 ) -> Result<Response, HandlerFailure> {
-    finished.key_id = state.authenticate(headers).map_err(|e| (e, None))?;
+    let (key_id, key) = state.caller(headers).map_err(|e| (e, None))?;
+    finished.key_id = key_id;
     let body = body.map_err(|rejection| (body_rejection(&rejection, &state.limits), None))?;
     let request = MessagesRequest::parse(&body).map_err(|e| (e, None))?;
+    if let Some(key) = &key {
+        finished.rate = super::keys::admit(key, &request.requested).map_err(|e| (e, None))?;
+    }
     finished.requested = request.requested[0].clone();
     finished.stream = request.stream;
     if state.stores_text() {
@@ -66,6 +70,7 @@ async fn handle(
         &Constraints::default(),
         &mut routing_body,
         true,
+        key.as_deref(),
     )
     .await
     .map_err(|e| (e, None))?;

@@ -6,6 +6,7 @@
 
 mod admin;
 mod error;
+mod keys;
 mod listen;
 mod messages;
 mod request;
@@ -37,6 +38,7 @@ use crate::catalog::{Catalog, Model, Usage};
 use crate::config::Config;
 use crate::config::{Limits, RoutingConfig};
 use crate::dispatch::{Answer, DispatchError, Dispatched, Dispatcher, Failure};
+use crate::keys::{Key, KeyRing, RateState, Refusal};
 use crate::metrics::{Metrics, ModelLabels, RequestLabels};
 use crate::outcomes::signals::Signals;
 use crate::outcomes::{AutoColumns, LogError, Outcome, OutcomeLog};
@@ -53,7 +55,7 @@ pub struct AppState {
     /// The outcome log; `None` when `[log] enabled = false`.
     pub outcomes: Option<OutcomeLog>,
     /// SHA-256 of each accepted router key → the short id used in metrics and logs.
-    keys: HashMap<[u8; 32], String>,
+    router_keys: HashMap<[u8; 32], String>,
     /// The same for `[auth] admin_keys`.
     admin_keys: HashMap<[u8; 32], String>,
     /// The same for `[auth] metrics_keys`.
@@ -70,6 +72,8 @@ pub struct AppState {
     in_flight: Arc<tokio::sync::Semaphore>,
     /// One permit per prompt being classified (`classify_concurrency`).
     classify_slots: tokio::sync::Semaphore,
+    /// Virtual keys (`/admin/keys`), kept in the outcome log's database; `None` without a log.
+    pub keys: Option<Arc<KeyRing>>,
 }
 
 /// Why the shared state could not be built.
@@ -79,6 +83,8 @@ pub enum StateError {
     Http(#[from] reqwest::Error),
     #[error(transparent)]
     Log(#[from] LogError),
+    #[error("cannot read the virtual keys: {0}")]
+    Keys(String),
 }
 
 /// `[limits] classify_concurrency`, 0 meaning one per CPU core.
@@ -143,13 +149,20 @@ impl AppState {
         } else {
             None
         };
+        let keys = match &outcomes {
+            Some(log) => Some(keys::start(
+                log.target.clone(),
+                Duration::from_millis(config.log.key_refresh_ms.max(1)),
+            )?),
+            None => None,
+        };
         Ok(Arc::new(AppState {
             catalog: Arc::new(catalog),
             dispatcher,
             metrics,
             adaptive: ArcSwapOption::from(adaptive.map(Arc::new)),
             outcomes,
-            keys: key_ids(router_keys, "key"),
+            router_keys: key_ids(router_keys, "key"),
             admin_keys: key_ids(&config.auth.admin_keys, "admin"),
             metrics_keys: key_ids(&config.auth.metrics_keys, "metrics"),
             public_metrics: config.auth.public_metrics
@@ -161,6 +174,7 @@ impl AppState {
                 config.limits.max_concurrent_requests,
             )),
             classify_slots: tokio::sync::Semaphore::new(classify_concurrency(&config.limits)),
+            keys,
         }))
     }
 
@@ -207,20 +221,35 @@ impl AppState {
         self.outcomes.as_ref().is_some_and(|log| log.store_text)
     }
 
-    /// The caller's key id, or 401. With no keys configured every caller is `anonymous`.
+    /// The caller's key id, or 401. With no keys configured (in the config or as data)
+    /// every caller is `anonymous`.
     fn authenticate(&self, headers: &HeaderMap) -> Result<String, ApiError> {
-        if self.keys.is_empty() {
-            return Ok("anonymous".into());
+        self.caller(headers).map(|(id, _)| id)
+    }
+
+    /// The caller's key id and, for a virtual key, the key itself (its limits apply).
+    fn caller(&self, headers: &HeaderMap) -> Result<(String, Option<Arc<Key>>), ApiError> {
+        let ring = self.keys.as_deref().filter(|ring| !ring.is_empty());
+        if self.router_keys.is_empty() && ring.is_none() {
+            return Ok(("anonymous".into(), None));
         }
         let Some(digest) = presented_key(headers) else {
             return Err(ApiError::unauthorized(
                 "Missing API key: send it as `Authorization: Bearer <key>`.",
             ));
         };
-        self.keys
-            .get(&digest)
-            .cloned()
-            .ok_or_else(|| ApiError::unauthorized("Incorrect API key provided."))
+        if let Some(id) = self.router_keys.get(&digest) {
+            return Ok((id.clone(), None));
+        }
+        let hash: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let Some(key) = ring.and_then(|ring| ring.by_hash(&hash)) else {
+            return Err(ApiError::unauthorized("Incorrect API key provided."));
+        };
+        match key.check_valid(crate::outcomes::now_ms()) {
+            Ok(()) => Ok((key.row.id.clone(), Some(key))),
+            Err(Refusal::Revoked) => Err(ApiError::unauthorized("This key has been revoked.")),
+            Err(_) => Err(ApiError::unauthorized("This key has expired.")),
+        }
     }
 
     /// `/metrics` shows every key's traffic and spend: with authentication on it needs an
@@ -270,6 +299,9 @@ impl AppState {
         if let Some((usage, cost)) = &finished.usage {
             self.metrics
                 .record_usage(model_id, &finished.key_id, usage, *cost);
+            if let Some(ring) = &self.keys {
+                ring.charge(&finished.key_id, *cost);
+            }
         }
         tracing::info!(
             request_id = %finished.request_id,
@@ -302,6 +334,8 @@ pub struct Finished {
     prompt: Option<String>,
     answer: Option<String>,
     signals: Signals,
+    /// A rate-limited virtual key's window after this request, for its headers.
+    rate: Option<RateState>,
 }
 
 impl Finished {
@@ -322,6 +356,7 @@ impl Finished {
             prompt: None,
             answer: None,
             signals: Signals::default(),
+            rate: None,
         }
     }
 
@@ -353,6 +388,11 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/feedback", post(admin::feedback))
         .route("/v1/usage", get(admin::usage))
         .route("/admin/reload", post(admin::reload))
+        .route("/admin/keys", post(keys::create).get(keys::list))
+        .route(
+            "/admin/keys/{id}",
+            get(keys::show).patch(keys::update).delete(keys::revoke),
+        )
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(unknown_path)
@@ -522,6 +562,9 @@ fn respond(
         }
     };
     set_header(&mut response, "x-triage-request-id", &finished.request_id);
+    if let Some(rate) = &finished.rate {
+        keys::rate_headers(&mut response, rate);
+    }
     response
 }
 
@@ -531,15 +574,19 @@ async fn chat(
     body: Result<Bytes, BytesRejection>,
     finished: &mut Finished,
 ) -> Result<Response, HandlerFailure> {
-    finished.key_id = state.authenticate(headers).map_err(|e| (e, None))?;
+    let (key_id, key) = state.caller(headers).map_err(|e| (e, None))?;
+    finished.key_id = key_id;
     let body = body.map_err(|rejection| (body_rejection(&rejection, &state.limits), None))?;
     let mut request = ChatRequest::parse(&body).map_err(|e| (e, None))?;
+    if let Some(key) = &key {
+        finished.rate = keys::admit(key, &request.requested).map_err(|e| (e, None))?;
+    }
     finished.requested = request.requested[0].clone();
     finished.stream = request.stream;
     if state.stores_text() {
         finished.prompt = Some(crate::outcomes::prompt_text(&request.body));
     }
-    let routing::Routed { chain, auto } = routing::resolve(state, &mut request)
+    let routing::Routed { chain, auto } = routing::resolve(state, &mut request, key.as_deref())
         .await
         .map_err(|e| (e, None))?;
     finished.auto = auto.clone();
@@ -595,6 +642,7 @@ impl Finished {
             prompt: None,
             answer: None,
             signals: Signals::default(),
+            rate: self.rate,
         }
     }
 }

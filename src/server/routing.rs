@@ -16,6 +16,7 @@ use serde_json::{Map, Value, json};
 use super::{ApiError, AppState, ChatRequest, body_rejection, set_header};
 use crate::abilities::Abilities;
 use crate::catalog::Model;
+use crate::keys::Key;
 use crate::metrics::ModelLabels;
 use crate::policy::{CIRCUIT_OPEN, Candidate, Constraints, Profile};
 use crate::router::{self, AdaptiveRouter, AutoDecision, RouteError};
@@ -27,13 +28,18 @@ pub struct Routed {
 }
 
 /// Resolves the request's `model` (and `models`) to a chain, for a request about to be answered.
-pub async fn resolve(state: &Arc<AppState>, request: &mut ChatRequest) -> Result<Routed, ApiError> {
+pub async fn resolve(
+    state: &Arc<AppState>,
+    request: &mut ChatRequest,
+    key: Option<&Key>,
+) -> Result<Routed, ApiError> {
     resolve_body(
         state,
         &request.requested,
         &request.constraints,
         &mut request.body,
         true,
+        key,
     )
     .await
 }
@@ -48,12 +54,17 @@ pub async fn resolve_body(
     constraints: &Constraints,
     chat_body: &mut Map<String, Value>,
     answered: bool,
+    key: Option<&Key>,
 ) -> Result<Routed, ApiError> {
     let Some(profile) = Profile::parse(&requested[0]) else {
-        let chain = router::explicit_chain(&state.catalog, requested).map_err(|e| match e {
+        let mut chain = router::explicit_chain(&state.catalog, requested).map_err(|e| match e {
             RouteError::UnknownModel(id) => ApiError::model_not_found(&id),
             RouteError::NoModel => ApiError::invalid_request("No model requested.", Some("model")),
         })?;
+        // A key's allow-list holds for the configured fallbacks too.
+        if let Some(key) = key {
+            chain.retain(|model| key.allows(&model.id));
+        }
         return Ok(Routed { chain, auto: None });
     };
     let profile = profile.map_err(|message| ApiError::invalid_request(message, Some("model")))?;
@@ -63,6 +74,17 @@ pub async fn resolve_body(
         constraints.models = Some(requested[1..].to_vec());
     }
     constraints.unavailable = router::unavailable(&state.catalog, &state.routing, profile);
+    // A key's allow-list narrows what `auto` may choose.
+    if let Some(key) = key {
+        for id in state.catalog.models.keys() {
+            if !key.allows(id) {
+                constraints
+                    .unavailable
+                    .entry(id.clone())
+                    .or_insert_with(|| "not allowed for this key".into());
+            }
+        }
+    }
     let (mut auto, adaptive) = decide(state, chat_body, constraints.clone(), profile).await?;
     // `explore_share` of answered `auto` requests try a prior model; none when it is 0.
     let share = state.routing.explore_share;
@@ -249,7 +271,8 @@ async fn dry_run(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Value, ApiError> {
-    state.authenticate(headers)?;
+    // A virtual key's route shows what that key would get (its allow-list applies).
+    let (_, key) = state.caller(headers)?;
     let body = body.map_err(|rejection| body_rejection(&rejection, &state.limits))?;
     let mut request = ChatRequest::parse(&body)?;
     let routed = resolve_body(
@@ -258,6 +281,7 @@ async fn dry_run(
         &request.constraints,
         &mut request.body,
         false,
+        key.as_deref(),
     )
     .await?;
     let chain: Vec<&str> = routed.chain.iter().map(|m| m.id.as_str()).collect();

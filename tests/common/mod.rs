@@ -316,3 +316,21 @@ pub fn minilm_dir() -> Option<std::path::PathBuf> {
     eprintln!("skipped: run scripts/fetch-minilm.sh to test with all-MiniLM-L6-v2");
     None
 }
+
+/// `TRIAGE_TEST_POSTGRES_URL` (`.ci/run` starts one with scripts/ci-postgres.sh); required in
+/// CI, a skip elsewhere.
+pub fn postgres_url() -> Option<String> {
+    let url = std::env::var("TRIAGE_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|url| !url.is_empty());
+    if url.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must set TRIAGE_TEST_POSTGRES_URL"
+        );
+        eprintln!(
+            "skipped: set TRIAGE_TEST_POSTGRES_URL (scripts/ci-postgres.sh) to test PostgreSQL"
+        );
+    }
+    url
+}

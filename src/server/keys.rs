@@ -1,0 +1,373 @@
+//! Virtual keys over HTTP: `/admin/keys` to create, list, change and revoke them (admin key
+//! required), the refresh that keeps every instance's [`KeyRing`] in step with the database,
+//! and the gate a key's request passes: its allow-list, its budget, its requests per minute.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use super::{ApiError, AppState, StateError};
+use crate::keys::{Key, KeyRing, NewKey, Period, RateState, Refusal, hash_hex, new_secret};
+use crate::outcomes::store::{KeyRow, StoreError};
+use crate::outcomes::{Target, now_ms, parse_date};
+
+/// Loads the keys once (start-up waits for it) and refreshes them every `every` in the
+/// background, off the async workers (PostgreSQL's client blocks).
+pub(super) fn start(target: Target, every: Duration) -> Result<Arc<KeyRing>, StateError> {
+    let ring = Arc::new(KeyRing::default());
+    let (first_target, first_ring) = (target.clone(), ring.clone());
+    std::thread::spawn(move || load(&first_target, &first_ring))
+        .join()
+        .map_err(|_| StateError::Keys("the key loader panicked".into()))?
+        .map_err(|e| StateError::Keys(e.to_string()))?;
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let weak = Arc::downgrade(&ring);
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                // The server is gone: stop.
+                let Some(ring) = weak.upgrade() else { break };
+                let target = target.clone();
+                let loaded = tokio::task::spawn_blocking(move || load(&target, &ring)).await;
+                if let Ok(Err(error)) = loaded {
+                    tracing::warn!("virtual keys: refresh failed, keeping the last ones: {error}");
+                }
+            }
+        });
+    }
+    Ok(ring)
+}
+
+/// Reads every key and this period's spend into the ring. Blocking.
+fn load(target: &Target, ring: &KeyRing) -> Result<(), StoreError> {
+    let mut store = target.open_read()?;
+    let rows = store.keys()?;
+    let now = now_ms();
+    // The earliest day any key's period needs.
+    let since = rows
+        .iter()
+        .map(|r| period_of(r).start_day(now))
+        .min()
+        .unwrap_or(i64::MAX);
+    let spend = if rows.is_empty() {
+        Vec::new()
+    } else {
+        store.key_spend(since)?
+    };
+    ring.load(rows, &spend, now);
+    Ok(())
+}
+
+fn period_of(row: &KeyRow) -> Period {
+    serde_json::from_value(json!(row.budget_period)).unwrap_or(Period::Month)
+}
+
+/// A virtual key's request: refused when it asks for a model outside its allow-list, when
+/// its budget is spent or when it is over its requests per minute. Counts the request.
+pub(super) fn admit(key: &Key, requested: &[String]) -> Result<Option<RateState>, ApiError> {
+    if let Some(model) = requested.iter().find(|m| !key.allows(m)) {
+        return Err(ApiError::model_not_allowed(model));
+    }
+    if let Err(Refusal::OverBudget {
+        spent,
+        budget,
+        period,
+    }) = key.check_budget()
+    {
+        return Err(ApiError::budget_exceeded(spent, budget, period.name()));
+    }
+    match key.take_request(now_ms()) {
+        Ok(rate) => Ok(rate),
+        Err(Refusal::RateLimited {
+            rpm,
+            retry_after_ms,
+        }) => Err(ApiError::key_rate_limited(
+            rpm,
+            Duration::from_millis(retry_after_ms.max(0) as u64),
+        )),
+        Err(_) => Ok(None),
+    }
+}
+
+/// OpenAI's `x-ratelimit-*-requests` headers, on every response to a limited key.
+pub(super) fn rate_headers(response: &mut Response, rate: &RateState) {
+    let reset = format!("{}ms", rate.reset_ms.max(0));
+    for (name, value) in [
+        ("x-ratelimit-limit-requests", rate.limit.to_string()),
+        ("x-ratelimit-remaining-requests", rate.remaining.to_string()),
+        ("x-ratelimit-reset-requests", reset),
+    ] {
+        super::set_header(response, name, &value);
+    }
+}
+
+/// The ring, or 503 when there is no log to keep keys in.
+fn ring(state: &AppState) -> Result<&Arc<KeyRing>, ApiError> {
+    state.keys.as_ref().ok_or_else(ApiError::log_disabled)
+}
+
+/// 403/401 unless the caller presents an admin key.
+fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    if state.admin_keys.is_empty() {
+        return Err(ApiError::admin_disabled());
+    }
+    if state.admin_key(headers).is_none() {
+        return Err(ApiError::unauthorized("This endpoint needs an admin key."));
+    }
+    Ok(())
+}
+
+/// Runs a store operation off the async workers, then reloads the ring so this instance sees
+/// the change at once.
+async fn write<T: Send + 'static>(
+    state: &AppState,
+    change: impl FnOnce(&mut crate::outcomes::store::Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let log = state.outcomes.as_ref().ok_or_else(ApiError::log_disabled)?;
+    let (target, ring) = (log.target.clone(), ring(state)?.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut store = target.open()?;
+        let out = change(&mut store)?;
+        drop(store);
+        load(&target, &ring)?;
+        Ok(out)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("key task failed: {e}")))?
+    .map_err(|e: StoreError| ApiError::internal(format!("cannot write the key store: {e}")))
+}
+
+/// Re-reads the keys (spend included) before an admin read.
+async fn refreshed(state: &AppState) -> Result<Arc<KeyRing>, ApiError> {
+    write(state, |_| Ok(())).await?;
+    Ok(ring(state)?.clone())
+}
+
+fn invalid(message: &str, param: &str) -> ApiError {
+    ApiError::invalid_request(message, Some(param))
+}
+
+/// Checks a new or patched key's fields.
+fn check(row: &KeyRow, models: Option<&[String]>) -> Result<(), ApiError> {
+    if row.name.trim().is_empty() {
+        return Err(invalid("`name` must not be empty.", "name"));
+    }
+    if row.budget_usd.is_some_and(|b| !(b >= 0.0 && b.is_finite())) {
+        return Err(invalid("`budget_usd` must be a number ≥ 0.", "budget_usd"));
+    }
+    if row.rpm.is_some_and(|r| r <= 0) {
+        return Err(invalid("`rpm` must be above 0.", "rpm"));
+    }
+    if models.is_some_and(|m| m.is_empty() || m.iter().any(|p| p.trim().is_empty())) {
+        return Err(invalid(
+            "`models` must list model ids, globs or profiles.",
+            "models",
+        ));
+    }
+    Ok(())
+}
+
+fn expiry(text: &str) -> Result<i64, ApiError> {
+    parse_date(text).ok_or_else(|| {
+        invalid(
+            "`expires_at` must be a date like 2027-01-31 or 2027-01-31T12:00:00Z.",
+            "expires_at",
+        )
+    })
+}
+
+/// `POST /admin/keys`: 201 with the key's id and its secret, shown this once.
+pub(super) async fn create(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match create_key(&state, &headers, &body).await {
+        Ok(created) => (StatusCode::CREATED, Json(created)).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn create_key(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+    require_admin(state, headers)?;
+    let new: NewKey =
+        serde_json::from_slice(body).map_err(|e| ApiError::invalid_json(&e.to_string()))?;
+    let (id, secret) = new_secret();
+    let row = KeyRow {
+        id: id.clone(),
+        name: new.name,
+        hash: hash_hex(&secret),
+        budget_usd: new.budget_usd,
+        budget_period: new.budget_period.unwrap_or(Period::Month).name().into(),
+        rpm: new.rpm.map(i64::from),
+        models: new.models.as_ref().map(|m| json!(m).to_string()),
+        expires_ms: new.expires_at.as_deref().map(expiry).transpose()?,
+        metadata: new.metadata.map(|m| m.to_string()),
+        created_ms: now_ms(),
+        revoked_ms: None,
+    };
+    check(&row, new.models.as_deref())?;
+    let stored = row.clone();
+    write(state, move |store| store.insert_key(&stored)).await?;
+    let key = ring(state)?
+        .by_id(&id)
+        .ok_or_else(|| ApiError::internal("the new key did not load"))?;
+    let mut shown = key.describe();
+    shown["key"] = json!(secret);
+    Ok(shown)
+}
+
+/// `GET /admin/keys`: every key with its spend this period.
+pub(super) async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let listed = async {
+        require_admin(&state, &headers)?;
+        let ring = refreshed(&state).await?;
+        let data: Vec<Value> = ring.all().iter().map(|k| k.describe()).collect();
+        Ok::<_, ApiError>(json!({"object": "list", "data": data}))
+    };
+    match listed.await {
+        Ok(list) => Json(list).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// `GET /admin/keys/{id}`.
+pub(super) async fn show(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let shown = async {
+        require_admin(&state, &headers)?;
+        let ring = refreshed(&state).await?;
+        let key = ring
+            .by_id(&id)
+            .ok_or_else(|| ApiError::key_not_found(&id))?;
+        Ok::<_, ApiError>(key.describe())
+    };
+    match shown.await {
+        Ok(key) => Json(key).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// `PATCH /admin/keys/{id}`: the fields given replace the key's; `null` clears one.
+pub(super) async fn update(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let updated = async {
+        require_admin(&state, &headers)?;
+        let patch: Map<String, Value> =
+            serde_json::from_slice(&body).map_err(|e| ApiError::invalid_json(&e.to_string()))?;
+        let ring = refreshed(&state).await?;
+        let key = ring
+            .by_id(&id)
+            .ok_or_else(|| ApiError::key_not_found(&id))?;
+        let mut row = key.row.clone();
+        let mut models = key.models.clone();
+        apply_patch(&mut row, &mut models, &patch)?;
+        check(&row, models.as_deref())?;
+        let stored = row.clone();
+        write(&state, move |store| store.update_key(&stored)).await?;
+        let key = ring
+            .by_id(&id)
+            .ok_or_else(|| ApiError::key_not_found(&id))?;
+        Ok::<_, ApiError>(key.describe())
+    };
+    match updated.await {
+        Ok(key) => Json(key).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+fn apply_patch(
+    row: &mut KeyRow,
+    models: &mut Option<Vec<String>>,
+    patch: &Map<String, Value>,
+) -> Result<(), ApiError> {
+    for (field, value) in patch {
+        let bad = || invalid(&format!("`{field}` has the wrong type."), field);
+        match field.as_str() {
+            "name" => row.name = value.as_str().ok_or_else(bad)?.to_string(),
+            "budget_usd" => {
+                row.budget_usd = if value.is_null() {
+                    None
+                } else {
+                    Some(value.as_f64().ok_or_else(bad)?)
+                }
+            }
+            "budget_period" => {
+                let period: Period = serde_json::from_value(value.clone()).map_err(|_| bad())?;
+                row.budget_period = period.name().into();
+            }
+            "rpm" => {
+                row.rpm = if value.is_null() {
+                    None
+                } else {
+                    Some(value.as_i64().ok_or_else(bad)?)
+                }
+            }
+            "models" => {
+                *models = if value.is_null() {
+                    None
+                } else {
+                    Some(serde_json::from_value(value.clone()).map_err(|_| bad())?)
+                };
+                row.models = models.as_ref().map(|m| json!(m).to_string());
+            }
+            "expires_at" => {
+                row.expires_ms = match value.as_str() {
+                    None if value.is_null() => None,
+                    None => return Err(bad()),
+                    Some(text) => Some(expiry(text)?),
+                }
+            }
+            "metadata" => row.metadata = (!value.is_null()).then(|| value.to_string()),
+            _ => {
+                return Err(invalid(
+                    &format!(
+                        "Unknown field `{field}`: use name, budget_usd, budget_period, rpm, \
+                         models, expires_at or metadata."
+                    ),
+                    field,
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `DELETE /admin/keys/{id}`: revoked from the next request on (on other instances within
+/// one refresh).
+pub(super) async fn revoke(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let revoked = async {
+        require_admin(&state, &headers)?;
+        let ring = refreshed(&state).await?;
+        let key = ring
+            .by_id(&id)
+            .ok_or_else(|| ApiError::key_not_found(&id))?;
+        let mut row = key.row.clone();
+        row.revoked_ms.get_or_insert_with(now_ms);
+        write(&state, move |store| store.update_key(&row)).await?;
+        Ok::<_, ApiError>(json!({"id": id, "object": "key", "revoked": true}))
+    };
+    match revoked.await {
+        Ok(done) => Json(done).into_response(),
+        Err(error) => error.into_response(),
+    }
+}

@@ -1,0 +1,294 @@
+//! Virtual keys through the real server: created over `/admin/keys`, used, limited by their
+//! allow-list, budget and requests per minute, expired, revoked, and held across a restart and
+//! across two instances on one log.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+const ADMIN_KEY: &str = "sk-triage-admin";
+
+/// The standard config with an admin key and a log in `dir`, keys re-read every 200 ms.
+fn config(dir: &std::path::Path) -> String {
+    log_config(&format!("path = \"{}\"", dir.join("triage.db").display()))
+}
+
+/// The same with the log where `place` (`path = …` or `url = …`) says.
+fn log_config(place: &str) -> String {
+    let with_admin = CONFIG.replace(
+        r#"metrics_keys = ["sk-triage-metrics"]"#,
+        r#"metrics_keys = ["sk-triage-metrics"]
+admin_keys = ["sk-triage-admin"]"#,
+    );
+    format!("{with_admin}\n[log]\n{place}\nkey_refresh_ms = 200\n")
+}
+
+async fn admin(
+    h: &Harness,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = h
+        .client
+        .request(method, format!("{}{path}", h.url))
+        .bearer_auth(ADMIN_KEY);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn create(h: &Harness, body: Value) -> (String, String) {
+    let (status, created) = admin(h, reqwest::Method::POST, "/admin/keys", Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    (
+        created["id"].as_str().unwrap().to_string(),
+        created["key"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn chat_as(h: &Harness, key: &str, model: &str) -> reqwest::Response {
+    h.client
+        .post(format!("{}/v1/chat/completions", h.url))
+        .bearer_auth(key)
+        .json(&hello(model))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn code(response: reqwest::Response) -> String {
+    let body: Value = response.json().await.unwrap();
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn keys_are_created_used_listed_and_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start_with(&config(dir.path())).await;
+    // Only an admin key creates keys.
+    let refused = h
+        .client
+        .post(format!("{}/admin/keys", h.url))
+        .bearer_auth(ROUTER_KEY)
+        .json(&json!({"name": "app"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+
+    let (id, key) = create(&h, json!({"name": "app", "metadata": {"team": "search"}})).await;
+    assert!(
+        id.starts_with("vk_") && key.starts_with("sk-triage-"),
+        "{id} {key}"
+    );
+    assert_eq!(chat_as(&h, &key, "local/small").await.status(), 200);
+    // The config's static key still works beside it.
+    assert_eq!(chat_as(&h, ROUTER_KEY, "local/small").await.status(), 200);
+
+    h.state.outcomes.as_ref().unwrap().flush().await;
+    let (status, list) = admin(&h, reqwest::Method::GET, "/admin/keys", None).await;
+    assert_eq!(status, 200);
+    let listed = &list["data"][0];
+    assert_eq!(listed["id"], id.as_str());
+    assert_eq!(listed["metadata"]["team"], "search");
+    assert!(listed["spent_usd"].as_f64().unwrap() > 0.0, "{listed}");
+    assert!(listed.get("key").is_none() && !list.to_string().contains(&key));
+
+    let (status, deleted) = admin(
+        &h,
+        reqwest::Method::DELETE,
+        &format!("/admin/keys/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{deleted}");
+    let (_, shown) = admin(&h, reqwest::Method::GET, &format!("/admin/keys/{id}"), None).await;
+    assert!(shown["revoked_ms"].is_i64(), "{shown}");
+    let revoked = chat_as(&h, &key, "local/small").await;
+    assert_eq!(revoked.status(), 401);
+    let body: Value = revoked.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("revoked")
+    );
+    let (status, _) = admin(&h, reqwest::Method::GET, "/admin/keys/vk_nope", None).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn an_allow_list_refuses_other_models_and_their_fallbacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start_with(&config(dir.path())).await;
+    let (_, key) = create(&h, json!({"name": "small only", "models": ["local/small"]})).await;
+    assert_eq!(chat_as(&h, &key, "local/small").await.status(), 200);
+    let other = chat_as(&h, &key, "local/big").await;
+    assert_eq!(other.status(), 403);
+    assert_eq!(code(other).await, "model_not_allowed");
+    // local/small falls back to local/big in the config, but not for this key.
+    h.fail("small-model", vec![status(500); 4]);
+    let failed = chat_as(&h, &key, "local/small").await;
+    assert_eq!(failed.status(), 502);
+    assert!(h.upstream_calls("big-model").is_empty());
+}
+
+#[tokio::test]
+async fn a_spent_budget_gets_402_and_a_busy_key_429_with_rate_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start_with(&config(dir.path())).await;
+    let (_, tiny) = create(&h, json!({"name": "tiny", "budget_usd": 0.000001})).await;
+    // The request in flight when the budget runs out finishes; the next is refused.
+    assert_eq!(chat_as(&h, &tiny, "local/small").await.status(), 200);
+    let over = chat_as(&h, &tiny, "local/small").await;
+    assert_eq!(over.status(), 402);
+    let body: Value = over.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "budget_exceeded");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("budget")
+    );
+
+    let (_, busy) = create(&h, json!({"name": "busy", "rpm": 2})).await;
+    for remaining in ["1", "0"] {
+        let ok = chat_as(&h, &busy, "local/small").await;
+        assert_eq!(ok.status(), 200);
+        assert_eq!(header(&ok, "x-ratelimit-limit-requests"), Some("2"));
+        assert_eq!(
+            header(&ok, "x-ratelimit-remaining-requests"),
+            Some(remaining)
+        );
+    }
+    let limited = chat_as(&h, &busy, "local/small").await;
+    assert_eq!(limited.status(), 429);
+    assert!(header(&limited, "retry-after").is_some());
+    assert_eq!(code(limited).await, "rate_limit_exceeded");
+}
+
+#[tokio::test]
+async fn an_expired_key_is_refused_and_bad_fields_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start_with(&config(dir.path())).await;
+    let (_, old) = create(&h, json!({"name": "old", "expires_at": "2020-01-01"})).await;
+    let expired = chat_as(&h, &old, "local/small").await;
+    assert_eq!(expired.status(), 401);
+    let (status, error) = admin(
+        &h,
+        reqwest::Method::POST,
+        "/admin/keys",
+        Some(json!({"name": "x", "rpm": 0})),
+    )
+    .await;
+    assert_eq!(
+        (status, error["error"]["param"].as_str()),
+        (400, Some("rpm"))
+    );
+    let (status, _) = admin(
+        &h,
+        reqwest::Method::POST,
+        "/admin/keys",
+        Some(json!({"name": "x", "colour": "red"})),
+    )
+    .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn a_patch_changes_a_key_and_null_clears_a_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start_with(&config(dir.path())).await;
+    let (id, key) = create(&h, json!({"name": "k", "rpm": 1})).await;
+    assert_eq!(chat_as(&h, &key, "local/small").await.status(), 200);
+    assert_eq!(chat_as(&h, &key, "local/small").await.status(), 429);
+    let path = format!("/admin/keys/{id}");
+    let (status, patched) = admin(
+        &h,
+        reqwest::Method::PATCH,
+        &path,
+        Some(json!({"rpm": null, "name": "renamed", "models": ["local/*"]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["name"], "renamed");
+    assert!(patched["rpm"].is_null());
+    assert_eq!(chat_as(&h, &key, "local/small").await.status(), 200);
+    let (status, _) = admin(&h, reqwest::Method::PATCH, &path, Some(json!({"rpm": "x"}))).await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn keys_are_shared_by_instances_on_one_postgresql_log() {
+    let Some(url) = postgres_url() else { return };
+    let fresh = url.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut client = postgres::Client::connect(&fresh, postgres::NoTls).unwrap();
+        client
+            .batch_execute("DROP TABLE IF EXISTS labels, feedback, outcomes, keys, key_spend, schema_migrations")
+            .unwrap();
+    })
+    .await
+    .unwrap();
+    shared_by_two_instances(&log_config(&format!("url = \"{url}\""))).await;
+}
+
+#[tokio::test]
+async fn keys_and_spend_are_shared_by_instances_on_one_log_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    shared_by_two_instances(&config(dir.path())).await;
+}
+
+/// Two routers on one log: a key made on the first works on the second (as after a restart),
+/// its spend shows on both, and a revocation on the first holds on the second within its
+/// refresh interval.
+async fn shared_by_two_instances(config: &str) {
+    let first = Harness::start_with(config).await;
+    let (id, key) = create(&first, json!({"name": "shared", "budget_usd": 5})).await;
+    assert_eq!(chat_as(&first, &key, "local/small").await.status(), 200);
+    first.state.outcomes.as_ref().unwrap().flush().await;
+
+    // A second instance (or the same after a restart) on the same log.
+    let second = Harness::start_with(config).await;
+    assert_eq!(chat_as(&second, &key, "local/small").await.status(), 200);
+    let (_, shown) = admin(
+        &second,
+        reqwest::Method::GET,
+        &format!("/admin/keys/{id}"),
+        None,
+    )
+    .await;
+    assert!(shown["spent_usd"].as_f64().unwrap() > 0.0, "{shown}");
+
+    // Revoked on the first: refused on the second within its refresh interval.
+    let (status, _) = admin(
+        &first,
+        reqwest::Method::DELETE,
+        &format!("/admin/keys/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let revoked_at = Instant::now();
+    loop {
+        let status = chat_as(&second, &key, "local/small").await.status();
+        if status == 401 {
+            break;
+        }
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(3),
+            "still accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
