@@ -91,6 +91,73 @@ pub struct NewKey {
     pub metadata: Option<Value>,
 }
 
+/// A key's field that cannot be stored, and why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct InvalidKey {
+    pub message: String,
+    pub param: &'static str,
+}
+
+fn invalid(message: &str, param: &'static str) -> InvalidKey {
+    InvalidKey {
+        message: message.into(),
+        param,
+    }
+}
+
+impl NewKey {
+    /// The row to store and the secret to show once.
+    pub fn into_row(self, now_ms: i64) -> Result<(KeyRow, String), InvalidKey> {
+        let (id, secret) = new_secret();
+        let row = KeyRow {
+            id,
+            name: self.name,
+            hash: hash_hex(&secret),
+            budget_usd: self.budget_usd,
+            budget_period: self.budget_period.unwrap_or(Period::Month).name().into(),
+            rpm: self.rpm.map(i64::from),
+            models: self.models.as_ref().map(|m| json!(m).to_string()),
+            expires_ms: self.expires_at.as_deref().map(expiry).transpose()?,
+            metadata: self.metadata.map(|m| m.to_string()),
+            created_ms: now_ms,
+            revoked_ms: None,
+        };
+        check(&row, self.models.as_deref())?;
+        Ok((row, secret))
+    }
+}
+
+/// Checks a new or changed key's fields.
+pub fn check(row: &KeyRow, models: Option<&[String]>) -> Result<(), InvalidKey> {
+    if row.name.trim().is_empty() {
+        return Err(invalid("`name` must not be empty.", "name"));
+    }
+    if row.budget_usd.is_some_and(|b| !(b >= 0.0 && b.is_finite())) {
+        return Err(invalid("`budget_usd` must be a number ≥ 0.", "budget_usd"));
+    }
+    if row.rpm.is_some_and(|r| r <= 0) {
+        return Err(invalid("`rpm` must be above 0.", "rpm"));
+    }
+    if models.is_some_and(|m| m.is_empty() || m.iter().any(|p| p.trim().is_empty())) {
+        return Err(invalid(
+            "`models` must list model ids, globs or profiles.",
+            "models",
+        ));
+    }
+    Ok(())
+}
+
+/// `expires_at`: a date or date and time, UTC.
+pub fn expiry(text: &str) -> Result<i64, InvalidKey> {
+    crate::outcomes::parse_date(text).ok_or_else(|| {
+        invalid(
+            "`expires_at` must be a date like 2027-01-31 or 2027-01-31T12:00:00Z.",
+            "expires_at",
+        )
+    })
+}
+
 /// Why a key's request is refused.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Refusal {

@@ -88,6 +88,15 @@ enum Command {
     Replay(triage::outcomes::replay::ReplayArgs),
     /// Requests, tokens and cost from the outcome log, and what adaptive routing saved.
     Report(triage::outcomes::report::ReportArgs),
+    /// Virtual keys in the config's log: create, list, update, revoke (as /admin/keys does).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+        /// TOML config file (its [log] says where the keys are); else TRIAGE_CONFIG, else
+        /// ./triage.toml, else the built-in defaults.
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+    },
     /// Measure how the classifier reads hand-labelled chat prompts: skill accuracy, tool-need
     /// AUC, easy/hard concordance.
     Probe(triage::eval::probes::ProbeArgs),
@@ -187,6 +196,7 @@ fn main() -> anyhow::Result<()> {
         Command::Classify { json, model, text } => classify(json, model, &text),
         Command::Models { json, config } => models(json, config.as_ref()),
         Command::Report(args) => triage::outcomes::report::run(&args),
+        Command::Keys { action, config } => keys_command(action, config.as_ref()),
         Command::Calibrate(args) => {
             let (config, catalog) = load_config(args.config.as_ref())?;
             let router = AdaptiveRouter::new(
@@ -500,6 +510,131 @@ async fn health(url: &str) -> anyhow::Result<()> {
         "GET {url}: {}",
         String::from_utf8_lossy(&head)
     );
+    Ok(())
+}
+
+#[derive(clap::Subcommand)]
+enum KeysAction {
+    /// Create a key and print it with its secret (shown this once).
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        budget_usd: Option<f64>,
+        /// day, month or total.
+        #[arg(long)]
+        budget_period: Option<String>,
+        #[arg(long)]
+        rpm: Option<u32>,
+        /// Model ids, globs and profiles the key may use, comma separated.
+        #[arg(long, value_delimiter = ',')]
+        models: Option<Vec<String>>,
+        /// A date (2027-01-31) or date and time, UTC.
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+    /// Every key with its spend in its current period.
+    List,
+    /// Change a key's budget, rate or allow-list.
+    Update {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        budget_usd: Option<f64>,
+        #[arg(long)]
+        rpm: Option<u32>,
+        #[arg(long, value_delimiter = ',')]
+        models: Option<Vec<String>>,
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+    /// Refuse the key from the next request on (running routers: within [log] key_refresh_ms).
+    Revoke { id: String },
+}
+
+/// `triage keys …`: the same store the running routers read.
+fn keys_command(action: KeysAction, config: Option<&PathBuf>) -> anyhow::Result<()> {
+    use triage::keys::{KeyRing, NewKey};
+    let (config, _) = load_config(config)?;
+    let target = triage::outcomes::Target::of(&config.log);
+    let mut store = target.open()?;
+    let now = triage::outcomes::now_ms();
+    match action {
+        KeysAction::Create {
+            name,
+            budget_usd,
+            budget_period,
+            rpm,
+            models,
+            expires_at,
+        } => {
+            let budget_period = budget_period
+                .map(|p| serde_json::from_value(serde_json::json!(p)))
+                .transpose()
+                .context("--budget-period: day, month or total")?;
+            let new = NewKey {
+                name,
+                budget_usd,
+                budget_period,
+                rpm,
+                models,
+                expires_at,
+                metadata: None,
+            };
+            let (row, secret) = new.into_row(now)?;
+            store.insert_key(&row)?;
+            println!("{}\t{}\t{secret}", row.id, row.name);
+            eprintln!("the secret is shown this once; it is stored only as its SHA-256");
+        }
+        KeysAction::List => {
+            let rows = store.keys()?;
+            let spend = store.key_spend(i64::MIN)?;
+            let ring = KeyRing::default();
+            ring.load(rows, &spend, now);
+            for key in ring.all() {
+                println!("{}", serde_json::to_string(&key.describe())?);
+            }
+        }
+        KeysAction::Update {
+            id,
+            name,
+            budget_usd,
+            rpm,
+            models,
+            expires_at,
+        } => {
+            let mut row = store
+                .keys()?
+                .into_iter()
+                .find(|r| r.id == id)
+                .with_context(|| format!("no key has id {id}"))?;
+            if let Some(name) = name {
+                row.name = name;
+            }
+            row.budget_usd = budget_usd.or(row.budget_usd);
+            row.rpm = rpm.map(i64::from).or(row.rpm);
+            if let Some(models) = &models {
+                row.models = Some(serde_json::to_string(models)?);
+            }
+            if let Some(at) = expires_at {
+                row.expires_ms = Some(triage::keys::expiry(&at)?);
+            }
+            triage::keys::check(&row, models.as_deref())?;
+            store.update_key(&row)?;
+            println!("updated {id}");
+        }
+        KeysAction::Revoke { id } => {
+            let mut row = store
+                .keys()?
+                .into_iter()
+                .find(|r| r.id == id)
+                .with_context(|| format!("no key has id {id}"))?;
+            row.revoked_ms.get_or_insert(now);
+            store.update_key(&row)?;
+            println!("revoked {id}");
+        }
+    }
     Ok(())
 }
 

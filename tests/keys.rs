@@ -292,3 +292,61 @@ async fn shared_by_two_instances(config: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn the_command_line_manages_the_same_keys_the_router_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let cli_config = dir.path().join("cli.toml");
+    std::fs::write(
+        &cli_config,
+        format!(
+            "[log]\npath = \"{}\"\n",
+            dir.path().join("triage.db").display()
+        ),
+    )
+    .unwrap();
+    let triage = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_triage"))
+            .args(["keys"])
+            .args(args)
+            .args(["--config", cli_config.to_str().unwrap()])
+            .env_remove("TRIAGE_CONFIG")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let created = triage(&[
+        "create", "--name", "cli", "--models", "local/*", "--rpm", "5",
+    ]);
+    let fields: Vec<&str> = created.trim().split('\t').collect();
+    let (id, key) = (fields[0].to_string(), fields[2].to_string());
+    assert!(
+        id.starts_with("vk_") && key.starts_with("sk-triage-"),
+        "{created}"
+    );
+
+    let h = Harness::start_with(&config(dir.path())).await;
+    let answered = chat_as(&h, &key, "local/small").await;
+    assert_eq!(answered.status(), 200);
+    assert_eq!(header(&answered, "x-ratelimit-limit-requests"), Some("5"));
+    h.state.outcomes.as_ref().unwrap().flush().await;
+    let listed = triage(&["list"]);
+    let shown: Value = serde_json::from_str(listed.lines().next().unwrap()).unwrap();
+    assert_eq!(shown["id"], id.as_str());
+    assert!(shown["spent_usd"].as_f64().unwrap() > 0.0, "{shown}");
+
+    triage(&["revoke", &id]);
+    let revoked_at = Instant::now();
+    while chat_as(&h, &key, "local/small").await.status() != 401 {
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(3),
+            "still accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

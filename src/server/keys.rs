@@ -13,9 +13,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::{ApiError, AppState, StateError};
-use crate::keys::{Key, KeyRing, NewKey, Period, RateState, Refusal, hash_hex, new_secret};
+use crate::keys::{InvalidKey, Key, KeyRing, NewKey, Period, RateState, Refusal, check, expiry};
 use crate::outcomes::store::{KeyRow, StoreError};
-use crate::outcomes::{Target, now_ms, parse_date};
+use crate::outcomes::{Target, now_ms};
 
 /// Loads the keys once (start-up waits for it) and refreshes them every `every` in the
 /// background, off the async workers (PostgreSQL's client blocks).
@@ -155,33 +155,8 @@ fn invalid(message: &str, param: &str) -> ApiError {
     ApiError::invalid_request(message, Some(param))
 }
 
-/// Checks a new or patched key's fields.
-fn check(row: &KeyRow, models: Option<&[String]>) -> Result<(), ApiError> {
-    if row.name.trim().is_empty() {
-        return Err(invalid("`name` must not be empty.", "name"));
-    }
-    if row.budget_usd.is_some_and(|b| !(b >= 0.0 && b.is_finite())) {
-        return Err(invalid("`budget_usd` must be a number ≥ 0.", "budget_usd"));
-    }
-    if row.rpm.is_some_and(|r| r <= 0) {
-        return Err(invalid("`rpm` must be above 0.", "rpm"));
-    }
-    if models.is_some_and(|m| m.is_empty() || m.iter().any(|p| p.trim().is_empty())) {
-        return Err(invalid(
-            "`models` must list model ids, globs or profiles.",
-            "models",
-        ));
-    }
-    Ok(())
-}
-
-fn expiry(text: &str) -> Result<i64, ApiError> {
-    parse_date(text).ok_or_else(|| {
-        invalid(
-            "`expires_at` must be a date like 2027-01-31 or 2027-01-31T12:00:00Z.",
-            "expires_at",
-        )
-    })
+fn rejected(error: InvalidKey) -> ApiError {
+    invalid(&error.message, error.param)
 }
 
 /// `POST /admin/keys`: 201 with the key's id and its secret, shown this once.
@@ -200,21 +175,8 @@ async fn create_key(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Resul
     require_admin(state, headers)?;
     let new: NewKey =
         serde_json::from_slice(body).map_err(|e| ApiError::invalid_json(&e.to_string()))?;
-    let (id, secret) = new_secret();
-    let row = KeyRow {
-        id: id.clone(),
-        name: new.name,
-        hash: hash_hex(&secret),
-        budget_usd: new.budget_usd,
-        budget_period: new.budget_period.unwrap_or(Period::Month).name().into(),
-        rpm: new.rpm.map(i64::from),
-        models: new.models.as_ref().map(|m| json!(m).to_string()),
-        expires_ms: new.expires_at.as_deref().map(expiry).transpose()?,
-        metadata: new.metadata.map(|m| m.to_string()),
-        created_ms: now_ms(),
-        revoked_ms: None,
-    };
-    check(&row, new.models.as_deref())?;
+    let (row, secret) = new.into_row(now_ms()).map_err(rejected)?;
+    let id = row.id.clone();
     let stored = row.clone();
     write(state, move |store| store.insert_key(&stored)).await?;
     let key = ring(state)?
@@ -277,7 +239,7 @@ pub(super) async fn update(
         let mut row = key.row.clone();
         let mut models = key.models.clone();
         apply_patch(&mut row, &mut models, &patch)?;
-        check(&row, models.as_deref())?;
+        check(&row, models.as_deref()).map_err(rejected)?;
         let stored = row.clone();
         write(&state, move |store| store.update_key(&stored)).await?;
         let key = ring
@@ -330,7 +292,7 @@ fn apply_patch(
                 row.expires_ms = match value.as_str() {
                     None if value.is_null() => None,
                     None => return Err(bad()),
-                    Some(text) => Some(expiry(text)?),
+                    Some(text) => Some(expiry(text).map_err(rejected)?),
                 }
             }
             "metadata" => row.metadata = (!value.is_null()).then(|| value.to_string()),
