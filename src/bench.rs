@@ -58,6 +58,10 @@ pub struct Options {
     /// see how it sheds past saturation.
     #[arg(long)]
     pub max_concurrent: Option<usize>,
+    /// Send the router's requests with a virtual key (budget and rpm set high enough never to
+    /// refuse), to measure what checking and charging a key costs.
+    #[arg(long)]
+    pub virtual_key: bool,
 }
 
 /// Runs the benchmark and prints its report on stdout (progress goes to stderr).
@@ -150,13 +154,20 @@ struct PathStats {
 async fn bench(options: &Options) -> anyhow::Result<Report> {
     let load_average = load_average();
     let mut children = Children::start(options.max_concurrent)?;
+    let key = if options.virtual_key {
+        Some(children.create_key()?)
+    } else {
+        None
+    };
     let client = http_client()?;
     children.wait_mock(&client).await?;
-    let router_target = Target::router(children.router, false)?;
+    let mut router_target = Target::router(children.router, false)?;
+    router_target.key.clone_from(&key);
     let start_to_first_answer = children.start_router(&client, &router_target).await?;
     let rss_idle_kib = children.router_memory("VmRSS");
     let direct = Target::direct(children.mock, options.stream)?;
-    let router = Target::router(children.router, options.stream)?;
+    let mut router = Target::router(children.router, options.stream)?;
+    router.key = key;
     let reset = format!("http://{}/_mock/reset", children.mock);
     let mut rates = Vec::new();
     for &rate in &options.rates {
@@ -224,6 +235,8 @@ struct Target {
     url: reqwest::Url,
     body: Bytes,
     stream: bool,
+    /// A bearer key to send.
+    key: Option<String>,
 }
 
 impl Target {
@@ -249,6 +262,7 @@ impl Target {
             url: format!("http://{addr}/v1/chat/completions").parse()?,
             body: Bytes::from(serde_json::to_vec(&body)?),
             stream,
+            key: None,
         })
     }
 }
@@ -380,12 +394,14 @@ enum Outcome {
 /// One request, timed from its due time to the last byte of the answer.
 async fn one_request(client: reqwest::Client, target: Target, due: Instant) -> Outcome {
     let start_lag = due.elapsed();
-    let sent = client
+    let mut request = client
         .post(target.url)
         .header(CONTENT_TYPE, "application/json")
-        .body(target.body)
-        .send()
-        .await;
+        .body(target.body);
+    if let Some(key) = &target.key {
+        request = request.bearer_auth(key);
+    }
+    let sent = request.send().await;
     let response = match sent {
         Ok(response) => response,
         Err(err) => return Outcome::Failed(err.to_string()),
@@ -661,6 +677,24 @@ impl Children {
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
+    }
+
+    /// A virtual key in the router's log, made before the router starts (it then loads it),
+    /// with a budget and rate no benchmark reaches.
+    fn create_key(&self) -> anyhow::Result<String> {
+        let mut store = crate::outcomes::store::Store::open(&self.dir.join("triage.db"))?;
+        let new = crate::keys::NewKey {
+            name: "bench".into(),
+            budget_usd: Some(1e9),
+            budget_period: None,
+            rpm: Some(u32::MAX),
+            models: Some(vec!["mock/*".into()]),
+            expires_at: None,
+            metadata: None,
+        };
+        let (row, secret) = new.into_row(crate::outcomes::now_ms())?;
+        store.insert_key(&row)?;
+        Ok(secret)
     }
 
     /// A child's process id (0 when it is not running).
