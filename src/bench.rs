@@ -688,6 +688,7 @@ impl Children {
             budget_usd: Some(1e9),
             budget_period: None,
             rpm: Some(u32::MAX),
+            tpm: Some(u32::MAX),
             models: Some(vec!["mock/*".into()]),
             expires_at: None,
             metadata: None,

@@ -84,6 +84,8 @@ pub struct NewKey {
     pub budget_usd: Option<f64>,
     pub budget_period: Option<Period>,
     pub rpm: Option<u32>,
+    /// Tokens (prompt + completion) per minute, counted when each answer ends.
+    pub tpm: Option<u32>,
     /// Model ids, globs (`openai/*`) and profiles (`auto`, `auto:*`) the key may ask for.
     pub models: Option<Vec<String>>,
     /// A date (`2027-01-31`) or date and time, UTC.
@@ -117,6 +119,7 @@ impl NewKey {
             budget_usd: self.budget_usd,
             budget_period: self.budget_period.unwrap_or(Period::Month).name().into(),
             rpm: self.rpm.map(i64::from),
+            tpm: self.tpm.map(i64::from),
             models: self.models.as_ref().map(|m| json!(m).to_string()),
             expires_ms: self.expires_at.as_deref().map(expiry).transpose()?,
             metadata: self.metadata.map(|m| m.to_string()),
@@ -138,6 +141,9 @@ pub fn check(row: &KeyRow, models: Option<&[String]>) -> Result<(), InvalidKey> 
     }
     if row.rpm.is_some_and(|r| r <= 0) {
         return Err(invalid("`rpm` must be above 0.", "rpm"));
+    }
+    if row.tpm.is_some_and(|t| t <= 0) {
+        return Err(invalid("`tpm` must be above 0.", "tpm"));
     }
     if models.is_some_and(|m| m.is_empty() || m.iter().any(|p| p.trim().is_empty())) {
         return Err(invalid(
@@ -173,6 +179,10 @@ pub enum Refusal {
         rpm: u32,
         retry_after_ms: i64,
     },
+    TokenLimited {
+        tpm: u32,
+        retry_after_ms: i64,
+    },
 }
 
 /// A key's request-per-minute state, for OpenAI's `x-ratelimit-*-requests` headers.
@@ -195,6 +205,8 @@ pub struct Key {
     spent: Mutex<f64>,
     /// Start times of the requests of the last minute (this instance).
     window: Mutex<VecDeque<i64>>,
+    /// End times and token counts of the answers of the last minute (this instance).
+    tokens: Mutex<VecDeque<(i64, u64)>>,
 }
 
 impl Key {
@@ -210,6 +222,7 @@ impl Key {
             period,
             spent: Mutex::new(spent),
             window: Mutex::new(window),
+            tokens: Mutex::default(),
         }
     }
 
@@ -276,6 +289,41 @@ impl Key {
         }))
     }
 
+    /// Refuses a key whose answers of the last minute used its `tpm`; its token window
+    /// otherwise (`None` without a limit). The request's own tokens count when it ends.
+    pub fn check_tokens(&self, now_ms: i64) -> Result<Option<RateState>, Refusal> {
+        let Some(tpm) = self.row.tpm.and_then(|t| u32::try_from(t).ok()) else {
+            return Ok(None);
+        };
+        let mut tokens = lock(&self.tokens);
+        while tokens
+            .front()
+            .is_some_and(|&(t, _)| t <= now_ms - MINUTE_MS)
+        {
+            tokens.pop_front();
+        }
+        let used: u64 = tokens.iter().map(|&(_, n)| n).sum();
+        let reset_ms = tokens.front().map_or(0, |&(t, _)| t + MINUTE_MS - now_ms);
+        if used >= u64::from(tpm) {
+            return Err(Refusal::TokenLimited {
+                tpm,
+                retry_after_ms: reset_ms.max(1),
+            });
+        }
+        Ok(Some(RateState {
+            limit: tpm,
+            remaining: tpm - used as u32,
+            reset_ms,
+        }))
+    }
+
+    /// An answer's tokens, for `tpm`.
+    pub fn count_tokens(&self, now_ms: i64, tokens: u64) {
+        if self.row.tpm.is_some() && tokens > 0 {
+            lock(&self.tokens).push_back((now_ms, tokens));
+        }
+    }
+
     /// The key as the admin API shows it: never the secret.
     pub fn describe(&self) -> Value {
         let row = &self.row;
@@ -288,6 +336,7 @@ impl Key {
             "spent_usd": spent,
             "remaining_usd": row.budget_usd.map(|b| (b - spent).max(0.0)),
             "rpm": row.rpm,
+            "tpm": row.tpm,
             "models": self.models,
             "expires_ms": row.expires_ms,
             "metadata": row.metadata.as_deref().and_then(|m| serde_json::from_str::<Value>(m).ok()),
@@ -344,12 +393,17 @@ impl KeyRing {
                 .filter(|(id, day, _)| *id == row.id && *day >= since)
                 .map(|(_, _, cost)| cost)
                 .sum();
-            let window = old
-                .get(&row.hash)
+            let previous = old.get(&row.hash);
+            let window = previous
                 .map(|k| lock(&k.window).clone())
                 .unwrap_or_default();
+            let tokens = previous
+                .map(|k| lock(&k.tokens).clone())
+                .unwrap_or_default();
             ids.insert(row.id.clone(), row.hash.clone());
-            keys.insert(row.hash.clone(), Arc::new(Key::new(row, spent, window)));
+            let key = Key::new(row, spent, window);
+            *lock(&key.tokens) = tokens;
+            keys.insert(key.row.hash.clone(), Arc::new(key));
         }
         *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
         *self.ids.write().unwrap_or_else(|e| e.into_inner()) = ids;
@@ -395,13 +449,15 @@ impl KeyRing {
     }
 
     /// Adds a finished request's cost to its key, until the next refresh reads it back from
-    /// the database.
-    pub fn charge(&self, key_id: &str, cost: f64) {
-        if cost > 0.0
-            && let Some(key) = self.by_id(key_id)
-        {
+    /// the database, and its tokens to the key's minute.
+    pub fn charge(&self, key_id: &str, cost: f64, tokens: u64, now_ms: i64) {
+        let Some(key) = self.by_id(key_id) else {
+            return;
+        };
+        if cost > 0.0 {
             *lock(&key.spent) += cost;
         }
+        key.count_tokens(now_ms, tokens);
     }
 }
 
@@ -462,7 +518,7 @@ mod tests {
             &[("vk_1".into(), 20_792, 0.6)],
             20_792 * DAY_MS,
         );
-        ring.charge("vk_1", 0.5);
+        ring.charge("vk_1", 0.5, 10, 20_792 * DAY_MS);
         let loaded = ring.by_id("vk_1").unwrap();
         assert!(matches!(
             loaded.check_budget(),

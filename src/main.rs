@@ -526,6 +526,9 @@ enum KeysAction {
         budget_period: Option<String>,
         #[arg(long)]
         rpm: Option<u32>,
+        /// Tokens (prompt + completion) per minute.
+        #[arg(long)]
+        tpm: Option<u32>,
         /// Model ids, globs and profiles the key may use, comma separated.
         #[arg(long, value_delimiter = ',')]
         models: Option<Vec<String>>,
@@ -566,6 +569,7 @@ fn keys_command(action: KeysAction, config: Option<&PathBuf>) -> anyhow::Result<
             budget_usd,
             budget_period,
             rpm,
+            tpm,
             models,
             expires_at,
         } => {
@@ -578,6 +582,7 @@ fn keys_command(action: KeysAction, config: Option<&PathBuf>) -> anyhow::Result<
                 budget_usd,
                 budget_period,
                 rpm,
+                tpm,
                 models,
                 expires_at,
                 metadata: None,

@@ -350,3 +350,25 @@ async fn the_command_line_manages_the_same_keys_the_router_reads() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn a_key_over_its_tokens_per_minute_gets_429_with_token_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start_with(&config(dir.path())).await;
+    // One answer uses more than 5 tokens: the next request is refused.
+    let (_, key) = create(&h, json!({"name": "tokens", "tpm": 5})).await;
+    let first = chat_as(&h, &key, "local/small").await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(header(&first, "x-ratelimit-limit-tokens"), Some("5"));
+    assert_eq!(header(&first, "x-ratelimit-remaining-tokens"), Some("5"));
+    let limited = chat_as(&h, &key, "local/small").await;
+    assert_eq!(limited.status(), 429);
+    assert!(header(&limited, "retry-after").is_some());
+    let body: Value = limited.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tokens per minute")
+    );
+}

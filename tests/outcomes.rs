@@ -763,7 +763,7 @@ async fn postgres_logs_feedback_and_reports_like_sqlite() {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        assert_eq!(versions, [1, 2, 3, 4]);
+        assert_eq!(versions, [1, 2, 3, 4, 5]);
         let kept: i64 = client
             .query_one("SELECT count(*) FROM outcomes WHERE id = 'old'", &[])
             .unwrap()

@@ -113,6 +113,12 @@ CREATE TABLE IF NOT EXISTS key_spend (
 ",
         already_there: |store| store.has_table("keys"),
     },
+    Migration {
+        version: 5,
+        name: "tokens per minute for virtual keys",
+        sql: "ALTER TABLE keys ADD COLUMN tpm BIGINT;",
+        already_there: |store| store.has_column("keys", "tpm"),
+    },
 ];
 
 /// The version a log is at once every migration has run.

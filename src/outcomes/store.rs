@@ -59,10 +59,11 @@ const SCAN: &str = "SELECT model, key_id, profile, status, prompt_tokens, comple
     FROM outcomes WHERE ts_ms >= $1";
 
 const KEY_COLUMNS: &str = "id, name, hash, budget_usd, budget_period, rpm, models, expires_ms,
-    metadata, created_ms, revoked_ms";
+    metadata, created_ms, revoked_ms, tpm";
 /// Parameters in the order they appear: SQLite binds `$n` by position of first appearance.
 const UPDATE_KEY: &str = "UPDATE keys SET name = $1, budget_usd = $2, budget_period = $3,
-    rpm = $4, models = $5, expires_ms = $6, metadata = $7, revoked_ms = $8 WHERE id = $9";
+    rpm = $4, models = $5, expires_ms = $6, metadata = $7, revoked_ms = $8, tpm = $9
+    WHERE id = $10";
 const KEY_SPEND: &str = "SELECT key_id, day, cost_usd FROM key_spend WHERE day >= $1";
 /// A request's cost added to its key's day: the store of record for budgets, shared by every
 /// instance on the same log.
@@ -85,6 +86,8 @@ pub struct KeyRow {
     pub metadata: Option<String>,
     pub created_ms: i64,
     pub revoked_ms: Option<i64>,
+    /// Tokens (prompt + completion) per minute.
+    pub tpm: Option<i64>,
 }
 
 /// One logged request, as the report reads it.
@@ -339,7 +342,8 @@ impl Store {
     /// Stores a new virtual key.
     pub fn insert_key(&mut self, key: &KeyRow) -> Result<(), StoreError> {
         let sql = format!(
-            "INSERT INTO keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            "INSERT INTO keys ({KEY_COLUMNS})
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
         );
         self.execute(
             &sql,
@@ -355,6 +359,7 @@ impl Store {
                 &key.metadata,
                 &key.created_ms,
                 &key.revoked_ms,
+                &key.tpm,
             ],
         )?;
         Ok(())
@@ -374,6 +379,7 @@ impl Store {
                 &key.expires_ms,
                 &key.metadata,
                 &key.revoked_ms,
+                &key.tpm,
                 &key.id,
             ],
         )?;
@@ -603,6 +609,7 @@ impl FromRow for KeyRow {
             metadata: r.cell(8)?,
             created_ms: r.cell(9)?,
             revoked_ms: r.cell(10)?,
+            tpm: r.cell(11)?,
         })
     }
 }

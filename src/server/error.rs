@@ -239,6 +239,18 @@ impl ApiError {
         error
     }
 
+    /// A virtual key's answers of the last minute used its tokens per minute.
+    pub fn key_token_limited(tpm: u32, retry_after: Duration) -> ApiError {
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            format!("This key is limited to {tpm} tokens per minute."),
+        )
+        .with_code("rate_limit_exceeded");
+        error.retry_after = Some(retry_after);
+        error
+    }
+
     /// An admin lookup of a virtual key that does not exist.
     pub fn key_not_found(id: &str) -> ApiError {
         ApiError::new(

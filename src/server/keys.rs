@@ -72,7 +72,7 @@ fn period_of(row: &KeyRow) -> Period {
 
 /// A virtual key's request: refused when it asks for a model outside its allow-list, when
 /// its budget is spent or when it is over its requests per minute. Counts the request.
-pub(super) fn admit(key: &Key, requested: &[String]) -> Result<Option<RateState>, ApiError> {
+pub(super) fn admit(key: &Key, requested: &[String]) -> Result<Limits, ApiError> {
     if let Some(model) = requested.iter().find(|m| !key.allows(m)) {
         return Err(ApiError::model_not_allowed(model));
     }
@@ -84,28 +84,69 @@ pub(super) fn admit(key: &Key, requested: &[String]) -> Result<Option<RateState>
     {
         return Err(ApiError::budget_exceeded(spent, budget, period.name()));
     }
-    match key.take_request(now_ms()) {
-        Ok(rate) => Ok(rate),
+    let now = now_ms();
+    let tokens = match key.check_tokens(now) {
+        Ok(tokens) => tokens,
+        Err(Refusal::TokenLimited {
+            tpm,
+            retry_after_ms,
+        }) => {
+            return Err(ApiError::key_token_limited(
+                tpm,
+                Duration::from_millis(retry_after_ms.max(0) as u64),
+            ));
+        }
+        Err(_) => None,
+    };
+    let requests = match key.take_request(now) {
+        Ok(rate) => rate,
         Err(Refusal::RateLimited {
             rpm,
             retry_after_ms,
-        }) => Err(ApiError::key_rate_limited(
-            rpm,
-            Duration::from_millis(retry_after_ms.max(0) as u64),
-        )),
-        Err(_) => Ok(None),
-    }
+        }) => {
+            return Err(ApiError::key_rate_limited(
+                rpm,
+                Duration::from_millis(retry_after_ms.max(0) as u64),
+            ));
+        }
+        Err(_) => None,
+    };
+    Ok(Limits { requests, tokens })
 }
 
-/// OpenAI's `x-ratelimit-*-requests` headers, on every response to a limited key.
-pub(super) fn rate_headers(response: &mut Response, rate: &RateState) {
-    let reset = format!("{}ms", rate.reset_ms.max(0));
-    for (name, value) in [
-        ("x-ratelimit-limit-requests", rate.limit.to_string()),
-        ("x-ratelimit-remaining-requests", rate.remaining.to_string()),
-        ("x-ratelimit-reset-requests", reset),
-    ] {
-        super::set_header(response, name, &value);
+/// A limited key's windows after admitting a request, for its headers.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Limits {
+    requests: Option<RateState>,
+    tokens: Option<RateState>,
+}
+
+/// OpenAI's `x-ratelimit-*-requests` and `-tokens` headers, on every response to a limited
+/// key.
+pub(super) fn rate_headers(response: &mut Response, limits: &Limits) {
+    let windows = [
+        (
+            limits.requests,
+            [
+                "x-ratelimit-limit-requests",
+                "x-ratelimit-remaining-requests",
+                "x-ratelimit-reset-requests",
+            ],
+        ),
+        (
+            limits.tokens,
+            [
+                "x-ratelimit-limit-tokens",
+                "x-ratelimit-remaining-tokens",
+                "x-ratelimit-reset-tokens",
+            ],
+        ),
+    ];
+    for (rate, [limit, remaining, reset]) in windows {
+        let Some(rate) = rate else { continue };
+        super::set_header(response, limit, &rate.limit.to_string());
+        super::set_header(response, remaining, &rate.remaining.to_string());
+        super::set_header(response, reset, &format!("{}ms", rate.reset_ms.max(0)));
     }
 }
 
@@ -280,6 +321,13 @@ fn apply_patch(
                     Some(value.as_i64().ok_or_else(bad)?)
                 }
             }
+            "tpm" => {
+                row.tpm = if value.is_null() {
+                    None
+                } else {
+                    Some(value.as_i64().ok_or_else(bad)?)
+                }
+            }
             "models" => {
                 *models = if value.is_null() {
                     None
@@ -300,7 +348,7 @@ fn apply_patch(
                 return Err(invalid(
                     &format!(
                         "Unknown field `{field}`: use name, budget_usd, budget_period, rpm, \
-                         models, expires_at or metadata."
+                         tpm, models, expires_at or metadata."
                     ),
                     field,
                 ));

@@ -55,7 +55,7 @@ async fn handle(
     let body = body.map_err(|rejection| (body_rejection(&rejection, &state.limits), None))?;
     let request = MessagesRequest::parse(&body).map_err(|e| (e, None))?;
     if let Some(key) = &key {
-        finished.rate = super::keys::admit(key, &request.requested).map_err(|e| (e, None))?;
+        finished.rate = Some(super::keys::admit(key, &request.requested).map_err(|e| (e, None))?);
     }
     finished.requested = request.requested[0].clone();
     finished.stream = request.stream;

@@ -38,7 +38,7 @@ use crate::catalog::{Catalog, Model, Usage};
 use crate::config::Config;
 use crate::config::{Limits, RoutingConfig};
 use crate::dispatch::{Answer, DispatchError, Dispatched, Dispatcher, Failure};
-use crate::keys::{Key, KeyRing, RateState, Refusal};
+use crate::keys::{Key, KeyRing, Refusal};
 use crate::metrics::{Metrics, ModelLabels, RequestLabels};
 use crate::outcomes::signals::Signals;
 use crate::outcomes::{AutoColumns, LogError, Outcome, OutcomeLog};
@@ -300,7 +300,8 @@ impl AppState {
             self.metrics
                 .record_usage(model_id, &finished.key_id, usage, *cost);
             if let Some(ring) = &self.keys {
-                ring.charge(&finished.key_id, *cost);
+                let tokens = usage.prompt_tokens + usage.completion_tokens;
+                ring.charge(&finished.key_id, *cost, tokens, crate::outcomes::now_ms());
             }
         }
         tracing::info!(
@@ -334,8 +335,8 @@ pub struct Finished {
     prompt: Option<String>,
     answer: Option<String>,
     signals: Signals,
-    /// A rate-limited virtual key's window after this request, for its headers.
-    rate: Option<RateState>,
+    /// A rate-limited virtual key's windows after this request, for its headers.
+    rate: Option<keys::Limits>,
 }
 
 impl Finished {
@@ -579,7 +580,7 @@ async fn chat(
     let body = body.map_err(|rejection| (body_rejection(&rejection, &state.limits), None))?;
     let mut request = ChatRequest::parse(&body).map_err(|e| (e, None))?;
     if let Some(key) = &key {
-        finished.rate = keys::admit(key, &request.requested).map_err(|e| (e, None))?;
+        finished.rate = Some(keys::admit(key, &request.requested).map_err(|e| (e, None))?);
     }
     finished.requested = request.requested[0].clone();
     finished.stream = request.stream;
