@@ -240,7 +240,92 @@ async fn keys_are_shared_by_instances_on_one_postgresql_log() {
     })
     .await
     .unwrap();
-    shared_by_two_instances(&log_config(&format!("url = \"{url}\""))).await;
+    let config = log_config(&format!("url = \"{url}\""));
+    shared_by_two_instances(&config).await;
+    budget_overshoot_across_instances(&config).await;
+}
+
+/// Three instances on one PostgreSQL log, one key with a budget of 40 requests' cost, 24
+/// clients (8 per instance) sending until refused: how far past the budget the key spends.
+/// It can pass the budget by the requests in flight when the budget runs out, plus what the
+/// other instances spent since their last refresh (200 ms here).
+async fn budget_overshoot_across_instances(config: &str) {
+    let instances = [
+        Harness::start_with(config).await,
+        Harness::start_with(config).await,
+        Harness::start_with(config).await,
+    ];
+    // What one request costs, measured on a key without a budget.
+    let (probe_id, probe) = create(&instances[0], json!({"name": "probe"})).await;
+    assert_eq!(
+        chat_as(&instances[0], &probe, "local/small").await.status(),
+        200
+    );
+    instances[0].state.outcomes.as_ref().unwrap().flush().await;
+    let (_, shown) = admin(
+        &instances[0],
+        reqwest::Method::GET,
+        &format!("/admin/keys/{probe_id}"),
+        None,
+    )
+    .await;
+    let cost = shown["spent_usd"].as_f64().unwrap();
+    assert!(cost > 0.0);
+    let budget = 40.0 * cost;
+    let (id, key) = create(
+        &instances[0],
+        json!({"name": "hammered", "budget_usd": budget}),
+    )
+    .await;
+    // Every instance knows the key before the load starts.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let instances = std::sync::Arc::new(instances);
+    let started = Instant::now();
+    let mut clients = Vec::new();
+    for client in 0..24 {
+        let (instances, key) = (instances.clone(), key.clone());
+        clients.push(tokio::spawn(async move {
+            let h = &instances[client % 3];
+            let mut answered = 0u32;
+            loop {
+                match chat_as(h, &key, "local/small").await.status().as_u16() {
+                    200 => answered += 1,
+                    402 => return answered,
+                    other => panic!("unexpected {other}"),
+                }
+            }
+        }));
+    }
+    let mut answered = 0;
+    for client in clients {
+        answered += client.await.unwrap();
+    }
+    for h in instances.iter() {
+        h.state.outcomes.as_ref().unwrap().flush().await;
+    }
+    let (_, shown) = admin(
+        &instances[0],
+        reqwest::Method::GET,
+        &format!("/admin/keys/{id}"),
+        None,
+    )
+    .await;
+    let spent = shown["spent_usd"].as_f64().unwrap();
+    let rate = f64::from(answered) / started.elapsed().as_secs_f64();
+    let extra = spent / cost - 40.0;
+    // The stated bound: the 24 requests in flight, plus what the instances answered in one
+    // refresh interval (200 ms) before they read each other's spend; 50% slack for timing.
+    let bound = 24.0 + rate * 0.2 * 1.5;
+    eprintln!(
+        "budget overshoot, 3 instances on one PostgreSQL, 24 clients at {rate:.0} req/s, refresh \
+         200 ms: {answered} answered for a budget of 40 requests, {extra:.0} past it (bound \
+         {bound:.0})"
+    );
+    assert!(extra >= 0.0, "the budget was used");
+    assert!(
+        extra <= bound,
+        "{extra:.0} requests past the budget, bound {bound:.0}"
+    );
 }
 
 #[tokio::test]
