@@ -73,6 +73,15 @@ pub struct Metrics {
     pub shed: Counter,
     /// Every HTTP request (model calls, routing, feedback, usage, admin, health, metrics).
     pub http_requests: Family<HttpLabels, Counter>,
+    /// 1 for each virtual key: joins its id (the `key` label elsewhere) to its name.
+    pub key_info: Family<KeyInfoLabels, Gauge>,
+}
+
+/// A virtual key's id and name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyInfoLabels {
+    pub key: String,
+    pub name: String,
 }
 
 fn latency_histogram() -> Histogram {
@@ -150,6 +159,12 @@ impl Metrics {
             "HTTP requests by endpoint (route pattern), method and status",
             http_requests.clone(),
         );
+        let key_info = Family::default();
+        registry.register(
+            "key_info",
+            "Virtual keys: 1 per key, its id (the key label of other series) and its name",
+            key_info.clone(),
+        );
         let shed = Counter::default();
         registry.register(
             "shed",
@@ -170,6 +185,7 @@ impl Metrics {
             log_dropped,
             shed,
             http_requests,
+            key_info,
         }
     }
 

@@ -104,6 +104,23 @@ async fn keys_are_created_used_listed_and_revoked() {
     assert!(listed["spent_usd"].as_f64().unwrap() > 0.0, "{listed}");
     assert!(listed.get("key").is_none() && !list.to_string().contains(&key));
 
+    // Usage and metrics name the key; the secret is nowhere.
+    let usage: Value = h.get("/v1/usage").await.json().await.unwrap();
+    let group = usage["by_key"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(group["key_name"], "app", "{usage}");
+    let metrics = h.metrics().await;
+    assert!(
+        metrics.contains(&format!(r#"triage_key_info{{key="{id}",name="app"}} 1"#)),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(&key) && !usage.to_string().contains(&key));
+
     let (status, deleted) = admin(
         &h,
         reqwest::Method::DELETE,

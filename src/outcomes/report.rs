@@ -27,6 +27,9 @@ pub struct ReportOptions {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Group {
     pub name: String,
+    /// For a virtual key (`vk_…`): the name it was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_name: Option<String>,
     pub requests: u64,
     pub errors: u64,
     pub prompt_tokens: u64,
@@ -130,11 +133,18 @@ impl Report {
             })
             .collect();
         routing_mix.sort_by(|a, b| b.requests.cmp(&a.requests).then(a.model.cmp(&b.model)));
+        // Virtual keys by the names they were given (the log holds their ids).
+        let names: std::collections::HashMap<String, String> =
+            store.keys()?.into_iter().map(|k| (k.id, k.name)).collect();
+        let mut by_key = sorted(totals.by_key);
+        for group in &mut by_key {
+            group.key_name = names.get(&group.name).cloned();
+        }
         Ok(Report {
             since_ms: options.since_ms,
             total: totals.all,
             by_model: sorted(totals.by_model),
-            by_key: sorted(totals.by_key),
+            by_key,
             by_profile: sorted(totals.by_profile),
             routing_mix,
             savings: savings.finish(),
@@ -147,6 +157,7 @@ impl Group {
     fn new(name: &str) -> Group {
         Group {
             name: name.to_string(),
+            key_name: None,
             requests: 0,
             errors: 0,
             prompt_tokens: 0,
@@ -352,10 +363,14 @@ impl fmt::Display for Report {
                 "", "requests", "errors", "input tok", "output tok", "cost US$"
             )?;
             for g in groups {
+                let name = match &g.key_name {
+                    Some(key_name) => format!("{key_name} ({})", g.name),
+                    None => g.name.clone(),
+                };
                 writeln!(
                     f,
                     "  {:<36} {:>9} {:>7} {:>12} {:>12} {:>12.6}",
-                    g.name, g.requests, g.errors, g.prompt_tokens, g.completion_tokens, g.cost_usd
+                    name, g.requests, g.errors, g.prompt_tokens, g.completion_tokens, g.cost_usd
                 )?;
             }
         }

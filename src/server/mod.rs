@@ -778,6 +778,17 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
     if let Err(error) = state.authorize_metrics(&headers) {
         return error.into_response();
     }
+    if let Some(ring) = &state.keys {
+        let info = &state.metrics.key_info;
+        info.clear();
+        for key in ring.all() {
+            let labels = crate::metrics::KeyInfoLabels {
+                key: key.row.id.clone(),
+                name: key.row.name.clone(),
+            };
+            info.get_or_create(&labels).set(1);
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,
