@@ -474,3 +474,49 @@ async fn a_key_over_its_tokens_per_minute_gets_429_with_token_headers() {
             .contains("tokens per minute")
     );
 }
+
+#[tokio::test]
+async fn an_allow_list_narrows_auto_and_a_stream_is_charged_when_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start_full(&config(dir.path()), Some(&default_model_dir())).await;
+    let (id, key) = create(
+        &h,
+        json!({"name": "big only", "models": ["auto", "local/big"]}),
+    )
+    .await;
+    let route: Value = h
+        .client
+        .post(format!("{}/v1/route", h.url))
+        .bearer_auth(&key)
+        .json(&json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(route["chosen"]["model"], "local/big", "{route}");
+    assert_eq!(
+        candidate(&route, "local/small")["excluded"],
+        "not allowed for this key"
+    );
+    // Not in the list: `auto:cheap` is a profile of its own.
+    let cheap = chat_as(&h, &key, "auto:cheap").await;
+    assert_eq!(cheap.status(), 403);
+
+    // A streamed answer through `auto` is charged to the key when it ends.
+    let streamed = h
+        .client
+        .post(format!("{}/v1/chat/completions", h.url))
+        .bearer_auth(&key)
+        .json(&json!({"model": "auto", "stream": true,
+            "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&streamed, "x-triage-model"), Some("local/big"));
+    assert!(streamed.text().await.unwrap().contains("[DONE]"));
+    h.state.outcomes.as_ref().unwrap().flush().await;
+    let (_, shown) = admin(&h, reqwest::Method::GET, &format!("/admin/keys/{id}"), None).await;
+    assert!(shown["spent_usd"].as_f64().unwrap() > 0.0, "{shown}");
+}
