@@ -79,13 +79,13 @@ enum Command {
     },
     /// Grade logged answers that have no feedback with a judge model; stores the grades in the
     /// log for `train --from-log`.
-    Label(triage::outcomes::judge::LabelArgs),
+    Label(triage::train::judge::LabelArgs),
     /// Set a profile's quality target from logged traffic, for a share of requests to one
     /// model or a budget per 1,000 requests.
     Calibrate(triage::calibrate::CalibrateArgs),
     /// Write rows of an outcome file into an outcome log as if they were traffic with
     /// feedback, to try `train --from-log` and `calibrate` on public data.
-    Replay(triage::outcomes::replay::ReplayArgs),
+    Replay(triage::train::replay::ReplayArgs),
     /// Requests, tokens and cost from the outcome log, and what adaptive routing saved.
     Report(triage::outcomes::report::ReportArgs),
     /// Virtual keys in the config's log: create, list, update, revoke (as /admin/keys does).
@@ -213,7 +213,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Replay(args) => {
-            let logged = triage::outcomes::replay::run(&args)?;
+            let logged = triage::train::replay::run(&args)?;
             eprintln!(
                 "logged {logged} replayed requests with feedback in {}",
                 args.log
@@ -223,7 +223,7 @@ fn main() -> anyhow::Result<()> {
         Command::Label(args) => {
             let (config, catalog) = load_config(args.config.as_ref())?;
             let summary =
-                runtime()?.block_on(triage::outcomes::judge::run(&args, &config, &catalog))?;
+                runtime()?.block_on(triage::train::judge::run(&args, &config, &catalog))?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
             Ok(())
         }

@@ -15,6 +15,7 @@ use crate::abilities::{Abilities, AbilitySource};
 use crate::catalog::{Catalog, Model};
 use crate::classifier::{Classifier, ClassifierError, ClassifierInput, Prediction};
 use crate::config::RoutingConfig;
+use crate::outcomes::AutoColumns;
 use crate::policy::{self, Constraints, Decision, ModelView, Needs, Profile, PromptView, Targets};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -300,6 +301,25 @@ fn estimate_prompt_tokens(body: &Map<String, Value>) -> u64 {
     (chars / 4) as u64
 }
 
+impl AutoDecision {
+    /// The decision as the outcome log stores it.
+    pub fn log_columns(&self) -> AutoColumns {
+        let auto = self;
+        let skills: Map<String, Value> = auto
+            .skills
+            .iter()
+            .map(|(name, weight)| (name.clone(), json!(weight)))
+            .collect();
+        AutoColumns {
+            profile: auto.decision.profile.clone(),
+            difficulty: f64::from(auto.prediction.difficulty),
+            tool_need: f64::from(auto.prediction.tool_need),
+            skills: Value::Object(skills).to_string(),
+            candidates: serde_json::to_string(&auto.decision.candidates).unwrap_or_default(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,5 +498,53 @@ mod tests {
             RouteError::UnknownModel("x/y".into())
         );
         assert_eq!(explicit_chain(&c, &[]).unwrap_err(), RouteError::NoModel);
+    }
+
+    #[test]
+    fn an_adaptive_decision_becomes_columns() {
+        let candidate = |model: &str, quality, cost_usd| Candidate {
+            model: model.into(),
+            quality: Some(quality),
+            cost_usd,
+            excluded: None,
+        };
+        let auto = AutoDecision {
+            prediction: Prediction {
+                difficulty: 0.5,
+                skills: vec![0.75, 0.25],
+                tool_need: 0.125,
+                tokens: 7,
+                embedding: Vec::new(),
+            },
+            skills: vec![("code".into(), 0.75), ("math".into(), 0.25)],
+            top_skill: "code".into(),
+            decision: Decision {
+                profile: "auto".into(),
+                target: 0.5,
+                chosen: Some(candidate("a/cheap", 0.5, 0.001)),
+                fallbacks: vec![candidate("a/strong", 0.75, 0.01)],
+                candidates: vec![
+                    candidate("a/cheap", 0.5, 0.001),
+                    candidate("a/strong", 0.75, 0.01),
+                ],
+                reason: "cheapest above target".into(),
+            },
+        };
+        let columns = auto.log_columns();
+        assert_eq!(columns.profile, "auto");
+        assert_eq!(columns.difficulty, 0.5);
+        assert_eq!(columns.tool_need, 0.125);
+        let skills: Value = serde_json::from_str(&columns.skills).unwrap();
+        assert_eq!(skills, json!({"code": 0.75, "math": 0.25}));
+        let candidates: Value = serde_json::from_str(&columns.candidates).unwrap();
+        assert_eq!(candidates[1]["model"], "a/strong");
+        assert_eq!(candidates[1]["quality"], 0.75);
+        assert_eq!(candidates[0]["cost_usd"], 0.001);
+        let outcome = crate::outcomes::Outcome {
+            auto: Some(columns),
+            ..crate::outcomes::Outcome::default()
+        };
+        assert_eq!(outcome.route(), "auto");
+        assert_eq!(crate::outcomes::Outcome::default().route(), "explicit");
     }
 }

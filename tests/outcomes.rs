@@ -880,7 +880,7 @@ fn replay_logs_a_share_of_an_outcome_file_as_traffic_with_feedback() {
     }
     std::fs::write(&data, rows).unwrap();
     let log = dir.path().join("replayed.db");
-    let args = triage::outcomes::replay::ReplayArgs {
+    let args = triage::train::replay::ReplayArgs {
         data,
         log: log.display().to_string(),
         source: Some("a".into()),
@@ -888,14 +888,14 @@ fn replay_logs_a_share_of_an_outcome_file_as_traffic_with_feedback() {
         fraction: 0.5,
         salt: "replay".into(),
     };
-    let strong_only = triage::outcomes::replay::ReplayArgs {
+    let strong_only = triage::train::replay::ReplayArgs {
         log: dir.path().join("strong.db").display().to_string(),
         model: Some("strong".into()),
         ..args.clone()
     };
-    let logged = triage::outcomes::replay::run(&args).unwrap();
+    let logged = triage::train::replay::run(&args).unwrap();
     assert_eq!(
-        triage::outcomes::replay::run(&strong_only).unwrap() * 2,
+        triage::train::replay::run(&strong_only).unwrap() * 2,
         logged,
         "--model keeps one model's rows of the same prompts"
     );
@@ -919,7 +919,7 @@ fn replay_logs_a_share_of_an_outcome_file_as_traffic_with_feedback() {
         assert_eq!(v.feedback, Some(expected), "{v:?}");
     }
     // The same draw again: the same requests, not new ones.
-    assert_eq!(triage::outcomes::replay::run(&args).unwrap(), logged);
+    assert_eq!(triage::train::replay::run(&args).unwrap(), logged);
     assert_eq!(
         Store::open_read(&log).unwrap().verdicts(0).unwrap().len(),
         logged

@@ -18,7 +18,7 @@ use triage::calibrate::CalibrateArgs;
 use triage::catalog::Catalog;
 use triage::config::Config;
 use triage::mock::Rule;
-use triage::outcomes::judge::{self, LabelArgs};
+use triage::train::judge::{self, LabelArgs};
 use triage::train::{self, TrainArgs};
 
 const ADMIN_KEY: &str = "sk-admin-test";

@@ -11,9 +11,7 @@
 //! This module is not the place for routing decisions or HTTP; `server` fills the rows in and
 //! `report` reads them back.
 
-pub mod judge;
 pub mod migrations;
-pub mod replay;
 pub mod report;
 pub mod signals;
 pub mod store;
@@ -27,7 +25,6 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::LogConfig;
-use crate::router::AutoDecision;
 pub use store::{Store, StoreError};
 
 /// Rows committed in one transaction at most.
@@ -87,23 +84,6 @@ pub struct AutoColumns {
     /// `[{"model": …, "quality": …, "cost_usd": …, "excluded"?: …}, …]`: every model the policy
     /// considered, with its predicted quality and expected cost.
     pub candidates: String,
-}
-
-impl AutoColumns {
-    pub fn from_decision(auto: &AutoDecision) -> AutoColumns {
-        let skills: Map<String, Value> = auto
-            .skills
-            .iter()
-            .map(|(name, weight)| (name.clone(), json!(weight)))
-            .collect();
-        AutoColumns {
-            profile: auto.decision.profile.clone(),
-            difficulty: f64::from(auto.prediction.difficulty),
-            tool_need: f64::from(auto.prediction.tool_need),
-            skills: Value::Object(skills).to_string(),
-            candidates: serde_json::to_string(&auto.decision.candidates).unwrap_or_default(),
-        }
-    }
 }
 
 /// A client's verdict on one answer.
@@ -467,8 +447,6 @@ pub type SharedLog = Arc<OutcomeLog>;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::classifier::Prediction;
-    use crate::policy::{Candidate, Decision};
 
     #[test]
     fn dates_parse_to_unix_ms() {
@@ -494,53 +472,5 @@ mod tests {
             json!({"type": "content_block_delta", "delta": {"type": "text_delta", "text": "y"}});
         assert_eq!(delta_text(&event), Some("y"));
         assert_eq!(delta_text(&json!({"type": "ping"})), None);
-    }
-
-    #[test]
-    fn an_adaptive_decision_becomes_columns() {
-        let candidate = |model: &str, quality, cost_usd| Candidate {
-            model: model.into(),
-            quality: Some(quality),
-            cost_usd,
-            excluded: None,
-        };
-        let auto = AutoDecision {
-            prediction: Prediction {
-                difficulty: 0.5,
-                skills: vec![0.75, 0.25],
-                tool_need: 0.125,
-                tokens: 7,
-                embedding: Vec::new(),
-            },
-            skills: vec![("code".into(), 0.75), ("math".into(), 0.25)],
-            top_skill: "code".into(),
-            decision: Decision {
-                profile: "auto".into(),
-                target: 0.5,
-                chosen: Some(candidate("a/cheap", 0.5, 0.001)),
-                fallbacks: vec![candidate("a/strong", 0.75, 0.01)],
-                candidates: vec![
-                    candidate("a/cheap", 0.5, 0.001),
-                    candidate("a/strong", 0.75, 0.01),
-                ],
-                reason: "cheapest above target".into(),
-            },
-        };
-        let columns = AutoColumns::from_decision(&auto);
-        assert_eq!(columns.profile, "auto");
-        assert_eq!(columns.difficulty, 0.5);
-        assert_eq!(columns.tool_need, 0.125);
-        let skills: Value = serde_json::from_str(&columns.skills).unwrap();
-        assert_eq!(skills, json!({"code": 0.75, "math": 0.25}));
-        let candidates: Value = serde_json::from_str(&columns.candidates).unwrap();
-        assert_eq!(candidates[1]["model"], "a/strong");
-        assert_eq!(candidates[1]["quality"], 0.75);
-        assert_eq!(candidates[0]["cost_usd"], 0.001);
-        let outcome = Outcome {
-            auto: Some(columns),
-            ..Outcome::default()
-        };
-        assert_eq!(outcome.route(), "auto");
-        assert_eq!(Outcome::default().route(), "explicit");
     }
 }

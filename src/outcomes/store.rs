@@ -161,7 +161,7 @@ pub enum StoreError {
 }
 
 /// One queued write, in the order it arrived.
-pub(super) enum Write<'a> {
+pub enum Write<'a> {
     Outcome(&'a Outcome),
     Feedback(&'a Feedback),
 }
@@ -306,7 +306,7 @@ impl Store {
 
     /// Writes a batch in one transaction. Each feedback gets its own verdict (an unknown
     /// request id is not an error of the batch); the verdicts hold only once this returns Ok.
-    pub(super) fn write(
+    pub fn write(
         &mut self,
         batch: &[Write<'_>],
     ) -> Result<Vec<Result<(), FeedbackError>>, StoreError> {

@@ -41,7 +41,7 @@ use crate::dispatch::{Answer, DispatchError, Dispatched, Dispatcher, Failure};
 use crate::keys::{Key, KeyRing, Refusal};
 use crate::metrics::{Metrics, ModelLabels, RequestLabels};
 use crate::outcomes::signals::Signals;
-use crate::outcomes::{AutoColumns, LogError, Outcome, OutcomeLog};
+use crate::outcomes::{LogError, Outcome, OutcomeLog};
 use crate::router::{self, AdaptiveRouter, AutoDecision};
 
 /// Everything the handlers share; built once at start-up.
@@ -196,7 +196,7 @@ impl AppState {
             endpoint: finished.endpoint,
             key_id: finished.key_id.clone(),
             requested: finished.requested.clone(),
-            auto: finished.auto.as_deref().map(AutoColumns::from_decision),
+            auto: finished.auto.as_deref().map(AutoDecision::log_columns),
             model: model_id.map(String::from),
             fallbacks: finished.fallbacks.clone(),
             prompt_tokens: usage.prompt_tokens,

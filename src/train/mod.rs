@@ -15,10 +15,12 @@ pub mod encoder;
 mod fit;
 pub mod from_log;
 mod frozen;
+pub mod judge;
 pub mod metrics;
 pub mod params;
 mod progress;
 pub mod recipe;
+pub mod replay;
 pub mod static_distill;
 pub mod vocab;
 

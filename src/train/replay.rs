@@ -9,9 +9,9 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use super::store::Write;
-use super::{Feedback, Outcome, Target, now_ms};
-use crate::train::data::{for_each_row, prompt_text, score_range, stable_hash};
+use super::data::{for_each_row, prompt_text, score_range, stable_hash};
+use crate::outcomes::store::Write;
+use crate::outcomes::{Feedback, Outcome, Target, now_ms};
 
 /// Rows written per transaction.
 const BATCH: usize = 512;
@@ -42,7 +42,7 @@ pub struct ReplayArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     #[error(transparent)]
-    Data(#[from] crate::train::TrainError),
+    Data(#[from] super::TrainError),
     #[error("cannot write the outcome log ({target}): {message}")]
     Log { target: String, message: String },
     #[error("--fraction {0} is not in (0, 1]")]
@@ -87,7 +87,7 @@ pub fn run(args: &ReplayArgs) -> Result<usize, ReplayError> {
     // Scores become feedback in [0, 1], mapped as training maps a file's scores.
     let (lo, hi) = score_range(rows.iter().map(|r| r.4));
     let target = Target::parse(&args.log);
-    let log_error = |e: super::StoreError| ReplayError::Log {
+    let log_error = |e: crate::outcomes::StoreError| ReplayError::Log {
         target: target.describe(),
         message: e.to_string(),
     };

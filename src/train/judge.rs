@@ -18,12 +18,12 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::store::{Label, Store, StoreError, Unlabelled};
-use super::{Target, now_ms, parse_date};
 use crate::catalog::{Catalog, Model, Usage};
 use crate::config::Config;
 use crate::dispatch::{Answer, Dispatcher};
 use crate::metrics::Metrics;
+use crate::outcomes::store::{Label, Store, StoreError, Unlabelled};
+use crate::outcomes::{Target, now_ms, parse_date};
 
 /// What the judge is asked; `{conversation}` and `{answer}` are filled in.
 pub const RUBRIC: &str = "Please act as an impartial judge and evaluate the quality of the \
@@ -225,7 +225,7 @@ pub async fn run(
 /// not favour the oldest traffic, and a rerun picks the same ones).
 fn sample(mut waiting: Vec<(String, i64)>, n: Option<usize>) -> Vec<(String, i64)> {
     if let Some(n) = n.filter(|&n| n < waiting.len()) {
-        waiting.sort_by_key(|(id, _)| crate::train::data::stable_hash("judge-sample", id));
+        waiting.sort_by_key(|(id, _)| super::data::stable_hash("judge-sample", id));
         waiting.truncate(n);
     }
     waiting
@@ -233,7 +233,7 @@ fn sample(mut waiting: Vec<(String, i64)>, n: Option<usize>) -> Vec<(String, i64
 
 /// The rubric filled in with one logged conversation and answer.
 pub fn judge_prompt(item: &Unlabelled) -> String {
-    let conversation = super::logged_messages(&item.prompt)
+    let conversation = crate::outcomes::logged_messages(&item.prompt)
         .map(|messages| render(&messages))
         .unwrap_or_else(|| item.prompt.clone());
     RUBRIC
@@ -247,7 +247,7 @@ fn render(messages: &[Value]) -> String {
         .iter()
         .map(|m| {
             let role = m["role"].as_str().unwrap_or("user");
-            format!("{role}: {}", super::content_text(&m["content"]))
+            format!("{role}: {}", crate::outcomes::content_text(&m["content"]))
         })
         .collect::<Vec<_>>()
         .join("\n")
@@ -293,7 +293,7 @@ async fn grade(
         return Err("the judge streamed".into());
     };
     let cost = Usage::from_openai(&answer["usage"]).map_or(0.0, |u| dispatched.model.cost(&u));
-    let text = super::answer_text(&answer).unwrap_or_default();
+    let text = crate::outcomes::answer_text(&answer).unwrap_or_default();
     Ok((parse_rating(&text), cost))
 }
 
