@@ -8,10 +8,77 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
 
-use crate::catalog::{ModelEntry, ProviderEntry};
-use crate::policy::Profile;
+use crate::profile::{Profile, Targets};
+
+/// The wire format a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// OpenAI Chat Completions: OpenAI, xAI, DeepSeek, Mistral, Groq, Together, vLLM, Ollama…
+    Openai,
+    /// Anthropic Messages.
+    Anthropic,
+    /// Google Gemini `generateContent`.
+    Gemini,
+}
+
+/// A provider as written in `catalog.toml` or the config: every field but the name optional, so
+/// that a config entry can override single fields of a built-in provider.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderEntry {
+    pub name: String,
+    pub kind: Option<ProviderKind>,
+    pub base_url: Option<String>,
+    /// Environment variable holding the provider's API key; absent for keyless local servers.
+    pub api_key_env: Option<String>,
+    pub connect_timeout_ms: Option<u64>,
+    pub first_byte_timeout_ms: Option<u64>,
+    pub total_timeout_ms: Option<u64>,
+    /// Calls in flight to this provider at once (streams until their end); past it a request
+    /// moves on to its next model at once. None: no bound.
+    pub max_concurrent: Option<usize>,
+}
+
+/// A model as written in `catalog.toml` or the config (see [`ProviderEntry`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelEntry {
+    pub id: String,
+    pub provider: Option<String>,
+    pub upstream: Option<String>,
+    pub input_per_mtok: Option<f64>,
+    pub output_per_mtok: Option<f64>,
+    pub cached_input_per_mtok: Option<f64>,
+    /// Price of input tokens written to the prompt cache (Anthropic bills cache writes above the
+    /// input price); the input price when absent.
+    pub cache_write_per_mtok: Option<f64>,
+    pub context: Option<u32>,
+    pub max_output: Option<u32>,
+    pub tools: Option<bool>,
+    pub vision: Option<bool>,
+    pub json: Option<bool>,
+    pub fallbacks: Option<Vec<String>>,
+    pub price_date: Option<String>,
+    pub price_source: Option<String>,
+    pub first_byte_timeout_ms: Option<u64>,
+    pub total_timeout_ms: Option<u64>,
+    /// Public MMLU-Pro accuracy (0–1): mapped onto the classifier's ability scale for `auto`.
+    pub mmlu_pro: Option<f32>,
+    pub mmlu_pro_source: Option<String>,
+    /// Public GPQA Diamond accuracy (0–1), the other benchmark mapped onto abilities.
+    pub gpqa: Option<f32>,
+    pub gpqa_source: Option<String>,
+    /// Explicit abilities per skill name, overriding the mapping from public scores.
+    pub abilities: Option<IndexMap<String, f32>>,
+    pub ability_source: Option<String>,
+    /// The model family (`claude`, `gpt-oss`, …) for the ability prior: a pricier model of a
+    /// family starts at least at the level of its cheaper siblings. Default: the provider.
+    pub family: Option<String>,
+}
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -211,7 +278,7 @@ pub const DEFAULT_EXPLORE_SHARE: f64 = 0.02;
 
 impl Default for RoutingConfig {
     fn default() -> Self {
-        let targets = crate::policy::Targets::default();
+        let targets = Targets::default();
         RoutingConfig {
             balanced_target: targets.balanced,
             cheap_target: targets.cheap,
@@ -223,8 +290,8 @@ impl Default for RoutingConfig {
 }
 
 impl RoutingConfig {
-    pub fn targets(&self) -> crate::policy::Targets {
-        crate::policy::Targets {
+    pub fn targets(&self) -> Targets {
+        Targets {
             balanced: self.balanced_target,
             cheap: self.cheap_target,
         }

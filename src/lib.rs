@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod mock;
 pub mod outcomes;
 pub mod policy;
+pub mod profile;
 pub mod providers;
 pub mod quality;
 pub mod router;
