@@ -23,6 +23,17 @@ fn binary_alone() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("triage");
     std::fs::copy(env!("CARGO_BIN_EXE_triage"), &copy).unwrap();
+    // A process another test forks while the copy is being written inherits the write handle
+    // until it execs, and executing the copy meanwhile fails with "Text file busy": wait until
+    // it runs once.
+    for _ in 0..100 {
+        match Command::new(&copy).arg("--version").output() {
+            Err(error) if error.raw_os_error() == Some(26) => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            _ => break,
+        }
+    }
     (dir, copy)
 }
 
