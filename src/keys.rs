@@ -44,7 +44,8 @@ impl Period {
         }
     }
 
-    fn parse(text: &str) -> Period {
+    /// A stored `budget_period`; anything unknown is the default, a month.
+    pub fn parse(text: &str) -> Period {
         match text {
             "day" => Period::Day,
             "total" => Period::Total,
@@ -354,10 +355,12 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// SHA-256 of a secret, as stored.
 pub fn hash_hex(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    digest_hex(&Sha256::digest(secret.as_bytes()).into())
+}
+
+/// A SHA-256 digest as stored (lower-case hex).
+pub fn digest_hex(digest: &[u8; 32]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A new key's id and secret: `vk_` + 12 hex, `sk-triage-` + 40 hex.

@@ -556,6 +556,18 @@ enum KeysAction {
     Revoke { id: String },
 }
 
+/// The stored key with this id.
+fn stored_key(
+    store: &mut triage::outcomes::Store,
+    id: &str,
+) -> anyhow::Result<triage::outcomes::store::KeyRow> {
+    store
+        .keys()?
+        .into_iter()
+        .find(|r| r.id == id)
+        .with_context(|| format!("no key has id {id}"))
+}
+
 /// `triage keys …`: the same store the running routers read.
 fn keys_command(action: KeysAction, config: Option<&PathBuf>) -> anyhow::Result<()> {
     use triage::keys::{KeyRing, NewKey};
@@ -609,11 +621,7 @@ fn keys_command(action: KeysAction, config: Option<&PathBuf>) -> anyhow::Result<
             models,
             expires_at,
         } => {
-            let mut row = store
-                .keys()?
-                .into_iter()
-                .find(|r| r.id == id)
-                .with_context(|| format!("no key has id {id}"))?;
+            let mut row = stored_key(&mut store, &id)?;
             if let Some(name) = name {
                 row.name = name;
             }
@@ -630,11 +638,7 @@ fn keys_command(action: KeysAction, config: Option<&PathBuf>) -> anyhow::Result<
             println!("updated {id}");
         }
         KeysAction::Revoke { id } => {
-            let mut row = store
-                .keys()?
-                .into_iter()
-                .find(|r| r.id == id)
-                .with_context(|| format!("no key has id {id}"))?;
+            let mut row = stored_key(&mut store, &id)?;
             row.revoked_ms.get_or_insert(now);
             store.update_key(&row)?;
             println!("revoked {id}");

@@ -251,9 +251,7 @@ async fn keys_are_shared_by_instances_on_one_postgresql_log() {
     let fresh = url.clone();
     tokio::task::spawn_blocking(move || {
         let mut client = postgres::Client::connect(&fresh, postgres::NoTls).unwrap();
-        client
-            .batch_execute("DROP TABLE IF EXISTS labels, feedback, outcomes, keys, key_spend, schema_migrations")
-            .unwrap();
+        client.batch_execute(DROP_LOG_TABLES).unwrap();
     })
     .await
     .unwrap();

@@ -739,9 +739,7 @@ async fn postgres_logs_feedback_and_reports_like_sqlite() {
         // A log written by the release before migrations were recorded is migrated in place:
         // its migrations recorded, its rows kept.
         let mut client = postgres::Client::connect(&fresh, postgres::NoTls).unwrap();
-        client
-            .batch_execute("DROP TABLE IF EXISTS labels, feedback, outcomes, keys, key_spend, schema_migrations")
-            .unwrap();
+        client.batch_execute(DROP_LOG_TABLES).unwrap();
         client
             .batch_execute(include_str!("fixtures/outcome_log_release_postgres.sql"))
             .unwrap();
@@ -770,9 +768,7 @@ async fn postgres_logs_feedback_and_reports_like_sqlite() {
             .get(0);
         assert_eq!(kept, 1);
         // Then a fresh log for the rest of the test.
-        client
-            .batch_execute("DROP TABLE IF EXISTS labels, feedback, outcomes, keys, key_spend, schema_migrations")
-            .unwrap();
+        client.batch_execute(DROP_LOG_TABLES).unwrap();
     })
     .await
     .unwrap();

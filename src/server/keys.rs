@@ -54,7 +54,7 @@ fn load(target: &Target, ring: &KeyRing) -> Result<(), StoreError> {
     // The earliest day any key's period needs.
     let since = rows
         .iter()
-        .map(|r| period_of(r).start_day(now))
+        .map(|r| Period::parse(&r.budget_period).start_day(now))
         .min()
         .unwrap_or(i64::MAX);
     let spend = if rows.is_empty() {
@@ -64,10 +64,6 @@ fn load(target: &Target, ring: &KeyRing) -> Result<(), StoreError> {
     };
     ring.load(rows, &spend, now);
     Ok(())
-}
-
-fn period_of(row: &KeyRow) -> Period {
-    serde_json::from_value(json!(row.budget_period)).unwrap_or(Period::Month)
 }
 
 /// A virtual key's request: refused when it asks for a model outside its allow-list, when
@@ -188,8 +184,14 @@ async fn write<T: Send + 'static>(
 
 /// Re-reads the keys (spend included) before an admin read.
 async fn refreshed(state: &AppState) -> Result<Arc<KeyRing>, ApiError> {
-    write(state, |_| Ok(())).await?;
-    Ok(ring(state)?.clone())
+    let log = state.outcomes.as_ref().ok_or_else(ApiError::log_disabled)?;
+    let (target, ring) = (log.target.clone(), ring(state)?.clone());
+    let reloaded = ring.clone();
+    tokio::task::spawn_blocking(move || load(&target, &reloaded))
+        .await
+        .map_err(|e| ApiError::internal(format!("key task failed: {e}")))?
+        .map_err(|e| ApiError::internal(format!("cannot read the key store: {e}")))?;
+    Ok(ring)
 }
 
 fn invalid(message: &str, param: &str) -> ApiError {

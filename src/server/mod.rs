@@ -241,7 +241,7 @@ impl AppState {
         if let Some(id) = self.router_keys.get(&digest) {
             return Ok((id.clone(), None));
         }
-        let hash: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let hash = crate::keys::digest_hex(&digest);
         let Some(key) = ring.and_then(|ring| ring.by_hash(&hash)) else {
             return Err(ApiError::unauthorized("Incorrect API key provided."));
         };
