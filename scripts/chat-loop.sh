@@ -18,7 +18,7 @@ for fraction in 0.1 0.2 0.4; do
         set -- $pair
         echo "== $fraction replayed: $1 vs $2"
         $B eval --model "target/retrained-alpaca-$fraction" --data "$D/alpaca_eval_gpt4_turbo.jsonl.gz" \
-            --strong "$1" --weak "$2" | grep -E '^(triage|knn|random) |held out'
+            --strong "$1" --weak "$2" | grep -E '^(triage|knn|length|random) |held out'
     done
     echo "== $fraction replayed: Tulu-1"
     $B eval --model "target/retrained-alpaca-$fraction" --data "$D/tulu1_human_eval.jsonl.gz" \

@@ -50,6 +50,20 @@ pub fn choose(quality: &[f64], cost: &[f64], target: f64) -> Option<usize> {
     })
 }
 
+/// How strongly a relative profile prefers the dearer of two models on one prompt: a profile
+/// with target fraction f (of the best predicted quality) takes the dearer model exactly when
+/// f > q_cheap / max(q_cheap, q_dear), so this is 1 − that ratio. Sweeping f from 0 to 1 sends
+/// prompts to the dearer model in decreasing order of it: the order the two-model evaluation
+/// ranks prompts by, so that its curve is the serving policy's.
+pub fn upgrade_score(q_cheap: f64, q_dear: f64) -> f64 {
+    let best = q_cheap.max(q_dear);
+    if best <= 0.0 {
+        0.0
+    } else {
+        1.0 - q_cheap / best
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,5 +86,16 @@ mod tests {
         // Equal cost at the target: the better one.
         assert_eq!(choose(&[0.7, 0.8], &[1.0, 1.0], 0.6), Some(1));
         assert_eq!(choose(&[], &[], 0.5), None);
+    }
+
+    #[test]
+    fn the_upgrade_score_is_where_a_relative_target_switches_models() {
+        let (cheap, dear) = (0.6, 0.8);
+        let switch = 1.0 - upgrade_score(cheap, dear);
+        let at = |f: f64| choose(&[cheap, dear], &[1.0, 2.0], f * dear);
+        assert_eq!(at(switch - 0.01), Some(0));
+        assert_eq!(at(switch + 0.01), Some(1));
+        assert!(upgrade_score(0.5, 0.9) > upgrade_score(0.8, 0.9));
+        assert_eq!(upgrade_score(0.9, 0.5), 0.0);
     }
 }

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
-use triage::eval::abilities::{PRIOR_PRECISION, fit_ability};
+use triage::eval::abilities::{PRIOR_PRECISION, SPREAD_PRECISION, fit_ability};
 use triage::eval::metrics::{
     CostPoint, SharePoint, aiq, apgr, cost_at_quality, cpt, non_decreasing_hull, oracle_curve,
     random_curve, threshold_curve,
@@ -326,13 +326,32 @@ fn fit_recovers_a_planted_ability() {
         });
     }
     let refs: Vec<&PromptFeatures> = features.iter().collect();
-    let theta = fit_ability(&refs, &targets, &[0.0; 3], PRIOR_PRECISION);
+    let theta = fit_ability(&refs, &targets, &[0.0; 3], PRIOR_PRECISION, 0.0);
     for (got, want) in theta.iter().zip(planted) {
         assert!(
             (f64::from(*got) - want).abs() < 0.25,
             "fitted {theta:?}, planted {planted:?}"
         );
     }
+    // The spread penalty pulls the skills together around the same mean ability, keeping their
+    // order.
+    let held = fit_ability(
+        &refs,
+        &targets,
+        &[0.0; 3],
+        PRIOR_PRECISION,
+        SPREAD_PRECISION,
+    );
+    let (mean, mean_held) = (
+        theta.iter().sum::<f32>() / 3.0,
+        held.iter().sum::<f32>() / 3.0,
+    );
+    assert!((mean - mean_held).abs() < 0.1, "{theta:?} {held:?}");
+    assert!(held[0] > held[2] && held[2] > held[1], "{held:?}");
+    assert!(
+        held[0] - held[1] < theta[0] - theta[1],
+        "{theta:?} {held:?}"
+    );
 }
 
 // ---------------------------------------------------------------- data errors

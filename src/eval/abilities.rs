@@ -2,7 +2,8 @@
 //! calibration prompts, with the classifier frozen.
 //!
 //! θ minimises the cross-entropy of σ(⟨θ, g(x)⟩ − b(x)) against the normalised score, plus a
-//! Gaussian prior (λ/2)·‖θ − θ₀‖² that keeps skills the calibration prompts barely use near θ₀.
+//! Gaussian prior (λ/2)·‖θ − θ₀‖² that keeps skills the calibration prompts barely use near θ₀
+//! and a penalty on the skills' spread around their mean (`SPREAD_PRECISION`).
 //! The problem is convex and K is small, so Newton's method with a backtracking line search
 //! converges in a few steps.
 //!
@@ -14,16 +15,25 @@ use super::scorer::PromptFeatures;
 /// hundreds of calibration prompts a fit normally has.
 pub const PRIOR_PRECISION: f64 = 1.0;
 
+/// λ of the penalty (λ/2)·Σ_k (θ_k − θ̄)² on the skills' spread around the model's mean
+/// ability: a few hundred calibration prompts pin one general ability well and eight per-skill
+/// ones badly, so a skill strays from the mean only where the data insists (on AlpacaEval's
+/// gpt-3.5-turbo-1106 vs alpaca-7b, a fitted alpaca-7b took APGR from 0.449 without it to 0.532).
+/// The shipped θ table is held the same way in training (`theta_spread`).
+pub const SPREAD_PRECISION: f64 = 100.0;
+
 const MAX_STEPS: usize = 100;
 const TOLERANCE: f64 = 1e-8;
 
 /// Fits θ to `targets` (scores in [0, 1]) on prompts with `features`, pulled towards `prior`
-/// with precision `precision`. `prior.len()` is K; every prompt's skills must have K values.
+/// with precision `precision` and its skills towards their mean with precision `spread`.
+/// `prior.len()` is K; every prompt's skills must have K values.
 pub fn fit_ability(
     features: &[&PromptFeatures],
     targets: &[f64],
     prior: &[f64],
     precision: f64,
+    spread_precision: f64,
 ) -> Vec<f32> {
     assert_eq!(features.len(), targets.len());
     let k = prior.len();
@@ -37,7 +47,7 @@ pub fn fit_ability(
             })
             .sum();
         let penalty: f64 = theta.iter().zip(prior).map(|(t, p)| (t - p).powi(2)).sum();
-        data + precision / 2.0 * penalty
+        data + precision / 2.0 * penalty + spread_precision / 2.0 * spread(theta)
     };
     let mut theta = prior.to_vec();
     let mut value = objective(&theta);
@@ -50,6 +60,15 @@ pub fn fit_ability(
         let mut hessian = vec![0.0; k * k];
         for d in 0..k {
             hessian[d * k + d] = precision;
+        }
+        // The spread penalty's gradient λ(θ − θ̄) and Hessian λ(I − 11ᵀ/K).
+        let mean = theta.iter().sum::<f64>() / k as f64;
+        for a in 0..k {
+            gradient[a] += spread_precision * (theta[a] - mean);
+            for b in 0..k {
+                let identity = if a == b { 1.0 } else { 0.0 };
+                hessian[a * k + b] += spread_precision * (identity - 1.0 / k as f64);
+            }
         }
         for (f, &y) in features.iter().zip(targets) {
             let q = super::scorer::sigmoid(logit(&theta, f));
@@ -85,6 +104,12 @@ pub fn fit_ability(
         }
     }
     theta.into_iter().map(|t| t as f32).collect()
+}
+
+/// Σ (θ_k − θ̄)²: how far the per-skill abilities stray from their mean.
+fn spread(theta: &[f64]) -> f64 {
+    let mean = theta.iter().sum::<f64>() / theta.len().max(1) as f64;
+    theta.iter().map(|t| (t - mean).powi(2)).sum()
 }
 
 fn logit(theta: &[f64], features: &PromptFeatures) -> f64 {
@@ -149,20 +174,47 @@ mod tests {
         assert!((x[0] - 0.5).abs() < 1e-12 && x[1].abs() < 1e-12);
     }
 
-    #[test]
-    fn a_skill_without_data_stays_at_the_prior() {
-        let one_hot = PromptFeatures {
+    fn prompts(skills: Vec<f32>, successes: usize, failures: usize) -> (PromptFeatures, Vec<f64>) {
+        let features = PromptFeatures {
             difficulty: 0.0,
-            skills: vec![1.0, 0.0],
+            skills,
             embedding: vec![],
         };
-        let features = vec![&one_hot; 50];
-        let targets = vec![1.0; 25]
-            .into_iter()
-            .chain(vec![0.0; 25])
-            .collect::<Vec<_>>();
-        let theta = fit_ability(&features, &targets, &[0.3, -0.7], PRIOR_PRECISION);
-        assert!(theta[0].abs() < 0.05, "{theta:?}");
-        assert!((theta[1] + 0.7).abs() < 1e-6, "{theta:?}");
+        let targets = [vec![1.0; successes], vec![0.0; failures]].concat();
+        (features, targets)
+    }
+
+    #[test]
+    fn a_skill_without_data_follows_the_models_general_ability() {
+        let (one_hot, targets) = prompts(vec![1.0, 0.0], 40, 10);
+        let features = vec![&one_hot; targets.len()];
+        let theta = fit_ability(
+            &features,
+            &targets,
+            &[0.3, -0.7],
+            PRIOR_PRECISION,
+            SPREAD_PRECISION,
+        );
+        // ln(40/10) ≈ 1.39 on the skill with data; the other one near it, far from its prior.
+        assert!(theta[0] > 1.0, "{theta:?}");
+        assert!((theta[1] - theta[0]).abs() < 0.1, "{theta:?}");
+    }
+
+    #[test]
+    fn skills_part_where_the_data_insists() {
+        let (first, first_targets) = prompts(vec![1.0, 0.0], 900, 100);
+        let (second, second_targets) = prompts(vec![0.0, 1.0], 100, 900);
+        let features: Vec<&PromptFeatures> = std::iter::repeat_n(&first, 1000)
+            .chain(std::iter::repeat_n(&second, 1000))
+            .collect();
+        let targets = [first_targets, second_targets].concat();
+        let theta = fit_ability(
+            &features,
+            &targets,
+            &[0.0, 0.0],
+            PRIOR_PRECISION,
+            SPREAD_PRECISION,
+        );
+        assert!(theta[0] - theta[1] > 2.0, "{theta:?}");
     }
 }

@@ -554,6 +554,7 @@ fn abilities_of(
                         &targets,
                         &prior,
                         abilities::PRIOR_PRECISION,
+                        abilities::SPREAD_PRECISION,
                     ),
                 })
             }

@@ -1,9 +1,10 @@
 //! Two-model mode (`--strong`, `--weak`): RouteLLM's quality curve over the share of calls sent
-//! to the strong model, with APGR, CPT(50%) and CPT(80%), for triage, kNN, random and the oracle.
+//! to the strong model, with APGR, CPT(50%) and CPT(80%), for triage, kNN, a prompt-length router, random and the oracle.
 //!
-//! Triage prefers the strong model by its predicted gain, q_strong − q_weak: the expected score
-//! won by sending the prompt to the strong model, which is what a threshold on a strong-win
-//! probability ranks in RouteLLM. kNN ranks by the same difference of its neighbours' means.
+//! Triage's curve is the serving policy's swept over its quality target: a relative profile
+//! takes the strong model when the weak one's predicted quality falls below the target share of
+//! the strong one's, so prompts go to the strong model in order of `quality::upgrade_score`.
+//! kNN ranks by the difference of its neighbours' mean scores.
 
 use std::fmt;
 
@@ -45,7 +46,8 @@ pub struct PairRouter {
 pub struct PairResults {
     pub strong: PairSide,
     pub weak: PairSide,
-    /// `triage`, `knn` (when the scorer gives embeddings), `random`, `oracle`.
+    /// `triage`, `knn` (when the scorer gives embeddings), `length` (longer prompts to the
+    /// strong model), `random`, `oracle`.
     pub routers: IndexMap<String, PairRouter>,
 }
 
@@ -78,7 +80,13 @@ pub(super) fn evaluate(
     let triage: Vec<f64> = prepared
         .held_out_features
         .iter()
-        .map(|f| predicted_quality(strong_theta, f) - predicted_quality(weak_theta, f))
+        .map(|f| {
+            let (strong, weak) = (
+                predicted_quality(strong_theta, f),
+                predicted_quality(weak_theta, f),
+            );
+            crate::quality::upgrade_score(weak, strong)
+        })
         .collect();
     let mut routers = IndexMap::new();
     let bins = metrics::THRESHOLD_BINS;
@@ -103,6 +111,21 @@ pub(super) fn evaluate(
             )),
         );
     }
+    // The baseline a router has to beat to be worth its classifier: longer prompts to the
+    // strong model.
+    let lengths: Vec<f64> = held_out
+        .iter()
+        .map(|&p| crate::classifier::length_feature(&data.prompts[p].text).into())
+        .collect();
+    routers.insert(
+        "length".to_owned(),
+        measure(metrics::threshold_curve(
+            &lengths,
+            &strong_scores,
+            &weak_scores,
+            bins,
+        )),
+    );
     routers.insert(
         "random".to_owned(),
         measure(metrics::random_curve(

@@ -352,6 +352,15 @@ impl Model {
         let out = self.outputs(batch, tokens, &mut dropout)?;
         let device = self.params.device();
         let mut total = (self.theta.sqr()?.mean_all()? * recipe.loss.theta_l2)?;
+        if recipe.loss.theta_spread > 0.0 {
+            // Each model's per-skill deviation from its own mean ability.
+            let spread = self
+                .theta
+                .broadcast_sub(&self.theta.mean_keepdim(1)?)?
+                .sqr()?
+                .mean_all()?;
+            total = (total + (spread * recipe.loss.theta_spread)?)?;
+        }
 
         let (mut at, mut model, mut score, mut weight) = (vec![], vec![], vec![], vec![]);
         for (position, &p) in batch.iter().enumerate() {
@@ -589,7 +598,8 @@ impl Model {
         let loss = mean(outcome_loss, outcome_weight)
             + recipe.loss.skill * mean(skill_loss, skill_n as f64)
             + recipe.loss.tool * mean(tool_loss, tool_labels.len() as f64)
-            + recipe.loss.theta_l2 * theta_l2;
+            + recipe.loss.theta_l2 * theta_l2
+            + recipe.loss.theta_spread * theta_spread(&theta);
         Ok(DevMetrics {
             loss,
             outcome: rows.summary(),
@@ -889,6 +899,20 @@ pub fn epoch_line(m: &EpochMetrics, epochs: usize) -> String {
     )
 }
 
+/// Mean squared deviation of each model's per-skill abilities from that model's mean ability.
+fn theta_spread(theta: &[Vec<f32>]) -> f64 {
+    let (mut sum, mut n) = (0.0, 0usize);
+    for row in theta {
+        let mean = row.iter().map(|&t| f64::from(t)).sum::<f64>() / row.len().max(1) as f64;
+        sum += row
+            .iter()
+            .map(|&t| (f64::from(t) - mean).powi(2))
+            .sum::<f64>();
+        n += row.len();
+    }
+    if n == 0 { 0.0 } else { sum / n as f64 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -909,5 +933,13 @@ mod tests {
             let p = 1.0 / (1.0 + (-x).exp());
             assert!((got[i] as f64 - metrics::log_loss(p, y)).abs() < 1e-5);
         }
+    }
+
+    #[test]
+    fn theta_spread_measures_skills_around_each_models_mean() {
+        assert_eq!(theta_spread(&[vec![1.0, 1.0], vec![-2.0, -2.0]]), 0.0);
+        // Deviations ±1 and ±0.5 around means 1 and 0.
+        let spread = theta_spread(&[vec![0.0, 2.0], vec![-0.5, 0.5]]);
+        assert!((spread - (1.0 + 1.0 + 0.25 + 0.25) / 4.0).abs() < 1e-12);
     }
 }

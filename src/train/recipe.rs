@@ -179,6 +179,11 @@ pub struct LossWeights {
     pub tool: f64,
     /// L2 penalty on θ (pins the shift shared by θ and b).
     pub theta_l2: f64,
+    /// L2 penalty on each model's per-skill deviation from its own mean ability: a model seen
+    /// on one kind of prompt only keeps its skills near its general ability instead of drifting
+    /// where no data holds them.
+    #[serde(default)]
+    pub theta_spread: f64,
     /// Binary cross-entropy of σ(b(x)) on easy (0) / hard (1) labels.
     #[serde(default)]
     pub level: f64,
@@ -198,6 +203,7 @@ impl Default for LossWeights {
             skill: 0.3,
             tool: 0.5,
             theta_l2: 1e-3,
+            theta_spread: 0.0,
             level: 0.0,
             pairwise: 1.0,
             balance_classes: false,
