@@ -26,7 +26,7 @@ const MAX_STEPS: usize = 100;
 const TOLERANCE: f64 = 1e-8;
 
 /// Fits θ to `targets` (scores in [0, 1]) on prompts with `features`, pulled towards `prior`
-/// with precision `precision` and its skills towards their mean with precision `spread`.
+/// with precision `precision`, and its skills towards their own mean with `spread_precision`.
 /// `prior.len()` is K; every prompt's skills must have K values.
 pub fn fit_ability(
     features: &[&PromptFeatures],

@@ -1,5 +1,6 @@
 //! Two-model mode (`--strong`, `--weak`): RouteLLM's quality curve over the share of calls sent
-//! to the strong model, with APGR, CPT(50%) and CPT(80%), for triage, kNN, a prompt-length router, random and the oracle.
+//! to the strong model, with APGR, CPT(50%) and CPT(80%), for triage, kNN, a prompt-length
+//! router, random and the oracle.
 //!
 //! Triage's curve is the serving policy's swept over its quality target: a relative profile
 //! takes the strong model when the weak one's predicted quality falls below the target share of
