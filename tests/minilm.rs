@@ -149,6 +149,7 @@ max_tokens = 64
 skills = ["math", "chat", "tool_use"]
 encoder = "static:{table}"
 head_hidden = 16
+attention_queries = 2
 [optim]
 epochs = 30
 batch_size = 16
@@ -213,10 +214,18 @@ contains = ["theorem", "recurrence"]
         "battles and outcomes favour the strong model on maths"
     );
 
-    // Fine-tuning from the directory keeps its shared layer, whatever the recipe says.
+    // The learned attention queries are stored beside the heads (and, above, the directory's
+    // predictions match training's, so serving pools by attention exactly as training did).
+    let heads =
+        candle_core::safetensors::load(out.join("heads.safetensors"), &Device::Cpu).unwrap();
+    assert_eq!(heads["heads.attention.queries"].dims(), [2, 32]);
+
+    // Fine-tuning from the directory keeps its shared layer and attention queries, whatever the
+    // recipe says.
     let plain = std::fs::read_to_string(&recipe_path)
         .unwrap()
-        .replace("head_hidden = 16\n", "");
+        .replace("head_hidden = 16\n", "")
+        .replace("attention_queries = 2\n", "");
     std::fs::write(&recipe_path, plain).unwrap();
     let again = tmp.path().join("again");
     let args = TrainArgs {
@@ -227,6 +236,9 @@ contains = ["theorem", "recurrence"]
         ..TrainArgs::new(recipe_path, data, again.clone())
     };
     train::run(&args).unwrap();
+    let heads =
+        candle_core::safetensors::load(again.join("heads.safetensors"), &Device::Cpu).unwrap();
+    assert_eq!(heads["heads.attention.queries"].dims(), [2, 32]);
     let retrained = Classifier::load_dir(&again, &Device::Cpu).unwrap();
     let p = retrained
         .predict_one(&ClassifierInput::from_text(hard(99)))

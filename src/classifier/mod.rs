@@ -138,6 +138,9 @@ struct Heads {
     tool: Linear,
     /// Weight of [`length_feature`] in b(x), in models trained with `length_input`.
     length: Option<Tensor>,
+    /// `[queries, hidden]`: attention pooling's learned queries, in static models trained with
+    /// `attention_queries` (their pooled vectors go to the heads beside the mean).
+    attention: Option<Tensor>,
 }
 
 /// The ids of the tokens triage adds itself (`train` tokenizes through the same path).
@@ -268,6 +271,11 @@ impl Classifier {
         };
         let heads = Heads::load(vb.pp(HEADS_PREFIX), hidden, metadata.skills.len())
             .map_err(|e| load_error(format!("head weights: {e}")))?;
+        if heads.attention.is_some() && !matches!(encoder, Encoder::Static(_)) {
+            return Err(load_error(
+                "attention pooling queries on a transformer encoder: only static models pool by attention".into(),
+            ));
+        }
         Ok(Classifier {
             encoder,
             heads,
@@ -293,9 +301,15 @@ impl Classifier {
             .map(|input| self.token_ids(&input.text))
             .collect::<Result<Vec<_>, _>>()?;
         let (pooled, lengths) = self.embed_ids(&ids)?;
+        let inputs_to_heads = match (&self.encoder, &self.heads.attention) {
+            (Encoder::Static(table), Some(queries)) => {
+                Tensor::cat(&[&pooled, &table.attend(&ids, queries)?], 1)?
+            }
+            _ => pooled.clone(),
+        };
         let features = match &self.heads.hidden {
-            Some(layer) => layer.forward(&pooled)?.relu()?,
-            None => pooled.clone(),
+            Some(layer) => layer.forward(&inputs_to_heads)?.relu()?,
+            None => inputs_to_heads,
         };
         let mut difficulty = self.heads.difficulty.forward(&features)?.squeeze(1)?;
         if let Some(weight) = &self.heads.length {
@@ -358,7 +372,15 @@ impl Classifier {
 }
 
 impl Heads {
-    fn load(vb: VarBuilder, pooled: usize, skills: usize) -> candle_core::Result<Heads> {
+    fn load(vb: VarBuilder, hidden: usize, skills: usize) -> candle_core::Result<Heads> {
+        let attention = if vb.contains_tensor(ATTENTION_QUERIES) {
+            let queries = vb.get_unchecked(ATTENTION_QUERIES)?.dim(0)?;
+            Some(vb.get((queries, hidden), ATTENTION_QUERIES)?)
+        } else {
+            None
+        };
+        // The heads read the mean and each query's pooled vector side by side.
+        let pooled = hidden * (1 + attention.as_ref().map_or(0, |q| q.dims()[0]));
         let weight = format!("{HIDDEN_LAYER}.weight");
         let (hidden, width) = if vb.contains_tensor(&weight) {
             let width = vb.get_unchecked(&weight)?.dim(0)?;
@@ -377,12 +399,16 @@ impl Heads {
             } else {
                 None
             },
+            attention,
         })
     }
 }
 
 /// Name, under `heads.`, of the optional shared layer under the heads.
 pub const HIDDEN_LAYER: &str = "hidden";
+
+/// Name, under `heads.`, of attention pooling's queries (static encoders only).
+pub const ATTENTION_QUERIES: &str = "attention.queries";
 
 /// Name, under `heads.`, of the difficulty head's length weight.
 pub const LENGTH_WEIGHT: &str = "length.weight";

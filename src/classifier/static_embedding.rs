@@ -93,6 +93,60 @@ impl StaticEmbedding {
     }
 }
 
+impl StaticEmbedding {
+    /// `[batch, queries × hidden]`: attention pooling over each token list's vectors, one
+    /// softmax-weighted mean per learned query (`queries`: `[queries, hidden]`), each scaled to
+    /// norm √hidden like [`Self::pool`]. A query learns which words to look at ("prove",
+    /// "weather", a code keyword) where the plain mean weighs every word alike. Differentiable in
+    /// `queries` (training calls it with a variable); zero for a list with no token.
+    pub fn attend(&self, ids: &[Vec<u32>], queries: &Tensor) -> candle_core::Result<Tensor> {
+        let device = queries.device();
+        let (batch, heads) = (ids.len(), queries.dim(0)?);
+        let kept: Vec<Vec<u32>> = ids
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .copied()
+                    .filter(|id| !self.skip.contains(id))
+                    .collect()
+            })
+            .collect();
+        let len = kept.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let (mut flat, mut keep) = (Vec::with_capacity(batch * len), Vec::new());
+        for row in &kept {
+            for j in 0..len {
+                flat.push(row.get(j).copied().unwrap_or(0));
+                keep.push(if j < row.len() { 1f32 } else { 0.0 });
+            }
+        }
+        let index = Tensor::from_vec(flat, batch * len, self.table.device())?;
+        let keep = Tensor::from_vec(keep, (batch, len, 1), device)?;
+        // Padding: a zero vector, and a score far below any real one.
+        let vectors = self
+            .table
+            .index_select(&index, 0)?
+            .reshape((batch, len, self.hidden))?
+            .to_device(device)?
+            .broadcast_mul(&keep)?;
+        // [batch, len, queries]: scores, then weights over the tokens (dimension 1).
+        let scores = vectors
+            .broadcast_matmul(&queries.t()?)?
+            .affine(1.0 / (self.hidden as f64).sqrt(), 0.0)?
+            .broadcast_add(&keep.affine(1e9, -1e9)?)?;
+        let weights = candle_nn::ops::softmax(&scores, 1)?;
+        let pooled = weights.transpose(1, 2)?.contiguous()?.matmul(&vectors)?;
+        let norm = pooled
+            .sqr()?
+            .sum_keepdim(2)?
+            .sqrt()?
+            .clamp(1e-12, f32::MAX)?;
+        pooled
+            .broadcast_div(&norm)?
+            .affine((self.hidden as f64).sqrt(), 0.0)?
+            .reshape((batch, heads * self.hidden))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +169,31 @@ mod tests {
         assert!((pooled[0][0] - 1.5 * s).abs() < 1e-5 && (pooled[0][1] - 2.0 * s).abs() < 1e-5);
         assert!((pooled[1][0] - 2f32.sqrt()).abs() < 1e-5 && pooled[1][1].abs() < 1e-6);
         assert_eq!(pooled[2], [0.0, 0.0]);
+    }
+
+    #[test]
+    fn attention_pools_towards_the_tokens_a_query_points_at() {
+        let table = Tensor::new(
+            &[[0f32, 0.], [3., 0.], [0., 4.], [100., 100.]],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let embedding = StaticEmbedding::new(table, vec![3]);
+        // A query along the second axis, and one that looks nowhere in particular.
+        let queries = Tensor::new(&[[0f32, 50.], [0., 0.]], &Device::Cpu).unwrap();
+        let pooled = embedding
+            .attend(&[vec![3, 1, 2, 3], vec![3]], &queries)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let root = 2f32.sqrt();
+        // First query: almost all weight on token 2 = (0, 4), scaled to √2.
+        assert!(pooled[0][0].abs() < 1e-3 && (pooled[0][1] - root).abs() < 1e-3);
+        // Second query: the plain mean (1.5, 2) scaled to √2, as `pool` gives.
+        let s = root / 2.5;
+        assert!((pooled[0][2] - 1.5 * s).abs() < 1e-4 && (pooled[0][3] - 2.0 * s).abs() < 1e-4);
+        // A list with only special tokens: zero, and no NaN.
+        assert_eq!(pooled[1], [0.0; 4]);
     }
 
     #[test]

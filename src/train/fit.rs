@@ -29,7 +29,8 @@ use super::params::Params;
 use super::progress::Progress;
 use super::recipe::Recipe;
 use crate::classifier::{
-    HEADS_PREFIX, HIDDEN_LAYER, LENGTH_WEIGHT, length_feature, mean_pool, pad_batch,
+    ATTENTION_QUERIES, HEADS_PREFIX, HIDDEN_LAYER, LENGTH_WEIGHT, StaticEmbedding, length_feature,
+    mean_pool, pad_batch,
 };
 
 /// Name of the ability table among the variables (kept out of the safetensors).
@@ -60,6 +61,8 @@ pub struct Model {
     pad: u32,
     /// The difficulty head's length weight and each prompt's length feature (`length_input`).
     length: Option<(Tensor, Vec<f32>)>,
+    /// Attention pooling (`attention_queries`): the static table and the learned queries.
+    attention: Option<(StaticEmbedding, Tensor)>,
     /// The teacher's predictions, when the recipe distils.
     pub distill: Option<Targets>,
     /// Per skill class, and for the negative and positive tool and level labels: weights that
@@ -196,10 +199,23 @@ impl Model {
         data: &Dataset,
         pad: u32,
         warm: Option<&Warm>,
+        attention_table: Option<StaticEmbedding>,
         rng: &mut StdRng,
     ) -> Result<Model, TrainError> {
         let k = recipe.skills.len();
-        let input = hidden;
+        let attention = match attention_table {
+            Some(table) if recipe.attention_queries > 0 => {
+                let name = format!("{HEADS_PREFIX}.{ATTENTION_QUERIES}");
+                let dims = [recipe.attention_queries, hidden];
+                let queries = match warm.and_then(|w| w.heads.get(&name)) {
+                    Some(t) if t.dims() == dims => params.insert(&name, t.clone())?,
+                    _ => params.create(&name, &dims, Init::Normal(0.02), rng)?,
+                };
+                Some((table, queries))
+            }
+            _ => None,
+        };
+        let input = hidden * (1 + attention.as_ref().map_or(0, |(_, q)| q.dims()[0]));
         let hidden = if recipe.head_hidden > 0 {
             recipe.head_hidden
         } else {
@@ -263,6 +279,7 @@ impl Model {
             num_skills: k,
             pad,
             length,
+            attention,
             distill: None,
             balance: if recipe.loss.balance_classes {
                 Balance::of(data, k)
@@ -303,6 +320,10 @@ impl Model {
         dropout: &mut Dropout,
     ) -> candle_core::Result<Outputs> {
         let mut pooled = self.pooled(batch, tokens, dropout)?;
+        if let Some((table, queries)) = &self.attention {
+            let ids: Vec<Vec<u32>> = batch.iter().map(|&i| tokens[i].clone()).collect();
+            pooled = Tensor::cat(&[&pooled, &table.attend(&ids, queries)?], 1)?;
+        }
         if let Some(layer) = &self.shared {
             pooled = layer.forward(&pooled)?.relu()?;
         }

@@ -243,6 +243,8 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
             // The directory's shape wins over the recipe's: its heads sit on its shared layer.
             let hidden = format!("{HEADS_PREFIX}.{}.weight", classifier::HIDDEN_LAYER);
             recipe.head_hidden = warm.heads.get(&hidden).map_or(0, |w| w.dims()[0]);
+            let queries = format!("{HEADS_PREFIX}.{}", classifier::ATTENTION_QUERIES);
+            recipe.attention_queries = warm.heads.get(&queries).map_or(0, |q| q.dims()[0]);
             choice = if is_static_dir(dir) {
                 EncoderChoice::Static(dir.clone())
             } else {
@@ -273,6 +275,12 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
     // The GPU when built with `cuda` (or `metal`) and one is present, else the CPU.
     let mut params = Params::on(classifier::default_device());
     say(format!("training on {:?}", params.device()));
+    if recipe.attention_queries > 0 && !matches!(choice, EncoderChoice::Static(_)) {
+        return Err(TrainError::Invalid(
+            "attention_queries needs a static encoder (encoder = \"static:DIR\")".into(),
+        ));
+    }
+    let mut attention_table = None;
     let encoder = match &choice {
         EncoderChoice::Scratch => {
             Encoder::Trainable(TrainEncoder::new(&shape, &mut params, &mut rng)?)
@@ -297,7 +305,9 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
         }
         EncoderChoice::Static(dir) => {
             let table = load_static(dir, special)?;
-            Encoder::Frozen(table.pool(&tokens, params.device())?)
+            let pooled = table.pool(&tokens, params.device())?;
+            attention_table = (recipe.attention_queries > 0).then_some(table);
+            Encoder::Frozen(pooled)
         }
     };
     let mut model = Model::new(
@@ -308,6 +318,7 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
         &data,
         special.pad,
         warm.as_ref(),
+        attention_table,
         &mut rng,
     )?;
     if let Some(spec) = &recipe.distill {

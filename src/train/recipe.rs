@@ -28,6 +28,10 @@ pub struct Recipe {
     /// Give the difficulty head the prompt's length too (`classifier::length_feature`).
     #[serde(default)]
     pub length_input: bool,
+    /// Attention pooling beside the mean, with this many learned queries (static encoders
+    /// only; 0: the mean alone). See `StaticEmbedding::attend`.
+    #[serde(default)]
+    pub attention_queries: usize,
     /// Width of a shared ReLU layer between the pooled vector and the heads (0: none, the
     /// heads read the pooled vector directly).
     #[serde(default)]
