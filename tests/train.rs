@@ -476,3 +476,16 @@ fn the_length_input_sees_what_the_token_budget_cuts() {
     );
     assert!(seeing > 0.2, "with the length input: {seeing}");
 }
+
+#[test]
+fn tool_positives_can_be_limited_to_those_naming_live_data_or_an_action() {
+    let text = recipe("scratch", 1, 16).replace(
+        "kind = \"tool_need\"\n",
+        "kind = \"tool_need\"\npositive_contains = [\"weather in city 1\"]\n",
+    );
+    let (_run, summary) = train_with(&text, None);
+    let tools = &summary.unwrap().data.files[1];
+    // Positives for cities 1 and 10–19 name the cue; the other 19 are dropped, and no negative.
+    assert_eq!(tools.filtered, 19);
+    assert_eq!(tools.prompts, 30 + 11);
+}

@@ -93,6 +93,8 @@ pub struct FileReport {
     pub merged_with_earlier_file: usize,
     /// Prompts dropped by `max_prompts`.
     pub capped: usize,
+    /// Rows dropped by the file's filters (`positive_contains`).
+    pub filtered: usize,
     pub kept: usize,
 }
 
@@ -386,6 +388,17 @@ fn read_tool_need(path: &Path, spec: &FileSpec) -> Result<(Vec<Pending>, FileRep
             Some(v) if v.as_f64() == Some(0.0) => false,
             _ => return Err("`needs_tool` is missing or not 0/1".into()),
         };
+        if needs && !spec.positive_contains.is_empty() {
+            let lower = text.to_lowercase();
+            if !spec
+                .positive_contains
+                .iter()
+                .any(|w| lower.contains(w.as_str()))
+            {
+                report.filtered += 1;
+                return Ok(());
+            }
+        }
         let label = if needs { 1.0 } else { 0.0 };
         let text = if needs && spec.strip_greetings {
             without_greeting(&text).to_string()

@@ -430,6 +430,7 @@ fn add_log_file(
         label_weight: 1.0,
         sources: Vec::new(),
         strip_greetings: false,
+        positive_contains: Vec::new(),
     });
     Ok(export)
 }
@@ -888,7 +889,7 @@ fn data_lines(data: &Dataset) -> String {
     for f in &data.report.files {
         let removed: usize = f.removed_overlap.values().sum();
         lines.push(format!(
-            "  {}: {} rows ({} without score), {} prompts, {} repeats, {} overlapping held-out sets removed, {} merged with earlier files, {} capped, {} kept",
+            "  {}: {} rows ({} without score), {} prompts, {} repeats, {} overlapping held-out sets removed, {} merged with earlier files, {} capped, {} filtered out, {} kept",
             f.file,
             f.rows,
             f.missing_scores,
@@ -897,6 +898,7 @@ fn data_lines(data: &Dataset) -> String {
             removed,
             f.merged_with_earlier_file,
             f.capped,
+            f.filtered,
             f.kept
         ));
     }

@@ -267,6 +267,12 @@ pub struct FileSpec {
     /// so that the greeting is not what the tool head learns.
     #[serde(default)]
     pub strip_greetings: bool,
+    /// tool_need only: keep a positive only when its lowercased text contains one of these
+    /// (words of live data, the user's own records or an action). MetaTool labels a request
+    /// positive when some plugin could serve it ("tell me a joke", "what is a stock?"), which is
+    /// not "cannot be answered without a tool". Empty: every positive.
+    #[serde(default)]
+    pub positive_contains: Vec<String>,
 }
 
 /// A weak skill label: a prompt matching every given condition gets `skill`.
