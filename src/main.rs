@@ -522,7 +522,7 @@ enum KeysAction {
         #[arg(long)]
         budget_usd: Option<f64>,
         /// day, month or total.
-        #[arg(long)]
+        #[arg(long, value_parser = ["day", "month", "total"])]
         budget_period: Option<String>,
         #[arg(long)]
         rpm: Option<u32>,
@@ -585,10 +585,7 @@ fn keys_command(action: KeysAction, config: Option<&PathBuf>) -> anyhow::Result<
             models,
             expires_at,
         } => {
-            let budget_period = budget_period
-                .map(|p| serde_json::from_value(serde_json::json!(p)))
-                .transpose()
-                .context("--budget-period: day, month or total")?;
+            let budget_period = budget_period.as_deref().map(triage::keys::Period::parse);
             let new = NewKey {
                 name,
                 budget_usd,

@@ -75,12 +75,16 @@ impl StaticEmbedding {
         Tensor::stack(&rows, 0)?.to_device(device)
     }
 
-    fn pool_one(&self, ids: &[u32]) -> candle_core::Result<Tensor> {
-        let kept: Vec<u32> = ids
-            .iter()
+    /// The ids that carry meaning: `ids` without the special tokens.
+    fn kept(&self, ids: &[u32]) -> Vec<u32> {
+        ids.iter()
             .copied()
             .filter(|id| !self.skip.contains(id))
-            .collect();
+            .collect()
+    }
+
+    fn pool_one(&self, ids: &[u32]) -> candle_core::Result<Tensor> {
+        let kept = self.kept(ids);
         if kept.is_empty() {
             return Tensor::zeros(self.hidden, DType::F32, self.table.device());
         }
@@ -102,15 +106,7 @@ impl StaticEmbedding {
     pub fn attend(&self, ids: &[Vec<u32>], queries: &Tensor) -> candle_core::Result<Tensor> {
         let device = queries.device();
         let (batch, heads) = (ids.len(), queries.dim(0)?);
-        let kept: Vec<Vec<u32>> = ids
-            .iter()
-            .map(|row| {
-                row.iter()
-                    .copied()
-                    .filter(|id| !self.skip.contains(id))
-                    .collect()
-            })
-            .collect();
+        let kept: Vec<Vec<u32>> = ids.iter().map(|row| self.kept(row)).collect();
         let len = kept.iter().map(Vec::len).max().unwrap_or(0).max(1);
         let (mut flat, mut keep) = (Vec::with_capacity(batch * len), Vec::new());
         for row in &kept {
