@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use criterion::{Criterion, criterion_group, criterion_main};
-use triage::catalog::Catalog;
-use triage::classifier::{Classifier, ClassifierInput, add_untrained_heads};
-use triage::config::Config;
-use triage::policy::{self, Constraints, ModelView, Needs, Profile, PromptView, Targets};
+use triage_core::catalog::Catalog;
+use triage_core::classifier::{Classifier, ClassifierInput, add_untrained_heads};
+use triage_core::config::Config;
+use triage_core::policy::{self, Constraints, ModelView, Needs, Profile, PromptView, Targets};
 
 /// A text of about `tokens` tokens for this classifier's tokenizer.
 fn text_of(classifier: &Classifier, tokens: usize) -> String {

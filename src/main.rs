@@ -1,5 +1,8 @@
-//! The `triage` command line: `serve`, `init`, `health`, `mock-upstream`, `bench-overhead`,
-//! `train`, `eval`, `label`, `calibrate`, `report`, `models` and `classify`.
+//! The `triage` command line. Serving: `serve`, `init`, `health`, `keys`, `models`, `classify`
+//! and `report`. With the `learn` feature (default) also `train`, `distill-static`, `eval`,
+//! `label`, `calibrate`, `replay` and `probe` (from `triage-learn`); with `mock`,
+//! `mock-upstream`; with `bench`, `bench-overhead`. `--no-default-features` builds the serving
+//! binary alone.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,11 +11,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use triage::catalog::Catalog;
-use triage::classifier::{Classifier, ClassifierInput};
-use triage::config::Config;
-use triage::router::AdaptiveRouter;
-use triage::server::{self, AppState};
+use triage_core::catalog::{self, Catalog};
+use triage_core::classifier::{Classifier, ClassifierInput};
+use triage_core::config::Config;
+use triage_gateway::router::AdaptiveRouter;
+use triage_gateway::server::{self, AppState};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -26,6 +29,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Requests, tokens and cost from the outcome log, and what adaptive routing saved.
+    Report(ReportArgs),
     /// Run the router.
     Serve {
         /// TOML config file; else TRIAGE_CONFIG, else ./triage.toml if present, else the
@@ -44,7 +49,7 @@ enum Command {
         /// Overwrite the file if it exists.
         #[arg(long)]
         force: bool,
-        #[arg(default_value = triage::config::DEFAULT_FILE)]
+        #[arg(default_value = triage_core::config::DEFAULT_FILE)]
         path: PathBuf,
     },
     /// Exit 0 when a running router answers its health check, 1 otherwise (for container
@@ -53,41 +58,6 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:8080/health")]
         url: String,
     },
-    /// Run a fake OpenAI-compatible provider, for tests, benchmarks and trying triage out.
-    MockUpstream {
-        #[arg(long, default_value = "127.0.0.1:9000")]
-        listen: SocketAddr,
-        /// Require this bearer key from callers.
-        #[arg(long)]
-        api_key: Option<String>,
-    },
-    /// Measure the latency the router adds over calling a mock upstream directly.
-    BenchOverhead(triage::bench::Options),
-    /// Fit the classifier and the model abilities on outcome data; writes a model directory.
-    Train(triage::train::TrainArgs),
-    /// Distil static token embeddings from a pretrained sentence encoder (Model2Vec method):
-    /// the table the default classifier's heads sit on.
-    DistillStatic(triage::train::static_distill::DistillArgs),
-    /// Measure routing quality on outcome data: RouteLLM's APGR/CPT (two models) or cost-quality
-    /// curves and AIQ (many models), beside random, oracle and kNN routers.
-    Eval {
-        #[command(flatten)]
-        args: triage::eval::EvalArgs,
-        /// Classifier model directory or Hugging Face repo id.
-        #[arg(long, default_value = "models/default")]
-        model: String,
-    },
-    /// Grade logged answers that have no feedback with a judge model; stores the grades in the
-    /// log for `train --from-log`.
-    Label(triage::train::judge::LabelArgs),
-    /// Set a profile's quality target from logged traffic, for a share of requests to one
-    /// model or a budget per 1,000 requests.
-    Calibrate(triage::calibrate::CalibrateArgs),
-    /// Write rows of an outcome file into an outcome log as if they were traffic with
-    /// feedback, to try `train --from-log` and `calibrate` on public data.
-    Replay(triage::train::replay::ReplayArgs),
-    /// Requests, tokens and cost from the outcome log, and what adaptive routing saved.
-    Report(triage::outcomes::report::ReportArgs),
     /// Virtual keys in the config's log: create, list, update, revoke (as /admin/keys does).
     Keys {
         #[command(subcommand)]
@@ -97,9 +67,6 @@ enum Command {
         #[arg(long, global = true)]
         config: Option<PathBuf>,
     },
-    /// Measure how the classifier reads hand-labelled chat prompts: skill accuracy, tool-need
-    /// AUC, easy/hard concordance.
-    Probe(triage::eval::probes::ProbeArgs),
     /// The catalog as `auto` sees it: prices, context, capabilities, θ per skill and its
     /// source, whether the provider's key is set.
     Models {
@@ -122,6 +89,16 @@ enum Command {
         /// The prompt; `-` reads it from standard input.
         text: String,
     },
+    /// Run a fake OpenAI, Anthropic and Gemini provider, for tests, benchmarks and trying
+    /// triage out (also the `triage-mock` binary).
+    #[cfg(feature = "mock")]
+    MockUpstream(triage_mock::Options),
+    /// Measure the latency the router adds over calling a mock upstream directly.
+    #[cfg(feature = "bench")]
+    BenchOverhead(triage_bench::Options),
+    #[cfg(feature = "learn")]
+    #[command(flatten)]
+    Learn(triage_learn::cli::Command),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -149,7 +126,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config, listen } => runtime()?.block_on(serve(config, listen)),
         Command::Init { demo, force, path } => {
-            triage::init::write(&path, demo, force)?;
+            triage_gateway::init::write(&path, demo, force)?;
             let next = if demo {
                 "start `triage mock-upstream`, then `triage serve`"
             } else {
@@ -159,112 +136,18 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Health { url } => runtime()?.block_on(health(&url)),
-        Command::MockUpstream { listen, api_key } => runtime()?.block_on(async move {
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("cannot listen on {listen}"))?;
-            tracing::info!("mock upstream listening on http://{listen}/v1");
-            triage::mock::serve(listener, api_key).await?;
-            Ok(())
-        }),
-        // It builds a single-threaded runtime of its own, leaving the cores to its children.
-        Command::BenchOverhead(options) => triage::bench::run(options),
-        Command::Probe(args) => {
-            let classifier = triage::classifier::Classifier::load(&args.model)?;
-            let probes = triage::eval::probes::read_probes(&args.probes)?;
-            let report = triage::eval::probes::measure(&classifier, &probes)?;
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{report}");
-            }
-            Ok(())
-        }
-        Command::DistillStatic(args) => {
-            let summary = triage::train::static_distill::run(&args)?;
-            eprintln!(
-                "wrote {}: {} tokens x {} dims ({:.1}% of the teacher's variance), token frequencies from {} prompts, {:.0} s",
-                args.out.display(),
-                summary.vocab,
-                summary.dims,
-                100.0 * summary.explained_variance,
-                summary.corpus_prompts,
-                summary.seconds
-            );
-            Ok(())
-        }
         Command::Classify { json, model, text } => classify(json, model, &text),
         Command::Models { json, config } => models(json, config.as_ref()),
-        Command::Report(args) => triage::outcomes::report::run(&args),
+        Command::Report(args) => report(&args),
         Command::Keys { action, config } => keys_command(action, config.as_ref()),
-        Command::Calibrate(args) => {
-            let (config, catalog) = load_config(args.config.as_ref())?;
-            let router = AdaptiveRouter::new(
-                Classifier::load(&config.classifier.model)?,
-                &catalog,
-                config.routing.targets(),
-            );
-            let calibration = triage::calibrate::run(&args, &config, &catalog, &router)?;
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&calibration)?);
-            } else {
-                print!("{calibration}");
-            }
-            Ok(())
-        }
-        Command::Replay(args) => {
-            let logged = triage::train::replay::run(&args)?;
-            eprintln!(
-                "logged {logged} replayed requests with feedback in {}",
-                args.log
-            );
-            Ok(())
-        }
-        Command::Label(args) => {
-            let (config, catalog) = load_config(args.config.as_ref())?;
-            let summary =
-                runtime()?.block_on(triage::train::judge::run(&args, &config, &catalog))?;
-            println!("{}", serde_json::to_string_pretty(&summary)?);
-            Ok(())
-        }
-        Command::Eval { args, model } => evaluate(&args, &model),
-        Command::Train(args) if args.refit_ability_maps => {
-            let metadata = triage::train::refit_ability_maps(&args)?;
-            for map in metadata.maps() {
-                eprintln!("{} map: {}", map.benchmark, map.fit);
-            }
-            Ok(())
-        }
-        Command::Train(args) if args.prompt_list_only => {
-            let listed = triage::train::list_prompts(&args)?;
-            eprintln!("listed {listed} training prompts in {}", args.out.display());
-            Ok(())
-        }
-        Command::Train(args) => {
-            let summary = triage::train::run(&args)?;
-            eprintln!(
-                "wrote {} in {:.0} s",
-                summary.out.display(),
-                summary.seconds
-            );
-            Ok(())
-        }
+        #[cfg(feature = "mock")]
+        Command::MockUpstream(options) => runtime()?.block_on(triage_mock::run(options)),
+        // It builds a single-threaded runtime of its own, leaving the cores to its children.
+        #[cfg(feature = "bench")]
+        Command::BenchOverhead(options) => triage_bench::run(options),
+        #[cfg(feature = "learn")]
+        Command::Learn(command) => triage_learn::cli::run(command),
     }
-}
-
-fn evaluate(args: &triage::eval::EvalArgs, model: &str) -> anyhow::Result<()> {
-    let classifier = Classifier::load(model)?;
-    let dir = std::path::Path::new(model)
-        .is_dir()
-        .then(|| PathBuf::from(model));
-    let scorer = triage::eval::classifier::ClassifierScorer::new(&classifier, dir);
-    let report = triage::eval::run(args, &scorer)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        println!("{report}");
-    }
-    Ok(())
 }
 
 fn classify(json: bool, model: Option<String>, text: &str) -> anyhow::Result<()> {
@@ -308,17 +191,17 @@ fn classify(json: bool, model: Option<String>, text: &str) -> anyhow::Result<()>
 /// `triage models`: every catalog model with its θ, as `GET /v1/models` shows it under
 /// `triage` (less the circuit state, which lives in a running server).
 fn models(json: bool, config: Option<&PathBuf>) -> anyhow::Result<()> {
-    let (config, catalog) = load_config(config)?;
+    let (config, catalog) = catalog::load_configured(config.map(PathBuf::as_path))?;
     let metadata = classifier_metadata(&config.classifier.model)
         .with_context(|| format!("loading the classifier {}", config.classifier.model))?;
-    let abilities = triage::abilities::Abilities::resolve(&catalog, &metadata);
+    let abilities = triage_core::abilities::Abilities::resolve(&catalog, &metadata);
     let entries: Vec<serde_json::Value> = catalog
         .models
         .values()
         .map(|m| {
             let mut entry = m.to_openai_json();
             entry["triage"] =
-                triage::router::describe(&catalog, m, Some(&abilities), &config.routing);
+                triage_gateway::router::describe(&catalog, m, Some(&abilities), &config.routing);
             entry
         })
         .collect();
@@ -338,10 +221,10 @@ fn models(json: bool, config: Option<&PathBuf>) -> anyhow::Result<()> {
 
 /// The model directory's `triage.json` (θ, maps, skills) without loading the weights, unless
 /// the source is a Hugging Face repo id.
-fn classifier_metadata(source: &str) -> anyhow::Result<triage::classifier::Metadata> {
+fn classifier_metadata(source: &str) -> anyhow::Result<triage_core::classifier::Metadata> {
     let dir = std::path::Path::new(source);
     if dir.is_dir() {
-        return Ok(triage::classifier::load_metadata(dir)?);
+        return Ok(triage_core::classifier::load_metadata(dir)?);
     }
     Ok(Classifier::load(source)?.metadata)
 }
@@ -350,7 +233,7 @@ fn classifier_metadata(source: &str) -> anyhow::Result<triage::classifier::Metad
 /// prior's fit.
 fn models_table(
     catalog: &Catalog,
-    abilities: &triage::abilities::Abilities,
+    abilities: &triage_core::abilities::Abilities,
     config: &Config,
 ) -> String {
     use std::fmt::Write;
@@ -381,7 +264,7 @@ fn models_table(
         let auto = key
             && config
                 .routing
-                .allows(triage::policy::Profile::Balanced, &model.id);
+                .allows(triage_core::policy::Profile::Balanced, &model.id);
         let yes_no = |b: bool| if b { "yes" } else { "no" };
         let _ = write!(
             out,
@@ -413,31 +296,8 @@ fn models_table(
     out
 }
 
-/// The config file (`--config`, `TRIAGE_CONFIG`, `./triage.toml`, or the built-in defaults)
-/// and its catalog, keys from the environment.
-fn load_config(path: Option<&PathBuf>) -> anyhow::Result<(Config, Catalog)> {
-    let found = triage::config::discover(
-        path.map(PathBuf::as_path),
-        std::env::var_os("TRIAGE_CONFIG"),
-    );
-    let (config, file) = match found {
-        Some((path, how)) => {
-            tracing::info!(file = %path.display(), found_by = how, "configuration");
-            (Config::load(&path)?, path)
-        }
-        None => {
-            tracing::info!(
-                "configuration: built-in defaults (no --config, TRIAGE_CONFIG or ./triage.toml)"
-            );
-            (Config::default(), PathBuf::from("(built-in defaults)"))
-        }
-    };
-    let catalog = Catalog::build(&config, &file, |var| std::env::var(var).ok())?;
-    Ok((config, catalog))
-}
-
 async fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<()> {
-    let (config, catalog) = load_config(config_path.as_ref())?;
+    let (config, catalog) = catalog::load_configured(config_path.as_deref())?;
     for provider in catalog.providers.values() {
         if let (Some(env), None) = (&provider.api_key_env, &provider.api_key) {
             tracing::warn!(provider = %provider.name, "no API key: {env} is not set; auto skips its models and explicit requests for them answer 503");
@@ -558,9 +418,9 @@ enum KeysAction {
 
 /// The stored key with this id.
 fn stored_key(
-    store: &mut triage::outcomes::Store,
+    store: &mut triage_gateway::outcomes::Store,
     id: &str,
-) -> anyhow::Result<triage::outcomes::store::KeyRow> {
+) -> anyhow::Result<triage_gateway::outcomes::store::KeyRow> {
     store
         .keys()?
         .into_iter()
@@ -570,11 +430,11 @@ fn stored_key(
 
 /// `triage keys …`: the same store the running routers read.
 fn keys_command(action: KeysAction, config: Option<&PathBuf>) -> anyhow::Result<()> {
-    use triage::keys::{KeyRing, NewKey};
-    let (config, _) = load_config(config)?;
-    let target = triage::outcomes::Target::of(&config.log);
+    use triage_gateway::keys::{KeyRing, NewKey};
+    let (config, _) = catalog::load_configured(config.map(PathBuf::as_path))?;
+    let target = triage_gateway::outcomes::Target::of(&config.log);
     let mut store = target.open()?;
-    let now = triage::outcomes::now_ms();
+    let now = triage_gateway::outcomes::now_ms();
     match action {
         KeysAction::Create {
             name,
@@ -585,7 +445,9 @@ fn keys_command(action: KeysAction, config: Option<&PathBuf>) -> anyhow::Result<
             models,
             expires_at,
         } => {
-            let budget_period = budget_period.as_deref().map(triage::keys::Period::parse);
+            let budget_period = budget_period
+                .as_deref()
+                .map(triage_gateway::keys::Period::parse);
             let new = NewKey {
                 name,
                 budget_usd,
@@ -628,9 +490,9 @@ fn keys_command(action: KeysAction, config: Option<&PathBuf>) -> anyhow::Result<
                 row.models = Some(serde_json::to_string(models)?);
             }
             if let Some(at) = expires_at {
-                row.expires_ms = Some(triage::keys::expiry(&at)?);
+                row.expires_ms = Some(triage_gateway::keys::expiry(&at)?);
             }
-            triage::keys::check(&row, models.as_deref())?;
+            triage_gateway::keys::check(&row, models.as_deref())?;
             store.update_key(&row)?;
             println!("updated {id}");
         }
@@ -647,8 +509,8 @@ fn keys_command(action: KeysAction, config: Option<&PathBuf>) -> anyhow::Result<
 /// Says at start-up, rather than at the first `auto` request, when no model can answer `auto`:
 /// every model's provider lacks its key or `[routing] models` leaves none.
 fn warn_if_auto_has_no_model(config: &Config, catalog: &Catalog) {
-    let profile = triage::policy::Profile::Balanced;
-    let unavailable = triage::router::unavailable(catalog, &config.routing, profile);
+    let profile = triage_core::policy::Profile::Balanced;
+    let unavailable = triage_gateway::router::unavailable(catalog, &config.routing, profile);
     let callable = catalog.models.len() - unavailable.len();
     if callable > 0 {
         tracing::info!(models = callable, "models auto can choose");
@@ -719,4 +581,63 @@ async fn shutdown_signal() {
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
     tracing::info!("shutting down");
+}
+
+/// The options of `triage report`.
+#[derive(Debug, Clone, clap::Args)]
+struct ReportArgs {
+    /// The SQLite outcome log (default: the config's `[log] url` or `path`, else triage.db).
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// Config file whose catalog prices the baseline (default: the built-in catalog).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Only requests from this date on (`2026-11-25`, UTC, or `2026-11-25T10:00:00Z`).
+    #[arg(long)]
+    since: Option<String>,
+    /// Compare adaptive requests with this model (default: each one's strongest candidate).
+    #[arg(long)]
+    baseline: Option<String>,
+    /// Print one JSON object (the same as `GET /v1/usage`).
+    #[arg(long)]
+    json: bool,
+}
+
+/// `triage report`: the report of a log file, as text or JSON.
+fn report(args: &ReportArgs) -> anyhow::Result<()> {
+    use triage_gateway::outcomes::report::{Report, ReportOptions};
+    use triage_gateway::outcomes::{Store, parse_date};
+    let (config, catalog) = catalog::load_configured(args.config.as_deref())?;
+    let db = args.db.clone().unwrap_or(config.log.path);
+    let since_ms = match &args.since {
+        Some(text) => Some(
+            parse_date(text)
+                .with_context(|| format!("--since {text}: expected a date like 2026-11-25"))?,
+        ),
+        None => None,
+    };
+    if let Some(baseline) = &args.baseline {
+        anyhow::ensure!(
+            catalog.model(baseline).is_some(),
+            "--baseline {baseline}: not a model of the catalog"
+        );
+    }
+    let mut store = match &config.log.url {
+        Some(url) if args.db.is_none() => Store::connect(url)
+            .with_context(|| "cannot connect to the outcome log at [log] url".to_string())?,
+        _ => Store::open_read(&db)
+            .with_context(|| format!("cannot open the outcome log {}", db.display()))?,
+    };
+    let options = ReportOptions {
+        since_ms,
+        baseline: args.baseline.clone(),
+    };
+    let report = Report::compute(&mut store, &catalog, &options)
+        .with_context(|| format!("cannot read the outcome log {}", db.display()))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(())
 }

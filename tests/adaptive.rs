@@ -8,7 +8,7 @@ use std::path::Path;
 use candle_core::Device;
 use common::*;
 use serde_json::{Value, json};
-use triage::classifier::{Classifier, ClassifierInput};
+use triage_core::classifier::{Classifier, ClassifierInput};
 
 /// Three mock models with explicit abilities, so the test does not depend on the catalog's
 /// public scores: a cheap weak one, a mid one without tools, an expensive strong one.
@@ -303,10 +303,10 @@ async fn auto_requests_keep_succeeding_through_reloads() {
 /// at the profiles' targets) is the model `/v1/route` chooses, and the qualities agree.
 #[tokio::test]
 async fn eval_chooses_what_route_chooses() {
-    use triage::eval::Scorer;
+    use triage_learn::eval::Scorer;
     let h = Harness::start_adaptive(MODELS).await;
     let classifier = Classifier::load_dir(&default_model_dir(), &Device::Cpu).unwrap();
-    let scorer = triage::eval::classifier::ClassifierScorer::new(&classifier, None);
+    let scorer = triage_learn::eval::classifier::ClassifierScorer::new(&classifier, None);
     let prompts = [
         "hi, how are you?",
         "Prove that there are infinitely many primes of the form 4k+3.",
@@ -316,8 +316,8 @@ async fn eval_chooses_what_route_chooses() {
     let models = ["local/small", "local/solo", "local/big"];
     let mut choices = std::collections::BTreeSet::new();
     let profiles = [
-        ("auto", triage::eval::DEFAULT_BALANCED_TARGET),
-        ("auto:cheap", triage::eval::DEFAULT_CHEAP_TARGET),
+        ("auto", triage_learn::eval::DEFAULT_BALANCED_TARGET),
+        ("auto:cheap", triage_learn::eval::DEFAULT_CHEAP_TARGET),
     ];
     for (prompt, (profile, share)) in prompts
         .iter()
@@ -330,7 +330,7 @@ async fn eval_chooses_what_route_chooses() {
         for id in models {
             let router = h.state.adaptive.load_full().unwrap();
             let theta = router.abilities().theta(id).unwrap().to_vec();
-            let q = triage::eval::predicted_quality(&theta, features);
+            let q = triage_learn::eval::predicted_quality(&theta, features);
             let served = candidate(&route, id)["quality"].as_f64().unwrap();
             assert!(
                 (q - served).abs() < 1e-4,
@@ -341,7 +341,7 @@ async fn eval_chooses_what_route_chooses() {
         }
         let best = quality.iter().copied().fold(0.0, f64::max);
         let target = share * best;
-        let eval_choice = models[triage::quality::choose(&quality, &cost, target).unwrap()];
+        let eval_choice = models[triage_core::quality::choose(&quality, &cost, target).unwrap()];
         assert_eq!(route["chosen"]["model"], eval_choice, "{profile} {prompt}");
         choices.insert(eval_choice);
     }
@@ -356,11 +356,11 @@ async fn eval_chooses_what_route_chooses() {
 #[test]
 fn shipped_model_reads_the_chat_probes() {
     let classifier = Classifier::load_dir(&default_model_dir(), &Device::Cpu).unwrap();
-    let probes = triage::eval::probes::read_probes(
+    let probes = triage_learn::eval::probes::read_probes(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chat_probes.jsonl"),
     )
     .unwrap();
-    let report = triage::eval::probes::measure(&classifier, &probes).unwrap();
+    let report = triage_learn::eval::probes::measure(&classifier, &probes).unwrap();
     eprint!("{report}");
     assert!(report.skill_accuracy >= 0.45, "{report}");
     assert!(report.tool_auc.unwrap() >= 0.80, "{report}");

@@ -6,12 +6,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
-use triage::eval::abilities::{PRIOR_PRECISION, SPREAD_PRECISION, fit_ability};
-use triage::eval::metrics::{
+use triage_learn::eval::abilities::{PRIOR_PRECISION, SPREAD_PRECISION, fit_ability};
+use triage_learn::eval::metrics::{
     CostPoint, SharePoint, aiq, apgr, cost_at_quality, cpt, non_decreasing_hull, oracle_curve,
     random_curve, threshold_curve,
 };
-use triage::eval::{
+use triage_learn::eval::{
     AbilitySource, EvalArgs, EvalError, PromptFeatures, Report, Results, Scorer, prompt_hash, run,
 };
 
@@ -186,14 +186,14 @@ fn pair_args(data: &Path) -> EvalArgs {
     args
 }
 
-fn pair(report: &Report) -> &triage::eval::PairResults {
+fn pair(report: &Report) -> &triage_learn::eval::PairResults {
     match &report.results {
         Results::TwoModel(p) => p,
         Results::MultiModel(_) => panic!("expected two-model results"),
     }
 }
 
-fn multi(report: &Report) -> &triage::eval::MultiResults {
+fn multi(report: &Report) -> &triage_learn::eval::MultiResults {
     match &report.results {
         Results::MultiModel(m) => m,
         Results::TwoModel(_) => panic!("expected multi-model results"),
@@ -765,7 +765,8 @@ fn real_routellm_data_with_the_fake_scorer() {
         let mut args = EvalArgs::new(&path);
         args.strong = Some("gpt-4-1106-preview".into());
         args.weak = Some("mistralai/Mixtral-8x7B-Instruct-v0.1".into());
-        args.filters = vec![triage::eval::Filter::parse(&format!("source={source}")).unwrap()];
+        args.filters =
+            vec![triage_learn::eval::Filter::parse(&format!("source={source}")).unwrap()];
         args.plot = Some(std::env::temp_dir().join(format!("triage-eval-{source}.svg")));
         timed(source, &args);
     }
@@ -793,7 +794,7 @@ fn other_real_data_with_the_fake_scorer() {
     }
     if let Some(path) = shared_dataset("vicuna_bench_judged.jsonl.gz") {
         let mut args = EvalArgs::new(&path);
-        args.filters = vec![triage::eval::Filter::parse("judge=gpt-4").unwrap()];
+        args.filters = vec![triage_learn::eval::Filter::parse("judge=gpt-4").unwrap()];
         args.strong = Some("gpt-3.5-turbo:20230327".into());
         args.weak = Some("llama-13b:v1".into());
         timed("vicuna_bench_judged, GPT-4 judge", &args);
@@ -806,7 +807,7 @@ fn other_real_data_with_the_fake_scorer() {
     }
     if let Some(path) = shared_dataset("llmrouter_dcrouter.jsonl.gz") {
         let mut args = EvalArgs::new(&path);
-        args.filters = vec![triage::eval::Filter::parse("subset=test").unwrap()];
+        args.filters = vec![triage_learn::eval::Filter::parse("subset=test").unwrap()];
         timed("llmrouter_dcrouter without prices", &args);
     }
 }

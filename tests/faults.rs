@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
-use triage::mock::Fault;
+use triage_mock::Fault;
 
 /// What the fake upstream quotes of its key in the tests below (OpenAI's partial form).
 const KEY_HEAD: &str = "sk-upstr";

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
-use triage::mock::Fault;
+use triage_mock::Fault;
 
 fn price(usage: &Value, input: f64, output: f64) -> f64 {
     let p = usage["prompt_tokens"].as_f64().unwrap();

@@ -12,7 +12,7 @@ use common::*;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use triage::mock::Fault;
+use triage_mock::Fault;
 
 /// The standard config with header and body timeouts of 300 ms.
 async fn short_timeouts() -> Harness {

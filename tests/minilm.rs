@@ -9,7 +9,7 @@ use std::path::Path;
 use candle_core::Device;
 use common::minilm_dir;
 use serde_json::json;
-use triage::classifier::{Classifier, ClassifierInput, add_untrained_heads};
+use triage_core::classifier::{Classifier, ClassifierInput, add_untrained_heads};
 
 /// A model directory made of MiniLM's own files plus untrained heads.
 fn assemble(into: &Path, minilm: &Path) {
@@ -93,8 +93,8 @@ fn a_hub_repo_id_loads_from_the_local_cache_without_network() {
 /// it keeps its shape.
 #[test]
 fn distilled_static_embeddings_train_and_load() {
-    use triage::train::static_distill::{self, DistillArgs};
-    use triage::train::{self, TrainArgs};
+    use triage_learn::train::static_distill::{self, DistillArgs};
+    use triage_learn::train::{self, TrainArgs};
     let Some(minilm) = minilm_dir() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");

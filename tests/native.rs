@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
-use triage::mock::Fault;
+use triage_mock::Fault;
 
 /// An Anthropic-kind and a Gemini-kind provider on the mock, beside the standard `local` one.
 const NATIVE: &str = r#"

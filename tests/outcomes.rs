@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use rusqlite::Connection;
 use serde_json::{Value, json};
-use triage::outcomes::report::{Report, ReportOptions};
-use triage::outcomes::store::Label;
-use triage::outcomes::{AutoColumns, Outcome, Store};
+use triage_gateway::outcomes::report::{Report, ReportOptions};
+use triage_gateway::outcomes::store::Label;
+use triage_gateway::outcomes::{AutoColumns, Outcome, Store};
 
 const ADMIN_KEY: &str = "sk-admin-test";
 
@@ -102,7 +102,7 @@ async fn every_request_is_logged_with_its_fields() {
     assert!(r["profile"].is_null() && r["candidates"].is_null() && r["difficulty"].is_null());
     assert!(r["prompt"].as_str().unwrap().contains("hello there"));
     assert_eq!(r["answer"], body["choices"][0]["message"]["content"]);
-    let now = triage::outcomes::now_ms();
+    let now = triage_gateway::outcomes::now_ms();
     assert!((now - r["ts_ms"].as_i64().unwrap()).abs() < 60_000);
 
     let m = row(tmp.path(), &messages_id).expect("the messages request is logged");
@@ -208,7 +208,7 @@ async fn wait_for_row(h: &Harness, dir: &Path, id: &str) -> Value {
 async fn old_rows_are_pruned_at_start() {
     let tmp = tempfile::tempdir().unwrap();
     let day = 24 * 3600 * 1000;
-    let now = triage::outcomes::now_ms();
+    let now = triage_gateway::outcomes::now_ms();
     {
         drop(Store::open(&tmp.path().join("triage.db")).unwrap());
         let conn = db(tmp.path());
@@ -340,7 +340,7 @@ fn auto_outcome(id: &str, model: &str, tokens: (u64, u64), cost: f64, q: (f64, f
     ]);
     Outcome {
         id: id.into(),
-        ts_ms: triage::outcomes::now_ms(),
+        ts_ms: triage_gateway::outcomes::now_ms(),
         endpoint: "chat",
         key_id: "key-a".into(),
         requested: "auto".into(),
@@ -387,7 +387,7 @@ async fn report_arithmetic_matches_hand_computed_values() {
     ));
     log.submit(Outcome {
         id: "e1".into(),
-        ts_ms: triage::outcomes::now_ms(),
+        ts_ms: triage_gateway::outcomes::now_ms(),
         endpoint: "chat",
         key_id: "key-b".into(),
         requested: "local/solo".into(),
@@ -471,7 +471,7 @@ fn assemble(into: &Path, minilm: &Path, skills: &[&str]) {
         std::fs::copy(minilm.join(name), into.join(name)).unwrap();
     }
     let skills: Vec<String> = skills.iter().map(|s| s.to_string()).collect();
-    triage::classifier::add_untrained_heads(into, &skills).unwrap();
+    triage_core::classifier::add_untrained_heads(into, &skills).unwrap();
 }
 
 #[tokio::test]
@@ -655,7 +655,7 @@ async fn load(url: &str, feedback: bool, stop: Duration) -> Vec<String> {
 #[tokio::test]
 async fn sigterm_drains_every_acknowledged_request_into_the_log() {
     let tmp = tempfile::tempdir().unwrap();
-    let mock = triage::mock::MockUpstream::start(Some(UPSTREAM_KEY.into()))
+    let mock = triage_mock::MockUpstream::start(Some(UPSTREAM_KEY.into()))
         .await
         .unwrap();
     let mut server = Server::start(tmp.path(), &mock.base_url()).await;
@@ -696,7 +696,7 @@ async fn sigterm_drains_every_acknowledged_request_into_the_log() {
 #[tokio::test]
 async fn kill_9_loses_no_acknowledged_feedback() {
     let tmp = tempfile::tempdir().unwrap();
-    let mock = triage::mock::MockUpstream::start(Some(UPSTREAM_KEY.into()))
+    let mock = triage_mock::MockUpstream::start(Some(UPSTREAM_KEY.into()))
         .await
         .unwrap();
     let server = Server::start(tmp.path(), &mock.base_url()).await;
@@ -876,7 +876,7 @@ fn replay_logs_a_share_of_an_outcome_file_as_traffic_with_feedback() {
     }
     std::fs::write(&data, rows).unwrap();
     let log = dir.path().join("replayed.db");
-    let args = triage::train::replay::ReplayArgs {
+    let args = triage_learn::train::replay::ReplayArgs {
         data,
         log: log.display().to_string(),
         source: Some("a".into()),
@@ -884,14 +884,14 @@ fn replay_logs_a_share_of_an_outcome_file_as_traffic_with_feedback() {
         fraction: 0.5,
         salt: "replay".into(),
     };
-    let strong_only = triage::train::replay::ReplayArgs {
+    let strong_only = triage_learn::train::replay::ReplayArgs {
         log: dir.path().join("strong.db").display().to_string(),
         model: Some("strong".into()),
         ..args.clone()
     };
-    let logged = triage::train::replay::run(&args).unwrap();
+    let logged = triage_learn::train::replay::run(&args).unwrap();
     assert_eq!(
-        triage::train::replay::run(&strong_only).unwrap() * 2,
+        triage_learn::train::replay::run(&strong_only).unwrap() * 2,
         logged,
         "--model keeps one model's rows of the same prompts"
     );
@@ -902,7 +902,7 @@ fn replay_logs_a_share_of_an_outcome_file_as_traffic_with_feedback() {
     assert_eq!(verdicts.len(), logged);
     // 1–10 grades become feedback in [0, 1]; every replayed prompt is from source `a`.
     for v in &verdicts {
-        let i: usize = triage::train::from_log::classifier_text(&v.prompt).unwrap()
+        let i: usize = triage_learn::train::from_log::classifier_text(&v.prompt).unwrap()
             ["question ".len()..]
             .parse()
             .unwrap();
@@ -915,7 +915,7 @@ fn replay_logs_a_share_of_an_outcome_file_as_traffic_with_feedback() {
         assert_eq!(v.feedback, Some(expected), "{v:?}");
     }
     // The same draw again: the same requests, not new ones.
-    assert_eq!(triage::train::replay::run(&args).unwrap(), logged);
+    assert_eq!(triage_learn::train::replay::run(&args).unwrap(), logged);
     assert_eq!(
         Store::open_read(&log).unwrap().verdicts(0).unwrap().len(),
         logged

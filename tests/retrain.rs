@@ -14,12 +14,12 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use serde_json::json;
-use triage::calibrate::CalibrateArgs;
-use triage::catalog::Catalog;
-use triage::config::Config;
-use triage::mock::Rule;
-use triage::train::judge::{self, LabelArgs};
-use triage::train::{self, TrainArgs};
+use triage_core::catalog::Catalog;
+use triage_core::config::Config;
+use triage_learn::calibrate::CalibrateArgs;
+use triage_learn::train::judge::{self, LabelArgs};
+use triage_learn::train::{self, TrainArgs};
+use triage_mock::Rule;
 
 const ADMIN_KEY: &str = "sk-admin-test";
 
@@ -256,10 +256,14 @@ async fn feedback_and_judge_grades_retrain_the_router_for_that_domain() {
     let again = judge::run(&args, &config, &catalog).await.unwrap();
     assert_eq!((again.waiting, again.graded), (0, 0));
     // The report shows how much of the log is labelled.
-    let mut store = triage::outcomes::Store::open_read(&tmp.path().join("triage.db")).unwrap();
-    let report =
-        triage::outcomes::report::Report::compute(&mut store, &catalog, &Default::default())
-            .unwrap();
+    let mut store =
+        triage_gateway::outcomes::Store::open_read(&tmp.path().join("triage.db")).unwrap();
+    let report = triage_gateway::outcomes::report::Report::compute(
+        &mut store,
+        &catalog,
+        &Default::default(),
+    )
+    .unwrap();
     assert_eq!(
         (report.labels.feedback, report.labels.judged),
         (feedback as u64, (traffic - feedback) as u64)
@@ -296,7 +300,7 @@ async fn feedback_and_judge_grades_retrain_the_router_for_that_domain() {
     assert_eq!(log.by_label["judge"], traffic - feedback);
     let response = h.reload(ADMIN_KEY).await;
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
-    let metadata = triage::classifier::load_metadata(&model_dir).unwrap();
+    let metadata = triage_core::classifier::load_metadata(&model_dir).unwrap();
     assert!(
         metadata.abilities.contains_key("local/small"),
         "θ learned for a catalog id"
@@ -343,7 +347,7 @@ async fn feedback_and_judge_grades_retrain_the_router_for_that_domain() {
         only_auto: false,
         json: false,
     };
-    let quarter = triage::calibrate::run(&calibrate, &config, &catalog, &router).unwrap();
+    let quarter = triage_learn::calibrate::run(&calibrate, &config, &catalog, &router).unwrap();
     eprintln!("{quarter}");
     assert_eq!(quarter.requests, traffic);
     let realised = quarter
@@ -355,7 +359,7 @@ async fn feedback_and_judge_grades_retrain_the_router_for_that_domain() {
     assert!((realised - 0.25).abs() <= 0.1, "{quarter}");
     calibrate.target_share = None;
     calibrate.budget_usd_per_1k = Some(quarter.current.usd_per_1k / 2.0);
-    let budget = triage::calibrate::run(&calibrate, &config, &catalog, &router).unwrap();
+    let budget = triage_learn::calibrate::run(&calibrate, &config, &catalog, &router).unwrap();
     assert!(
         budget.recommended.usd_per_1k <= quarter.current.usd_per_1k / 2.0,
         "{budget}"

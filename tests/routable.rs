@@ -10,8 +10,8 @@ use std::path::Path;
 
 use common::*;
 use serde_json::{Value, json};
-use triage::catalog::Catalog;
-use triage::config::Config;
+use triage_core::catalog::Catalog;
+use triage_core::config::Config;
 
 const SOURCES: [&str; 5] = [
     "learned",

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
-use triage::classifier::{Classifier, ClassifierInput};
-use triage::train::{self, TrainArgs, TrainError, TrainSummary};
+use triage_core::classifier::{Classifier, ClassifierInput};
+use triage_learn::train::{self, TrainArgs, TrainError, TrainSummary};
 
 const WEAK: &str = "weak-model";
 const STRONG: &str = "strong-model";
@@ -120,7 +120,7 @@ fn train_with(recipe_text: &str, data: Option<&Path>) -> (Run, Result<TrainSumma
     )
 }
 
-fn predict(classifier: &Classifier, texts: &[String]) -> Vec<triage::classifier::Prediction> {
+fn predict(classifier: &Classifier, texts: &[String]) -> Vec<triage_core::classifier::Prediction> {
     let inputs: Vec<ClassifierInput> = texts
         .iter()
         .map(|t| ClassifierInput::from_text(t.as_str()))
@@ -206,10 +206,10 @@ fn learns_that_hard_prompts_are_hard_and_the_directory_reproduces_training() {
         &(100..110).map(easy_prompt).collect::<Vec<_>>(),
     );
     let mean = |xs: Vec<f64>| xs.iter().sum::<f64>() / xs.len() as f64;
-    let difficulty = |ps: &[triage::classifier::Prediction]| {
+    let difficulty = |ps: &[triage_core::classifier::Prediction]| {
         mean(ps.iter().map(|p| p.difficulty as f64).collect())
     };
-    let weak_quality = |ps: &[triage::classifier::Prediction]| {
+    let weak_quality = |ps: &[triage_core::classifier::Prediction]| {
         mean(
             ps.iter()
                 .map(|p| train::quality(weak, &p.skill_mix(&skills), p.difficulty))
@@ -333,7 +333,7 @@ fn ability_maps_fit_published_scores_and_list_the_training_prompts() {
     );
     let (run, result) = train_with(&text, None);
     result.unwrap();
-    let metadata = triage::classifier::load_metadata(&run.out).unwrap();
+    let metadata = triage_core::classifier::load_metadata(&run.out).unwrap();
     let map = &metadata.ability_maps[0];
     assert_eq!(map.benchmark, "gpqa");
     assert_eq!(
@@ -351,9 +351,11 @@ fn ability_maps_fit_published_scores_and_list_the_training_prompts() {
         .chunks_exact(8)
         .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
         .collect();
-    assert!(hashes.contains(&triage::eval::prompt_hash(&hard_prompt(3))));
-    assert!(hashes.contains(&triage::eval::prompt_hash("user: hello\nsay hello again")));
-    assert!(!hashes.contains(&triage::eval::prompt_hash("never seen")));
+    assert!(hashes.contains(&triage_learn::eval::prompt_hash(&hard_prompt(3))));
+    assert!(hashes.contains(&triage_learn::eval::prompt_hash(
+        "user: hello\nsay hello again"
+    )));
+    assert!(!hashes.contains(&triage_learn::eval::prompt_hash("never seen")));
 }
 
 /// Rewrites the outcomes so that they say nothing about the prompts: the weak model scores 0.5

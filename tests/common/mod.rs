@@ -7,13 +7,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use triage::catalog::Catalog;
-use triage::classifier::Classifier;
-use triage::config::Config;
-use triage::dispatch::ShiftedClock;
-use triage::mock::{Fault, MockUpstream, RecordedRequest};
-use triage::router::AdaptiveRouter;
-use triage::server::{self, AppState};
+use triage_core::catalog::Catalog;
+use triage_core::classifier::Classifier;
+use triage_core::config::Config;
+use triage_gateway::dispatch::ShiftedClock;
+use triage_gateway::router::AdaptiveRouter;
+use triage_gateway::server::{self, AppState};
+use triage_mock::{Fault, MockUpstream, RecordedRequest};
 
 pub const ROUTER_KEY: &str = "sk-triage-test";
 /// The key `CONFIG` gives Prometheus: it may read `/metrics` and nothing else.
