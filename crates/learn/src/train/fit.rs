@@ -55,6 +55,8 @@ pub struct Model {
     difficulty: Linear,
     skills: Linear,
     tool: Linear,
+    /// `tool_head_detached`: the tool loss stops at the tool head.
+    tool_detached: bool,
     theta: Tensor,
     tool_index: Option<usize>,
     num_skills: usize,
@@ -274,6 +276,7 @@ impl Model {
             difficulty,
             skills,
             tool,
+            tool_detached: recipe.tool_head_detached,
             theta,
             tool_index: recipe.skills.iter().position(|s| s == "tool_use"),
             num_skills: k,
@@ -334,7 +337,12 @@ impl Model {
             difficulty = (difficulty + lengths.broadcast_mul(weight)?)?;
         }
         let skill_logits = self.skills.forward(&pooled)?;
-        let tool_logits = self.tool.forward(&pooled)?.squeeze(1)?;
+        let tool_input = if self.tool_detached {
+            pooled.detach()
+        } else {
+            pooled.clone()
+        };
+        let tool_logits = self.tool.forward(&tool_input)?.squeeze(1)?;
         let weights = candle_nn::ops::softmax(&skill_logits, D::Minus1)?;
         let mix = match self.tool_index {
             None => weights,

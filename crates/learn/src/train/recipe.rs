@@ -36,6 +36,10 @@ pub struct Recipe {
     /// heads read the pooled vector directly).
     #[serde(default)]
     pub head_hidden: usize,
+    /// Train the tool head on the shared features without letting its loss reach them: tool
+    /// labels then cannot reshape what difficulty and the skills read (serving is unchanged).
+    #[serde(default)]
+    pub tool_head_detached: bool,
     /// Give every prompt that needs a tool the `tool_use` skill label (unless a rule or the
     /// file labels it otherwise). Off, the tool head alone carries tool need into g(x).
     #[serde(default = "yes")]

@@ -3,7 +3,8 @@
 //!
 //! Three directions live here, all of them translation of this one format:
 //! - [`request`]: an OpenAI chat body → a Messages body, for an Anthropic upstream;
-//! - [`response`]: a Messages answer (whole or streamed) → OpenAI's shapes;
+//! - [`response`]: a Messages answer (whole or streamed) → OpenAI's shapes, read through the
+//!   typed answer and stream events of [`wire`];
 //! - [`ingress`]: the mirror image for `/v1/messages` clients whose request goes to another
 //!   kind: a Messages body → an OpenAI chat body, and the OpenAI answer → Messages shapes.
 //!
@@ -14,6 +15,7 @@
 pub mod ingress;
 mod request;
 mod response;
+pub mod wire;
 
 use reqwest::StatusCode;
 use serde_json::{Map, Value, json};
@@ -95,7 +97,7 @@ pub(super) fn native_request(
 fn post(
     client: &reqwest::Client,
     provider: &Provider,
-    body: &Map<String, Value>,
+    body: &impl serde::Serialize,
     version: Option<&str>,
     beta: Option<&str>,
 ) -> reqwest::RequestBuilder {
@@ -204,18 +206,11 @@ fn cut_short() -> ProviderError {
     ProviderError::Protocol("the stream ended before `message_stop`".into())
 }
 
-/// Token counts of an Anthropic `usage` object. Anthropic's `input_tokens` excludes cache reads
-/// and writes; triage's `prompt_tokens` includes both, as OpenAI's does.
+/// Token counts of an Anthropic `usage` object (see [`wire::Usage::tokens`]); none when it is
+/// not one.
 pub fn usage_of(usage: &Value) -> Usage {
-    let count = |key: &str| usage.get(key).and_then(Value::as_u64).unwrap_or(0);
-    let cached = count("cache_read_input_tokens");
-    let written = count("cache_creation_input_tokens");
-    Usage {
-        prompt_tokens: count("input_tokens") + cached + written,
-        completion_tokens: count("output_tokens"),
-        cached_tokens: cached,
-        cache_write_tokens: written,
-    }
+    use serde::Deserialize;
+    wire::Usage::deserialize(usage).unwrap_or_default().tokens()
 }
 
 /// The Anthropic `usage` object for these counts.

@@ -10,6 +10,10 @@
 use serde_json::{Map, Value, json};
 
 use super::super::{ProviderError, parse_data_url, str_field, untranslatable};
+use super::wire::{
+    BlockKind, Metadata, OutputConfig, Request, RequestBlock, Role, Source, Tool, ToolChoice,
+    ToolChoiceKind, ToolResultContent, Turn,
+};
 use super::{DEFAULT_MAX_TOKENS, post};
 use triage_core::catalog::{Model, Provider};
 
@@ -29,7 +33,7 @@ pub(super) fn to_messages_body(
     chat: &Map<String, Value>,
     model: &Model,
     stream: bool,
-) -> Result<Map<String, Value>, ProviderError> {
+) -> Result<Request, ProviderError> {
     if chat.get("n").and_then(Value::as_u64).is_some_and(|n| n > 1) {
         return Err(untranslatable(
             "Anthropic returns one choice per request; `n` > 1 is not available",
@@ -39,29 +43,33 @@ pub(super) fn to_messages_body(
         .get("messages")
         .and_then(Value::as_array)
         .ok_or_else(|| untranslatable("`messages` must be an array"))?;
-    let (system, turns) = convert_messages(messages)?;
-    let mut out = Map::new();
-    out.insert("model".into(), json!(model.upstream));
-    if !system.is_empty() {
-        out.insert("system".into(), Value::Array(system));
-    }
-    out.insert("messages".into(), Value::Array(turns));
-    out.insert("max_tokens".into(), json!(max_tokens(chat, model)));
-    copy_sampling(chat, &mut out);
-    if let Some(user) = ["user", "safety_identifier"]
-        .iter()
-        .find_map(|key| chat.get(*key).and_then(Value::as_str))
-    {
-        out.insert("metadata".into(), json!({"user_id": user}));
-    }
-    add_tools(chat, &mut out)?;
-    if let Some(format) = output_format(chat.get("response_format")) {
-        out.insert("output_config".into(), json!({"format": format}));
-    }
-    if stream {
-        out.insert("stream".into(), Value::Bool(true));
-    }
-    Ok(out)
+    let (system, messages) = convert_messages(messages)?;
+    let (tools, tool_choice) = tools(chat)?;
+    // Sampling parameters both APIs share; `top_k` and `thinking` are Anthropic's own names,
+    // accepted from OpenAI-format clients that know their upstream.
+    let pass = |key: &str| chat.get(key).filter(|v| !v.is_null()).cloned();
+    Ok(Request {
+        model: model.upstream.clone(),
+        system,
+        messages,
+        max_tokens: max_tokens(chat, model),
+        temperature: pass("temperature"),
+        top_p: pass("top_p"),
+        top_k: pass("top_k"),
+        thinking: pass("thinking"),
+        stop_sequences: stop_sequences(chat.get("stop")),
+        metadata: ["user", "safety_identifier"]
+            .iter()
+            .find_map(|key| chat.get(*key).and_then(Value::as_str))
+            .map(|user| Metadata {
+                user_id: user.to_string(),
+            }),
+        tools,
+        tool_choice,
+        output_config: output_format(chat.get("response_format"))
+            .map(|format| OutputConfig { format }),
+        stream,
+    })
 }
 
 /// The request's limit, else the model's catalog `max_output`, else [`DEFAULT_MAX_TOKENS`].
@@ -73,32 +81,17 @@ fn max_tokens(chat: &Map<String, Value>, model: &Model) -> u64 {
         .unwrap_or(DEFAULT_MAX_TOKENS)
 }
 
-/// Sampling parameters both APIs share, `stop` renamed; `top_k` and `thinking` are Anthropic's
-/// own names, accepted from OpenAI-format clients that know their upstream.
-fn copy_sampling(chat: &Map<String, Value>, out: &mut Map<String, Value>) {
-    for key in ["temperature", "top_p", "top_k", "thinking"] {
-        if let Some(value) = chat.get(key).filter(|v| !v.is_null()) {
-            out.insert(key.into(), value.clone());
-        }
-    }
-    let stop = match chat.get("stop") {
+/// OpenAI's `stop`, a string or a list, as `stop_sequences`.
+fn stop_sequences(stop: Option<&Value>) -> Vec<Value> {
+    match stop {
         Some(Value::String(s)) => vec![json!(s)],
         Some(Value::Array(list)) => list.clone(),
         _ => Vec::new(),
-    };
-    if !stop.is_empty() {
-        out.insert("stop_sequences".into(), Value::Array(stop));
     }
 }
 
-/// One turn being built; consecutive messages of one role land in the same turn.
-struct Turn {
-    role: &'static str,
-    content: Vec<Value>,
-}
-
 /// The `system` blocks and the alternating turns of a chat `messages` array.
-fn convert_messages(messages: &[Value]) -> Result<(Vec<Value>, Vec<Value>), ProviderError> {
+fn convert_messages(messages: &[Value]) -> Result<(Vec<RequestBlock>, Vec<Turn>), ProviderError> {
     let mut system = Vec::new();
     let mut turns: Vec<Turn> = Vec::new();
     for (i, message) in messages.iter().enumerate() {
@@ -107,11 +100,11 @@ fn convert_messages(messages: &[Value]) -> Result<(Vec<Value>, Vec<Value>), Prov
             "system" | "developer" => system.extend(content_blocks(message.get("content"), &at)?),
             "user" => push(
                 &mut turns,
-                "user",
+                Role::User,
                 content_blocks(message.get("content"), &at)?,
             ),
-            "assistant" => push(&mut turns, "assistant", assistant_blocks(message, &at)?),
-            "tool" => push(&mut turns, "user", vec![tool_result(message, &at)?]),
+            "assistant" => push(&mut turns, Role::Assistant, assistant_blocks(message, &at)?),
+            "tool" => push(&mut turns, Role::User, vec![tool_result(message, &at)?]),
             other => {
                 return Err(untranslatable(format!(
                     "{at}: role `{other}` has no Anthropic equivalent"
@@ -119,14 +112,11 @@ fn convert_messages(messages: &[Value]) -> Result<(Vec<Value>, Vec<Value>), Prov
             }
         }
     }
-    let turns = turns
-        .into_iter()
-        .map(|t| json!({"role": t.role, "content": t.content}))
-        .collect();
     Ok((system, turns))
 }
 
-fn push(turns: &mut Vec<Turn>, role: &'static str, content: Vec<Value>) {
+/// Consecutive messages of one role land in the same turn.
+fn push(turns: &mut Vec<Turn>, role: Role, content: Vec<RequestBlock>) {
     if content.is_empty() {
         return;
     }
@@ -137,10 +127,10 @@ fn push(turns: &mut Vec<Turn>, role: &'static str, content: Vec<Value>) {
 }
 
 /// Blocks for string or array content.
-fn content_blocks(content: Option<&Value>, at: &str) -> Result<Vec<Value>, ProviderError> {
+fn content_blocks(content: Option<&Value>, at: &str) -> Result<Vec<RequestBlock>, ProviderError> {
     match content {
         None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(text)) => Ok(vec![json!({"type": "text", "text": text})]),
+        Some(Value::String(text)) => Ok(vec![BlockKind::Text { text: text.clone() }.into()]),
         Some(Value::Array(parts)) => parts
             .iter()
             .enumerate()
@@ -153,23 +143,26 @@ fn content_blocks(content: Option<&Value>, at: &str) -> Result<Vec<Value>, Provi
 }
 
 /// One OpenAI content part as an Anthropic block; a `cache_control` on the part is kept.
-fn part_block(part: &Value, at: &str) -> Result<Value, ProviderError> {
-    let mut block = match str_field(part, "type") {
-        Some("text") => {
-            json!({"type": "text", "text": str_field(part, "text").unwrap_or_default()})
-        }
-        Some("refusal") => {
-            json!({"type": "text", "text": str_field(part, "refusal").unwrap_or_default()})
-        }
+fn part_block(part: &Value, at: &str) -> Result<RequestBlock, ProviderError> {
+    let text = |key: &str| BlockKind::Text {
+        text: str_field(part, key).unwrap_or_default().to_string(),
+    };
+    let kind = match str_field(part, "type") {
+        Some("text") => text("text"),
+        Some("refusal") => text("refusal"),
         Some("image_url") => {
             let url = part
                 .get("image_url")
                 .and_then(|i| i.get("url").or(Some(i)))
                 .and_then(Value::as_str)
                 .ok_or_else(|| untranslatable(format!("{at}: `image_url.url` is missing")))?;
-            json!({"type": "image", "source": source(url, at)?})
+            BlockKind::Image {
+                source: source(url, at)?,
+            }
         }
-        Some("file") => json!({"type": "document", "source": file_source(part, at)?}),
+        Some("file") => BlockKind::Document {
+            source: file_source(part, at)?,
+        },
         other => {
             return Err(untranslatable(format!(
                 "{at}: content part `{}` has no Anthropic equivalent",
@@ -177,24 +170,29 @@ fn part_block(part: &Value, at: &str) -> Result<Value, ProviderError> {
             )));
         }
     };
-    if let Some(cache) = part.get("cache_control") {
-        block["cache_control"] = cache.clone();
-    }
-    Ok(block)
+    Ok(RequestBlock {
+        kind,
+        cache_control: part.get("cache_control").cloned(),
+    })
 }
 
 /// A base64 source for a data URL, a URL source for anything else.
-fn source(url: &str, at: &str) -> Result<Value, ProviderError> {
+fn source(url: &str, at: &str) -> Result<Source, ProviderError> {
     if url.starts_with("data:") {
         let (media_type, data) = parse_data_url(url)
             .ok_or_else(|| untranslatable(format!("{at}: only base64 data URLs are supported")))?;
-        return Ok(json!({"type": "base64", "media_type": media_type, "data": data}));
+        return Ok(Source::Base64 {
+            media_type: media_type.to_string(),
+            data: data.to_string(),
+        });
     }
-    Ok(json!({"type": "url", "url": url}))
+    Ok(Source::Url {
+        url: url.to_string(),
+    })
 }
 
 /// A `file` part with inline `file_data` (a PDF, typically) as a document source.
-fn file_source(part: &Value, at: &str) -> Result<Value, ProviderError> {
+fn file_source(part: &Value, at: &str) -> Result<Source, ProviderError> {
     let data = part
         .get("file")
         .and_then(|f| str_field(f, "file_data"))
@@ -206,19 +204,22 @@ fn file_source(part: &Value, at: &str) -> Result<Value, ProviderError> {
     if data.starts_with("data:") {
         return source(data, at);
     }
-    Ok(json!({"type": "base64", "media_type": "application/pdf", "data": data}))
+    Ok(Source::Base64 {
+        media_type: "application/pdf".into(),
+        data: data.to_string(),
+    })
 }
 
 /// An assistant message: its text (empty text dropped) and its tool calls as `tool_use`.
-fn assistant_blocks(message: &Value, at: &str) -> Result<Vec<Value>, ProviderError> {
+fn assistant_blocks(message: &Value, at: &str) -> Result<Vec<RequestBlock>, ProviderError> {
     if message.get("function_call").is_some_and(|f| !f.is_null()) {
         return Err(untranslatable(format!(
             "{at}: legacy `function_call` messages carry no call id; use `tool_calls`"
         )));
     }
-    let mut blocks: Vec<Value> = content_blocks(message.get("content"), at)?
+    let mut blocks: Vec<RequestBlock> = content_blocks(message.get("content"), at)?
         .into_iter()
-        .filter(|b| b["type"] != "text" || b["text"].as_str().is_some_and(|t| !t.is_empty()))
+        .filter(|b| !matches!(&b.kind, BlockKind::Text { text } if text.is_empty()))
         .collect();
     let calls = message.get("tool_calls").and_then(Value::as_array);
     for (j, call) in calls.into_iter().flatten().enumerate() {
@@ -227,7 +228,7 @@ fn assistant_blocks(message: &Value, at: &str) -> Result<Vec<Value>, ProviderErr
     Ok(blocks)
 }
 
-fn tool_use(call: &Value, at: &str) -> Result<Value, ProviderError> {
+fn tool_use(call: &Value, at: &str) -> Result<RequestBlock, ProviderError> {
     let function = call.get("function").unwrap_or(&Value::Null);
     let arguments = str_field(function, "arguments").unwrap_or_default();
     let input: Value = if arguments.trim().is_empty() {
@@ -239,50 +240,50 @@ fn tool_use(call: &Value, at: &str) -> Result<Value, ProviderError> {
             ))
         })?
     };
-    Ok(json!({
-        "type": "tool_use",
-        "id": str_field(call, "id").unwrap_or_default(),
-        "name": str_field(function, "name").unwrap_or_default(),
-        "input": input,
-    }))
+    Ok(BlockKind::ToolUse {
+        id: str_field(call, "id").unwrap_or_default().to_string(),
+        name: str_field(function, "name").unwrap_or_default().to_string(),
+        input,
+    }
+    .into())
 }
 
 /// A `tool` message as a `tool_result` block.
-fn tool_result(message: &Value, at: &str) -> Result<Value, ProviderError> {
+fn tool_result(message: &Value, at: &str) -> Result<RequestBlock, ProviderError> {
     let id = str_field(message, "tool_call_id")
         .ok_or_else(|| untranslatable(format!("{at}: `tool_call_id` is missing")))?;
     let content = match message.get("content") {
-        Some(Value::String(text)) => json!(text),
-        other => Value::Array(content_blocks(other, at)?),
+        Some(Value::String(text)) => ToolResultContent::Text(text.clone()),
+        other => ToolResultContent::Blocks(content_blocks(other, at)?),
     };
-    Ok(json!({"type": "tool_result", "tool_use_id": id, "content": content}))
+    Ok(BlockKind::ToolResult {
+        tool_use_id: id.to_string(),
+        content,
+    }
+    .into())
 }
 
 /// `tools` and `tool_choice` (with `parallel_tool_calls: false` as
 /// `disable_parallel_tool_use`). A `tool_choice` without tools is dropped, as Anthropic
 /// rejects it.
-fn add_tools(chat: &Map<String, Value>, out: &mut Map<String, Value>) -> Result<(), ProviderError> {
+fn tools(chat: &Map<String, Value>) -> Result<(Vec<Tool>, Option<ToolChoice>), ProviderError> {
     let Some(tools) = chat
         .get("tools")
         .and_then(Value::as_array)
         .filter(|t| !t.is_empty())
     else {
-        return Ok(());
+        return Ok((Vec::new(), None));
     };
     let tools = tools
         .iter()
         .enumerate()
         .map(|(i, tool)| tool_definition(tool, &format!("tools[{i}]")))
         .collect::<Result<Vec<_>, _>>()?;
-    out.insert("tools".into(), Value::Array(tools));
     let serial = chat.get("parallel_tool_calls") == Some(&Value::Bool(false));
-    if let Some(choice) = tool_choice(chat.get("tool_choice"), serial)? {
-        out.insert("tool_choice".into(), choice);
-    }
-    Ok(())
+    Ok((tools, tool_choice(chat.get("tool_choice"), serial)?))
 }
 
-fn tool_definition(tool: &Value, at: &str) -> Result<Value, ProviderError> {
+fn tool_definition(tool: &Value, at: &str) -> Result<Tool, ProviderError> {
     if str_field(tool, "type").is_some_and(|t| t != "function") {
         return Err(untranslatable(format!(
             "{at}: only `function` tools can go to Anthropic"
@@ -291,31 +292,37 @@ fn tool_definition(tool: &Value, at: &str) -> Result<Value, ProviderError> {
     let function = tool
         .get("function")
         .ok_or_else(|| untranslatable(format!("{at}: `function` is missing")))?;
-    let schema = function
+    let input_schema = function
         .get("parameters")
         .filter(|p| !p.is_null())
         .cloned()
         .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
-    let mut definition = json!({
-        "name": str_field(function, "name").unwrap_or_default(),
-        "input_schema": schema,
-    });
-    if let Some(description) = str_field(function, "description") {
-        definition["description"] = json!(description);
-    }
-    if let Some(cache) = tool.get("cache_control") {
-        definition["cache_control"] = cache.clone();
-    }
-    Ok(definition)
+    Ok(Tool {
+        name: str_field(function, "name").unwrap_or_default().to_string(),
+        input_schema,
+        description: str_field(function, "description").map(String::from),
+        cache_control: tool.get("cache_control").cloned(),
+    })
 }
 
-fn tool_choice(choice: Option<&Value>, serial: bool) -> Result<Option<Value>, ProviderError> {
-    let mut mapped = match choice {
-        None | Some(Value::Null) => json!({"type": "auto"}),
+fn tool_choice(choice: Option<&Value>, serial: bool) -> Result<Option<ToolChoice>, ProviderError> {
+    let choose = |kind, name| ToolChoice {
+        kind,
+        name,
+        disable_parallel_tool_use: serial,
+    };
+    let mapped = match choice {
+        None | Some(Value::Null) if !serial => return Ok(None),
+        None | Some(Value::Null) => choose(ToolChoiceKind::Auto, None),
         Some(Value::String(mode)) => match mode.as_str() {
-            "auto" => json!({"type": "auto"}),
-            "none" => return Ok(Some(json!({"type": "none"}))),
-            "required" => json!({"type": "any"}),
+            "auto" => choose(ToolChoiceKind::Auto, None),
+            // `none` takes no `disable_parallel_tool_use`: no call is made at all.
+            "none" => ToolChoice {
+                kind: ToolChoiceKind::None,
+                name: None,
+                disable_parallel_tool_use: false,
+            },
+            "required" => choose(ToolChoiceKind::Any, None),
             other => return Err(untranslatable(format!("tool_choice `{other}` is unknown"))),
         },
         Some(named) => {
@@ -323,15 +330,9 @@ fn tool_choice(choice: Option<&Value>, serial: bool) -> Result<Option<Value>, Pr
                 .get("function")
                 .and_then(|f| str_field(f, "name"))
                 .ok_or_else(|| untranslatable("tool_choice must name a function"))?;
-            json!({"type": "tool", "name": name})
+            choose(ToolChoiceKind::Tool, Some(name.to_string()))
         }
     };
-    if choice.is_none_or(Value::is_null) && !serial {
-        return Ok(None);
-    }
-    if serial {
-        mapped["disable_parallel_tool_use"] = Value::Bool(true);
-    }
     Ok(Some(mapped))
 }
 
@@ -357,7 +358,7 @@ mod tests {
 
     fn translate(chat: Value) -> Value {
         let chat = chat.as_object().unwrap().clone();
-        Value::Object(to_messages_body(&chat, &model(), false).unwrap())
+        serde_json::to_value(to_messages_body(&chat, &model(), false).unwrap()).unwrap()
     }
 
     #[test]
@@ -398,6 +399,7 @@ mod tests {
         let mut bare = model();
         bare.max_output = None;
         let out = to_messages_body(chat.as_object().unwrap(), &bare, true).unwrap();
+        let out = serde_json::to_value(out).unwrap();
         assert_eq!(out["max_tokens"], DEFAULT_MAX_TOKENS);
         assert_eq!(out["stream"], true);
     }

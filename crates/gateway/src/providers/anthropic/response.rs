@@ -8,30 +8,32 @@
 
 use std::collections::HashMap;
 
+use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::super::{ChunkMeta, EventTranslator, ProviderError, now_secs, parse_event, str_field};
-use super::{check_native, cut_short, finish_reason, stream_error, usage_of};
+use super::super::{ChunkMeta, EventTranslator, ProviderError, now_secs, parse_event};
+use super::wire::{self, Block, Delta, Event};
+use super::{check_native, cut_short, finish_reason, stream_error};
 use triage_core::catalog::Usage;
 
 /// The `chat.completion` for a whole Messages answer.
 pub(in crate::providers) fn to_completion(message: &Value) -> Result<Value, ProviderError> {
     let message = check_native(message.clone())?;
+    let message = wire::Message::deserialize(&message)
+        .map_err(|e| ProviderError::Protocol(format!("answer is not a Messages `message`: {e}")))?;
     let mut text = String::new();
     let mut reasoning = String::new();
     let mut tool_calls = Vec::new();
-    for block in message["content"].as_array().into_iter().flatten() {
-        match str_field(block, "type") {
-            Some("text") => text.push_str(str_field(block, "text").unwrap_or_default()),
-            Some("thinking") => {
-                reasoning.push_str(str_field(block, "thinking").unwrap_or_default())
-            }
-            Some("tool_use") => tool_calls.push(json!({
-                "id": block["id"],
+    for block in &message.content {
+        match block {
+            Block::Text { text: more } => text.push_str(more),
+            Block::Thinking { thinking } => reasoning.push_str(thinking),
+            Block::ToolUse { id, name, input } => tool_calls.push(json!({
+                "id": id,
                 "type": "function",
-                "function": {"name": block["name"], "arguments": block["input"].to_string()},
+                "function": {"name": name, "arguments": input.to_string()},
             })),
-            _ => {}
+            Block::Other => {}
         }
     }
     let mut reply = json!({
@@ -45,14 +47,14 @@ pub(in crate::providers) fn to_completion(message: &Value) -> Result<Value, Prov
     if !reasoning.is_empty() {
         reply["reasoning_content"] = json!(reasoning);
     }
-    let finish = finish_reason(str_field(&message, "stop_reason"));
+    let finish = finish_reason(message.stop_reason.as_deref());
     Ok(json!({
-        "id": message["id"],
+        "id": message.id,
         "object": "chat.completion",
         "created": now_secs(),
-        "model": message["model"],
+        "model": message.model,
         "choices": [{"index": 0, "message": reply, "logprobs": null, "finish_reason": finish}],
-        "usage": usage_of(&message["usage"]).to_openai(),
+        "usage": message.usage.tokens().to_openai(),
     }))
 }
 
@@ -69,7 +71,7 @@ pub(in crate::providers) struct ChunkTranslator {
     meta: ChunkMeta,
     /// Anthropic's running totals: `message_start` has the input side, `message_delta` the
     /// output (and, in newer API versions, updated input counts too).
-    usage: Value,
+    usage: wire::Usage,
     tools: HashMap<u64, ToolBlock>,
     stopped: bool,
 }
@@ -79,74 +81,61 @@ impl ChunkTranslator {
         vec![self.meta.chunk(0, delta, None)]
     }
 
-    fn message_start(&mut self, event: &Value) -> Vec<Value> {
-        let message = &event["message"];
+    fn message_start(&mut self, message: wire::Message) -> Vec<Value> {
         self.meta = ChunkMeta {
-            id: str_field(message, "id").unwrap_or_default().to_string(),
+            id: message.id.unwrap_or_default(),
             created: now_secs(),
-            model: str_field(message, "model").unwrap_or_default().to_string(),
+            model: message.model.unwrap_or_default(),
         };
-        self.usage = message.get("usage").cloned().unwrap_or_else(|| json!({}));
+        self.usage = message.usage;
         self.delta(json!({"role": "assistant", "content": ""}))
     }
 
-    fn block_start(&mut self, event: &Value) -> Vec<Value> {
-        let block = &event["content_block"];
-        match str_field(block, "type") {
-            Some("text") => match str_field(block, "text").filter(|t| !t.is_empty()) {
-                Some(text) => self.delta(json!({"content": text})),
-                None => Vec::new(),
-            },
-            Some("thinking") => match str_field(block, "thinking").filter(|t| !t.is_empty()) {
-                Some(thinking) => self.delta(json!({"reasoning_content": thinking})),
-                None => Vec::new(),
-            },
-            Some("tool_use") => {
-                let index = self.tools.len();
-                let key = event["index"].as_u64().unwrap_or_default();
+    fn block_start(&mut self, index: u64, block: Block) -> Vec<Value> {
+        match block {
+            Block::Text { text } if !text.is_empty() => self.delta(json!({"content": text})),
+            Block::Thinking { thinking } if !thinking.is_empty() => {
+                self.delta(json!({"reasoning_content": thinking}))
+            }
+            Block::ToolUse { id, name, .. } => {
+                let tool = self.tools.len();
                 self.tools.insert(
-                    key,
+                    index,
                     ToolBlock {
-                        index,
+                        index: tool,
                         sent_arguments: false,
                     },
                 );
                 self.delta(json!({"tool_calls": [{
-                    "index": index, "id": block["id"], "type": "function",
-                    "function": {"name": block["name"], "arguments": ""},
+                    "index": tool, "id": id, "type": "function",
+                    "function": {"name": name, "arguments": ""},
                 }]}))
             }
             _ => Vec::new(),
         }
     }
 
-    fn block_delta(&mut self, event: &Value) -> Vec<Value> {
-        let delta = &event["delta"];
-        match str_field(delta, "type") {
-            Some("text_delta") => self.delta(json!({"content": delta["text"]})),
-            Some("thinking_delta") => self.delta(json!({"reasoning_content": delta["thinking"]})),
-            Some("input_json_delta") => {
-                let partial = str_field(delta, "partial_json").unwrap_or_default();
-                let key = event["index"].as_u64().unwrap_or_default();
-                match self.tools.get_mut(&key) {
-                    Some(tool) if !partial.is_empty() => {
-                        tool.sent_arguments = true;
-                        let index = tool.index;
-                        self.delta(json!({"tool_calls": [
-                            {"index": index, "function": {"arguments": partial}}]}))
-                    }
-                    _ => Vec::new(),
+    fn block_delta(&mut self, index: u64, delta: Delta) -> Vec<Value> {
+        match delta {
+            Delta::TextDelta { text } => self.delta(json!({"content": text})),
+            Delta::ThinkingDelta { thinking } => self.delta(json!({"reasoning_content": thinking})),
+            Delta::InputJsonDelta { partial_json } => match self.tools.get_mut(&index) {
+                Some(tool) if !partial_json.is_empty() => {
+                    tool.sent_arguments = true;
+                    let index = tool.index;
+                    self.delta(json!({"tool_calls": [
+                        {"index": index, "function": {"arguments": partial_json}}]}))
                 }
-            }
-            _ => Vec::new(),
+                _ => Vec::new(),
+            },
+            Delta::Other => Vec::new(),
         }
     }
 
     /// A tool call whose input was empty sent no argument text: it gets `{}`, as the
     /// non-streaming answer would.
-    fn block_stop(&mut self, event: &Value) -> Vec<Value> {
-        let key = event["index"].as_u64().unwrap_or_default();
-        match self.tools.get_mut(&key) {
+    fn block_stop(&mut self, index: u64) -> Vec<Value> {
+        match self.tools.get_mut(&index) {
             Some(tool) if !tool.sent_arguments => {
                 tool.sent_arguments = true;
                 let index = tool.index;
@@ -158,44 +147,43 @@ impl ChunkTranslator {
         }
     }
 
-    fn message_delta(&mut self, event: &Value) -> Vec<Value> {
-        if let (Some(usage), Some(totals)) =
-            (event["usage"].as_object(), self.usage.as_object_mut())
-        {
-            for (key, value) in usage.iter().filter(|(_, v)| !v.is_null()) {
-                totals.insert(key.clone(), value.clone());
-            }
-        }
-        match event["delta"].get("stop_reason").and_then(Value::as_str) {
+    fn message_delta(&mut self, stop_reason: Option<String>, usage: &wire::Usage) -> Vec<Value> {
+        self.usage.update(usage);
+        match stop_reason {
             Some(reason) => vec![
                 self.meta
-                    .chunk(0, json!({}), Some(finish_reason(Some(reason)))),
+                    .chunk(0, json!({}), Some(finish_reason(Some(&reason)))),
             ],
             None => Vec::new(),
         }
     }
 
     fn usage(&self) -> Usage {
-        usage_of(&self.usage)
+        self.usage.tokens()
     }
 }
 
 impl EventTranslator for ChunkTranslator {
     fn event(&mut self, data: &str) -> Result<Vec<Value>, ProviderError> {
-        let event = parse_event(data)?;
-        Ok(match str_field(&event, "type") {
-            Some("message_start") => self.message_start(&event),
-            Some("content_block_start") => self.block_start(&event),
-            Some("content_block_delta") => self.block_delta(&event),
-            Some("content_block_stop") => self.block_stop(&event),
-            Some("message_delta") => self.message_delta(&event),
-            Some("message_stop") => {
+        let value = parse_event(data)?;
+        let event = Event::deserialize(&value).map_err(|e| {
+            ProviderError::Protocol(format!("malformed Messages stream event: {e}"))
+        })?;
+        Ok(match event {
+            Event::MessageStart { message } => self.message_start(message),
+            Event::ContentBlockStart {
+                index,
+                content_block,
+            } => self.block_start(index, content_block),
+            Event::ContentBlockDelta { index, delta } => self.block_delta(index, delta),
+            Event::ContentBlockStop { index } => self.block_stop(index),
+            Event::MessageDelta { delta, usage } => self.message_delta(delta.stop_reason, &usage),
+            Event::MessageStop => {
                 self.stopped = true;
                 vec![self.meta.usage_chunk(&self.usage())]
             }
-            Some("error") => return Err(stream_error(&event)),
-            // ping, and event types newer than this adapter.
-            _ => Vec::new(),
+            Event::Error => return Err(stream_error(&value)),
+            Event::Other => Vec::new(),
         })
     }
 

@@ -4,12 +4,14 @@
 //!
 //! [`request`] turns an OpenAI chat body into `contents` / `systemInstruction` / `tools` /
 //! `toolConfig` / `generationConfig`; [`response`] turns answers, whole or streamed, back into
-//! OpenAI's shapes. Gemini 3's thought signatures, which must come back with a function call
-//! in the next turn, travel inside the OpenAI tool-call id ([`call_id`], [`signature_of`]), so
-//! that plain OpenAI clients carry them without knowing. Not for anything but translation.
+//! OpenAI's shapes, read through the typed `GenerateContentResponse` of [`wire`]. Gemini 3's
+//! thought signatures, which must come back with a function call in the next turn, travel
+//! inside the OpenAI tool-call id ([`call_id`], [`signature_of`]), so that plain OpenAI clients
+//! carry them without knowing. Not for anything but translation.
 
 mod request;
 mod response;
+pub mod wire;
 
 use std::time::Duration;
 

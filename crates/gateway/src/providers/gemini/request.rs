@@ -12,6 +12,10 @@ use std::collections::HashMap;
 use serde_json::{Map, Value, json};
 
 use super::super::{ProviderError, parse_data_url, str_field, untranslatable};
+use super::wire::{
+    Blob, FileData, FunctionCallingConfig, FunctionDeclaration, GenerationConfig, Mode, PartData,
+    Request, RequestPart, Role, SystemInstruction, Tool, ToolConfig, Turn,
+};
 use super::{model_path, signature_of};
 use triage_core::catalog::{Model, Provider};
 
@@ -45,50 +49,44 @@ pub(in crate::providers) fn request(
 }
 
 /// The Gemini body for an OpenAI chat body.
-pub(super) fn to_gemini_body(
-    chat: &Map<String, Value>,
-) -> Result<Map<String, Value>, ProviderError> {
+pub(super) fn to_gemini_body(chat: &Map<String, Value>) -> Result<Request, ProviderError> {
     let messages = chat
         .get("messages")
         .and_then(Value::as_array)
         .ok_or_else(|| untranslatable("`messages` must be an array"))?;
     let (system, contents) = convert_messages(messages)?;
-    let mut out = Map::new();
-    out.insert("contents".into(), Value::Array(contents));
-    if !system.is_empty() {
-        out.insert("systemInstruction".into(), json!({"parts": system}));
-    }
-    add_tools(chat, &mut out)?;
-    let config = generation_config(chat);
-    if !config.is_empty() {
-        out.insert("generationConfig".into(), Value::Object(config));
-    }
-    Ok(out)
-}
-
-struct Content {
-    role: &'static str,
-    parts: Vec<Value>,
+    let (tools, tool_config) = tools(chat)?;
+    Ok(Request {
+        contents,
+        system_instruction: (!system.is_empty()).then_some(SystemInstruction { parts: system }),
+        tools,
+        tool_config,
+        generation_config: generation_config(chat),
+    })
 }
 
 /// System parts, and contents with consecutive same-role turns merged (the responses to a
 /// turn of parallel calls must come back in one turn).
-fn convert_messages(messages: &[Value]) -> Result<(Vec<Value>, Vec<Value>), ProviderError> {
+fn convert_messages(messages: &[Value]) -> Result<(Vec<RequestPart>, Vec<Turn>), ProviderError> {
     let mut system = Vec::new();
-    let mut contents: Vec<Content> = Vec::new();
+    let mut contents: Vec<Turn> = Vec::new();
     let mut call_names: HashMap<String, String> = HashMap::new();
     for (i, message) in messages.iter().enumerate() {
         let at = format!("messages[{i}]");
         match str_field(message, "role").unwrap_or_default() {
             "system" | "developer" => system.extend(parts(message.get("content"), &at)?),
-            "user" => push(&mut contents, "user", parts(message.get("content"), &at)?),
+            "user" => push(
+                &mut contents,
+                Role::User,
+                parts(message.get("content"), &at)?,
+            ),
             "assistant" => {
                 let model_parts = assistant_parts(message, &at, &mut call_names)?;
-                push(&mut contents, "model", model_parts);
+                push(&mut contents, Role::Model, model_parts);
             }
             "tool" => push(
                 &mut contents,
-                "user",
+                Role::User,
                 vec![function_response(message, &at, &call_names)?],
             ),
             other => {
@@ -98,27 +96,23 @@ fn convert_messages(messages: &[Value]) -> Result<(Vec<Value>, Vec<Value>), Prov
             }
         }
     }
-    let contents = contents
-        .into_iter()
-        .map(|c| json!({"role": c.role, "parts": c.parts}))
-        .collect();
     Ok((system, contents))
 }
 
-fn push(contents: &mut Vec<Content>, role: &'static str, parts: Vec<Value>) {
+fn push(contents: &mut Vec<Turn>, role: Role, parts: Vec<RequestPart>) {
     if parts.is_empty() {
         return;
     }
     match contents.last_mut() {
         Some(last) if last.role == role => last.parts.extend(parts),
-        _ => contents.push(Content { role, parts }),
+        _ => contents.push(Turn { role, parts }),
     }
 }
 
-fn parts(content: Option<&Value>, at: &str) -> Result<Vec<Value>, ProviderError> {
+fn parts(content: Option<&Value>, at: &str) -> Result<Vec<RequestPart>, ProviderError> {
     match content {
         None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(text)) => Ok(vec![json!({"text": text})]),
+        Some(Value::String(text)) => Ok(vec![PartData::Text(text.clone()).into()]),
         Some(Value::Array(list)) => list
             .iter()
             .enumerate()
@@ -131,23 +125,26 @@ fn parts(content: Option<&Value>, at: &str) -> Result<Vec<Value>, ProviderError>
 }
 
 /// One OpenAI content part as a Gemini part.
-fn part_of(part: &Value, at: &str) -> Result<Value, ProviderError> {
-    match str_field(part, "type") {
-        Some("text") => Ok(json!({"text": str_field(part, "text").unwrap_or_default()})),
-        Some("refusal") => Ok(json!({"text": str_field(part, "refusal").unwrap_or_default()})),
+fn part_of(part: &Value, at: &str) -> Result<RequestPart, ProviderError> {
+    let text = |key: &str| PartData::Text(str_field(part, key).unwrap_or_default().to_string());
+    let data = match str_field(part, "type") {
+        Some("text") => text("text"),
+        Some("refusal") => text("refusal"),
         Some("image_url") => {
             let url = part
                 .get("image_url")
                 .and_then(|i| i.get("url").or(Some(i)))
                 .and_then(Value::as_str)
                 .ok_or_else(|| untranslatable(format!("{at}: `image_url.url` is missing")))?;
-            media_part(url, at)
+            media_part(url, at)?
         }
         Some("input_audio") => {
             let audio = &part["input_audio"];
             let format = str_field(audio, "format").unwrap_or("wav");
-            Ok(json!({"inlineData": {"mimeType": format!("audio/{format}"),
-                "data": str_field(audio, "data").unwrap_or_default()}}))
+            PartData::InlineData(Blob {
+                mime_type: format!("audio/{format}"),
+                data: str_field(audio, "data").unwrap_or_default().to_string(),
+            })
         }
         Some("file") => {
             let data = part
@@ -159,25 +156,37 @@ fn part_of(part: &Value, at: &str) -> Result<Value, ProviderError> {
                     ))
                 })?;
             match parse_data_url(data) {
-                Some(_) => media_part(data, at),
-                None => Ok(json!({"inlineData": {"mimeType": "application/pdf", "data": data}})),
+                Some(_) => media_part(data, at)?,
+                None => PartData::InlineData(Blob {
+                    mime_type: "application/pdf".into(),
+                    data: data.to_string(),
+                }),
             }
         }
-        other => Err(untranslatable(format!(
-            "{at}: content part `{}` has no Gemini equivalent",
-            other.unwrap_or("(untyped)")
-        ))),
-    }
+        other => {
+            return Err(untranslatable(format!(
+                "{at}: content part `{}` has no Gemini equivalent",
+                other.unwrap_or("(untyped)")
+            )));
+        }
+    };
+    Ok(data.into())
 }
 
 /// `inlineData` for a data URL, `fileData` for a URL (its type guessed from the extension).
-fn media_part(url: &str, at: &str) -> Result<Value, ProviderError> {
+fn media_part(url: &str, at: &str) -> Result<PartData, ProviderError> {
     if url.starts_with("data:") {
         let (mime, data) = parse_data_url(url)
             .ok_or_else(|| untranslatable(format!("{at}: only base64 data URLs are supported")))?;
-        return Ok(json!({"inlineData": {"mimeType": mime, "data": data}}));
+        return Ok(PartData::InlineData(Blob {
+            mime_type: mime.to_string(),
+            data: data.to_string(),
+        }));
     }
-    Ok(json!({"fileData": {"mimeType": mime_from_url(url), "fileUri": url}}))
+    Ok(PartData::FileData(FileData {
+        mime_type: mime_from_url(url).to_string(),
+        file_uri: url.to_string(),
+    }))
 }
 
 fn mime_from_url(url: &str) -> &'static str {
@@ -206,10 +215,10 @@ fn assistant_parts(
     message: &Value,
     at: &str,
     call_names: &mut HashMap<String, String>,
-) -> Result<Vec<Value>, ProviderError> {
-    let mut out: Vec<Value> = parts(message.get("content"), at)?
+) -> Result<Vec<RequestPart>, ProviderError> {
+    let mut out: Vec<RequestPart> = parts(message.get("content"), at)?
         .into_iter()
-        .filter(|p| p.get("text").and_then(Value::as_str) != Some(""))
+        .filter(|p| !matches!(&p.data, PartData::Text(text) if text.is_empty()))
         .collect();
     let calls = message.get("tool_calls").and_then(Value::as_array);
     let mut signed = false;
@@ -229,15 +238,18 @@ fn assistant_parts(
         };
         let id = str_field(call, "id").unwrap_or_default();
         call_names.insert(id.to_string(), name.to_string());
-        let mut part = json!({"functionCall": {"name": name, "args": args}});
-        if let Some(signature) = signature_of(id) {
-            part["thoughtSignature"] = json!(signature);
-            signed = true;
-        }
-        out.push(part);
+        let signature = signature_of(id);
+        signed |= signature.is_some();
+        out.push(RequestPart {
+            data: PartData::FunctionCall {
+                name: name.to_string(),
+                args,
+            },
+            thought_signature: signature,
+        });
     }
     if !signed && out.len() > first_call {
-        out[first_call]["thoughtSignature"] = json!(SKIP_SIGNATURE);
+        out[first_call].thought_signature = Some(SKIP_SIGNATURE.to_string());
     }
     Ok(out)
 }
@@ -248,7 +260,7 @@ fn function_response(
     message: &Value,
     at: &str,
     call_names: &HashMap<String, String>,
-) -> Result<Value, ProviderError> {
+) -> Result<RequestPart, ProviderError> {
     let id = str_field(message, "tool_call_id").unwrap_or_default();
     let name = call_names
         .get(id)
@@ -268,17 +280,21 @@ fn function_response(
         Ok(object @ Value::Object(_)) => object,
         _ => json!({"content": text}),
     };
-    Ok(json!({"functionResponse": {"name": name, "response": response}}))
+    Ok(PartData::FunctionResponse {
+        name: name.to_string(),
+        response,
+    }
+    .into())
 }
 
 /// `tools` as one `functionDeclarations` tool, and `tool_choice` as `toolConfig`.
-fn add_tools(chat: &Map<String, Value>, out: &mut Map<String, Value>) -> Result<(), ProviderError> {
+fn tools(chat: &Map<String, Value>) -> Result<(Vec<Tool>, Option<ToolConfig>), ProviderError> {
     let Some(tools) = chat
         .get("tools")
         .and_then(Value::as_array)
         .filter(|t| !t.is_empty())
     else {
-        return Ok(());
+        return Ok((Vec::new(), None));
     };
     let mut declarations = Vec::new();
     for (i, tool) in tools.iter().enumerate() {
@@ -288,25 +304,29 @@ fn add_tools(chat: &Map<String, Value>, out: &mut Map<String, Value>) -> Result<
             )));
         }
         let function = &tool["function"];
-        let mut declaration = json!({"name": function["name"]});
-        if let Some(description) = str_field(function, "description") {
-            declaration["description"] = json!(description);
-        }
-        if let Some(parameters) = function.get("parameters").filter(|p| !p.is_null()) {
-            declaration["parametersJsonSchema"] = parameters.clone();
-        }
-        declarations.push(declaration);
+        declarations.push(FunctionDeclaration {
+            name: function["name"].clone(),
+            description: str_field(function, "description").map(String::from),
+            parameters_json_schema: function.get("parameters").filter(|p| !p.is_null()).cloned(),
+        });
     }
-    out.insert(
-        "tools".into(),
-        json!([{"functionDeclarations": declarations}]),
-    );
+    let tools = vec![Tool {
+        function_declarations: declarations,
+    }];
+    let calling = |mode, allowed_function_names| {
+        Some(ToolConfig {
+            function_calling_config: FunctionCallingConfig {
+                mode,
+                allowed_function_names,
+            },
+        })
+    };
     let config = match chat.get("tool_choice") {
-        None | Some(Value::Null) => return Ok(()),
+        None | Some(Value::Null) => None,
         Some(Value::String(mode)) => match mode.as_str() {
-            "auto" => json!({"mode": "AUTO"}),
-            "none" => json!({"mode": "NONE"}),
-            "required" => json!({"mode": "ANY"}),
+            "auto" => calling(Mode::Auto, Vec::new()),
+            "none" => calling(Mode::None, Vec::new()),
+            "required" => calling(Mode::Any, Vec::new()),
             other => return Err(untranslatable(format!("tool_choice `{other}` is unknown"))),
         },
         Some(named) => {
@@ -314,55 +334,46 @@ fn add_tools(chat: &Map<String, Value>, out: &mut Map<String, Value>) -> Result<
                 .get("function")
                 .and_then(|f| str_field(f, "name"))
                 .ok_or_else(|| untranslatable("tool_choice must name a function"))?;
-            json!({"mode": "ANY", "allowedFunctionNames": [name]})
+            calling(Mode::Any, vec![name.to_string()])
         }
     };
-    out.insert(
-        "toolConfig".into(),
-        json!({"functionCallingConfig": config}),
-    );
-    Ok(())
+    Ok((tools, config))
 }
 
-fn generation_config(chat: &Map<String, Value>) -> Map<String, Value> {
-    let mut config = Map::new();
-    let mut copy = |from: &str, to: &str| {
-        if let Some(value) = chat.get(from).filter(|v| !v.is_null()) {
-            config.entry(to).or_insert_with(|| value.clone());
-        }
+/// Sampling and output settings under Gemini's names; `max_completion_tokens` wins over the
+/// older `max_tokens`.
+fn generation_config(chat: &Map<String, Value>) -> GenerationConfig {
+    let pass = |key: &str| chat.get(key).filter(|v| !v.is_null()).cloned();
+    let stop_sequences = match chat.get("stop") {
+        Some(Value::String(stop)) => vec![json!(stop)],
+        Some(Value::Array(stops)) => stops.clone(),
+        _ => Vec::new(),
     };
-    copy("temperature", "temperature");
-    copy("top_p", "topP");
-    copy("top_k", "topK");
-    copy("max_completion_tokens", "maxOutputTokens");
-    copy("max_tokens", "maxOutputTokens");
-    copy("n", "candidateCount");
-    copy("seed", "seed");
-    copy("presence_penalty", "presencePenalty");
-    copy("frequency_penalty", "frequencyPenalty");
-    match chat.get("stop") {
-        Some(Value::String(stop)) => {
-            config.insert("stopSequences".into(), json!([stop]));
-        }
-        Some(Value::Array(stops)) if !stops.is_empty() => {
-            config.insert("stopSequences".into(), Value::Array(stops.clone()));
-        }
-        _ => {}
-    }
     let format = chat.get("response_format");
-    match format.and_then(|f| str_field(f, "type")) {
-        Some("json_object") => {
-            config.insert("responseMimeType".into(), json!("application/json"));
-        }
-        Some("json_schema") => {
-            config.insert("responseMimeType".into(), json!("application/json"));
-            if let Some(schema) = format.and_then(|f| f.pointer("/json_schema/schema")) {
-                config.insert("responseJsonSchema".into(), schema.clone());
-            }
-        }
-        _ => {}
+    let (response_mime_type, response_json_schema) = match format.and_then(|f| str_field(f, "type"))
+    {
+        Some("json_object") => (Some("application/json".to_string()), None),
+        Some("json_schema") => (
+            Some("application/json".to_string()),
+            format
+                .and_then(|f| f.pointer("/json_schema/schema"))
+                .cloned(),
+        ),
+        _ => (None, None),
+    };
+    GenerationConfig {
+        temperature: pass("temperature"),
+        top_p: pass("top_p"),
+        top_k: pass("top_k"),
+        max_output_tokens: pass("max_completion_tokens").or_else(|| pass("max_tokens")),
+        candidate_count: pass("n"),
+        seed: pass("seed"),
+        presence_penalty: pass("presence_penalty"),
+        frequency_penalty: pass("frequency_penalty"),
+        stop_sequences,
+        response_mime_type,
+        response_json_schema,
     }
-    config
 }
 
 #[cfg(test)]
@@ -371,7 +382,7 @@ mod tests {
     use crate::providers::gemini::call_id;
 
     fn translate(chat: Value) -> Value {
-        Value::Object(to_gemini_body(chat.as_object().unwrap()).unwrap())
+        serde_json::to_value(to_gemini_body(chat.as_object().unwrap()).unwrap()).unwrap()
     }
 
     #[test]

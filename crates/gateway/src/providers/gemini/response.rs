@@ -3,52 +3,65 @@
 //! `finishReason` → `finish_reason` (safety blocks → `content_filter`), `usageMetadata` →
 //! usage (cached content tokens as cached, thinking tokens as completion tokens).
 
+use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::super::{ChunkMeta, EventTranslator, ProviderError, now_secs, parse_event, str_field};
+use super::super::{ChunkMeta, EventTranslator, ProviderError, now_secs, parse_event};
+use super::wire::{self, Candidate};
 use super::{call_id, stream_error};
 use triage_core::catalog::Usage;
 
-/// The `chat.completion` for a whole answer.
-pub(in crate::providers) fn to_completion(response: &Value) -> Result<Value, ProviderError> {
-    if let Some(error) = response.get("error") {
+/// The typed response in `value`; an `error` object in its place is the upstream's error.
+fn read(value: &Value) -> Result<wire::Response, ProviderError> {
+    if let Some(error) = value.get("error") {
         return Err(stream_error(error));
     }
-    let choices = match response.get("candidates").and_then(Value::as_array) {
+    wire::Response::deserialize(value).map_err(|e| {
+        ProviderError::Protocol(format!("answer is not a `GenerateContentResponse`: {e}"))
+    })
+}
+
+/// The `chat.completion` for a whole answer.
+pub(in crate::providers) fn to_completion(response: &Value) -> Result<Value, ProviderError> {
+    let response = read(response)?;
+    let choices = match &response.candidates {
         Some(candidates) if !candidates.is_empty() => candidates
             .iter()
             .enumerate()
             .map(|(i, candidate)| choice(candidate, i))
             .collect(),
-        _ if blocked(response) => vec![json!({"index": 0,
+        _ if response.blocked() => vec![json!({"index": 0,
             "message": {"role": "assistant", "content": null, "refusal": null},
             "logprobs": null, "finish_reason": "content_filter"})],
         _ => return Err(ProviderError::Protocol("answer has no `candidates`".into())),
     };
     Ok(json!({
-        "id": response_id(response),
+        "id": response_id(&response),
         "object": "chat.completion",
         "created": now_secs(),
-        "model": response["modelVersion"],
+        "model": response.model_version,
         "choices": choices,
-        "usage": usage_of(&response["usageMetadata"]).to_openai(),
+        "usage": usage_of(&response).to_openai(),
     }))
 }
 
-fn response_id(response: &Value) -> String {
-    match str_field(response, "responseId") {
+fn response_id(response: &wire::Response) -> String {
+    match &response.response_id {
         Some(id) => format!("chatcmpl-{id}"),
         None => format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
     }
 }
 
-/// The prompt itself was blocked: no candidates, a `promptFeedback.blockReason`.
-fn blocked(response: &Value) -> bool {
-    response.pointer("/promptFeedback/blockReason").is_some()
+fn usage_of(response: &wire::Response) -> Usage {
+    response
+        .usage_metadata
+        .as_ref()
+        .map(wire::UsageMetadata::tokens)
+        .unwrap_or_default()
 }
 
-fn candidate_index(candidate: &Value, position: usize) -> u64 {
-    candidate["index"].as_u64().unwrap_or(position as u64)
+fn candidate_index(candidate: &Candidate, position: usize) -> u64 {
+    candidate.index.unwrap_or(position as u64)
 }
 
 /// What a candidate's parts say: its text, its thoughts and its calls.
@@ -59,22 +72,22 @@ struct Said {
     calls: Vec<Value>,
 }
 
-fn read_parts(candidate: &Value, first_call_index: usize) -> Said {
+fn read_parts(candidate: &Candidate, first_call_index: usize) -> Said {
     let mut said = Said::default();
-    let parts = candidate
-        .pointer("/content/parts")
-        .and_then(Value::as_array);
-    for part in parts.into_iter().flatten() {
-        if let Some(call) = part.get("functionCall") {
-            let signature = str_field(part, "thoughtSignature");
+    for part in &candidate.content.parts {
+        if let Some(call) = &part.function_call {
+            let arguments = call
+                .args
+                .as_ref()
+                .map_or_else(|| "{}".to_string(), Value::to_string);
             said.calls.push(json!({
                 "index": first_call_index + said.calls.len(),
-                "id": call_id(signature),
+                "id": call_id(part.thought_signature.as_deref()),
                 "type": "function",
-                "function": {"name": call["name"], "arguments": call.get("args").unwrap_or(&json!({})).to_string()},
+                "function": {"name": call.name, "arguments": arguments},
             }));
-        } else if let Some(text) = str_field(part, "text") {
-            if part.get("thought") == Some(&Value::Bool(true)) {
+        } else if let Some(text) = &part.text {
+            if part.thought {
                 said.reasoning.push_str(text);
             } else {
                 said.text.push_str(text);
@@ -84,7 +97,7 @@ fn read_parts(candidate: &Value, first_call_index: usize) -> Said {
     said
 }
 
-fn choice(candidate: &Value, position: usize) -> Value {
+fn choice(candidate: &Candidate, position: usize) -> Value {
     let said = read_parts(candidate, 0);
     let has_calls = !said.calls.is_empty();
     let mut message = json!({
@@ -110,12 +123,12 @@ fn choice(candidate: &Value, position: usize) -> Value {
         "index": candidate_index(candidate, position),
         "message": message,
         "logprobs": null,
-        "finish_reason": finish_reason(str_field(candidate, "finishReason"), has_calls),
+        "finish_reason": finish_reason(candidate.finish_reason.as_deref(), has_calls),
     })
 }
 
-fn filtered(candidate: &Value) -> bool {
-    finish_reason(str_field(candidate, "finishReason"), false) == "content_filter"
+fn filtered(candidate: &Candidate) -> bool {
+    finish_reason(candidate.finish_reason.as_deref(), false) == "content_filter"
 }
 
 /// OpenAI's `finish_reason` for a Gemini `finishReason`.
@@ -129,18 +142,6 @@ fn finish_reason(reason: Option<&str>, has_calls: bool) -> &'static str {
         _ if has_calls => "tool_calls",
         // STOP, OTHER, MALFORMED_FUNCTION_CALL and reasons newer than this adapter.
         _ => "stop",
-    }
-}
-
-/// Token counts of `usageMetadata`. `promptTokenCount` already includes cached content;
-/// thinking tokens are billed as output, so they count as completion tokens.
-fn usage_of(metadata: &Value) -> Usage {
-    let count = |key: &str| metadata.get(key).and_then(Value::as_u64).unwrap_or(0);
-    Usage {
-        prompt_tokens: count("promptTokenCount") + count("toolUsePromptTokenCount"),
-        completion_tokens: count("candidatesTokenCount") + count("thoughtsTokenCount"),
-        cached_tokens: count("cachedContentTokenCount"),
-        cache_write_tokens: 0,
     }
 }
 
@@ -161,14 +162,12 @@ pub(in crate::providers) struct ChunkTranslator {
 }
 
 impl ChunkTranslator {
-    fn meta(&mut self, response: &Value) -> ChunkMeta {
+    fn meta(&mut self, response: &wire::Response) -> ChunkMeta {
         self.meta
             .get_or_insert_with(|| ChunkMeta {
                 id: response_id(response),
                 created: now_secs(),
-                model: str_field(response, "modelVersion")
-                    .unwrap_or_default()
-                    .to_string(),
+                model: response.model_version.clone().unwrap_or_default(),
             })
             .clone()
     }
@@ -183,7 +182,7 @@ impl ChunkTranslator {
     fn candidate_chunks(
         &mut self,
         meta: &ChunkMeta,
-        candidate: &Value,
+        candidate: &Candidate,
         position: usize,
     ) -> Vec<Value> {
         let index = candidate_index(candidate, position);
@@ -209,7 +208,7 @@ impl ChunkTranslator {
         if !delta.is_empty() {
             chunks.push(meta.chunk(index, Value::Object(delta), None));
         }
-        if let Some(reason) = str_field(candidate, "finishReason") {
+        if let Some(reason) = candidate.finish_reason.as_deref() {
             let has_calls = state.calls > 0;
             state.finished = true;
             chunks.push(meta.chunk(
@@ -224,23 +223,19 @@ impl ChunkTranslator {
 
 impl EventTranslator for ChunkTranslator {
     fn event(&mut self, data: &str) -> Result<Vec<Value>, ProviderError> {
-        let response = parse_event(data)?;
-        if let Some(error) = response.get("error") {
-            return Err(stream_error(error));
-        }
+        let response = read(&parse_event(data)?)?;
         let meta = self.meta(&response);
-        if response.get("usageMetadata").is_some() {
-            self.usage = usage_of(&response["usageMetadata"]);
+        if response.usage_metadata.is_some() {
+            self.usage = usage_of(&response);
         }
-        let candidates = response.get("candidates").and_then(Value::as_array);
         let mut chunks = Vec::new();
-        match candidates {
+        match &response.candidates {
             Some(candidates) => {
                 for (position, candidate) in candidates.iter().enumerate() {
                     chunks.extend(self.candidate_chunks(&meta, candidate, position));
                 }
             }
-            None if blocked(&response) => {
+            None if response.blocked() => {
                 let state = self.state(0);
                 state.started = true;
                 state.finished = true;
