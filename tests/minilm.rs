@@ -150,6 +150,7 @@ skills = ["math", "chat", "tool_use"]
 encoder = "static:{table}"
 head_hidden = 16
 attention_queries = 2
+tool_hidden = 8
 [optim]
 epochs = 30
 batch_size = 16
@@ -194,6 +195,11 @@ contains = ["theorem", "recurrence"]
             "{}",
             sample.text
         );
+        assert!(
+            (got.tool_need - sample.prediction.tool_need).abs() < 1e-3,
+            "tool need of {}",
+            sample.text
+        );
     }
     let view = |text: String| {
         classifier
@@ -219,13 +225,17 @@ contains = ["theorem", "recurrence"]
     let heads =
         candle_core::safetensors::load(out.join("heads.safetensors"), &Device::Cpu).unwrap();
     assert_eq!(heads["heads.attention.queries"].dims(), [2, 32]);
+    // The tool head's own layer reads the mean and both queries' vectors (3 x 32).
+    assert_eq!(heads["heads.tool_hidden.weight"].dims(), [8, 96]);
+    assert_eq!(heads["heads.tool.weight"].dims(), [1, 8]);
 
-    // Fine-tuning from the directory keeps its shared layer and attention queries, whatever the
-    // recipe says.
+    // Fine-tuning from the directory keeps its shared layer, attention queries and tool layer,
+    // whatever the recipe says.
     let plain = std::fs::read_to_string(&recipe_path)
         .unwrap()
         .replace("head_hidden = 16\n", "")
-        .replace("attention_queries = 2\n", "");
+        .replace("attention_queries = 2\n", "")
+        .replace("tool_hidden = 8\n", "");
     std::fs::write(&recipe_path, plain).unwrap();
     let again = tmp.path().join("again");
     let args = TrainArgs {
@@ -239,6 +249,7 @@ contains = ["theorem", "recurrence"]
     let heads =
         candle_core::safetensors::load(again.join("heads.safetensors"), &Device::Cpu).unwrap();
     assert_eq!(heads["heads.attention.queries"].dims(), [2, 32]);
+    assert_eq!(heads["heads.tool_hidden.weight"].dims(), [8, 96]);
     let retrained = Classifier::load_dir(&again, &Device::Cpu).unwrap();
     let p = retrained
         .predict_one(&ClassifierInput::from_text(hard(99)))

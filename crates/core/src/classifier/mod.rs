@@ -136,6 +136,9 @@ struct Heads {
     difficulty: Linear,
     skills: Linear,
     tool: Linear,
+    /// The tool head's own ReLU layer on the pooled vector, in models trained with
+    /// `tool_hidden` (else the tool head reads the shared layer).
+    tool_hidden: Option<Linear>,
     /// Weight of [`length_feature`] in b(x), in models trained with `length_input`.
     length: Option<Tensor>,
     /// `[queries, hidden]`: attention pooling's learned queries, in static models trained with
@@ -307,6 +310,10 @@ impl Classifier {
             }
             _ => pooled.clone(),
         };
+        let tool_features = match &self.heads.tool_hidden {
+            Some(layer) => Some(layer.forward(&inputs_to_heads)?.relu()?),
+            None => None,
+        };
         let features = match &self.heads.hidden {
             Some(layer) => layer.forward(&inputs_to_heads)?.relu()?,
             None => inputs_to_heads,
@@ -318,7 +325,11 @@ impl Classifier {
             difficulty = (difficulty + lengths.broadcast_mul(weight)?)?;
         }
         let skills = candle_nn::ops::softmax(&self.heads.skills.forward(&features)?, D::Minus1)?;
-        let tool = candle_nn::ops::sigmoid(&self.heads.tool.forward(&features)?.squeeze(1)?)?;
+        let tool_logits = self
+            .heads
+            .tool
+            .forward(tool_features.as_ref().unwrap_or(&features))?;
+        let tool = candle_nn::ops::sigmoid(&tool_logits.squeeze(1)?)?;
         let normalised = pooled.broadcast_div(
             &pooled
                 .sqr()?
@@ -381,19 +392,16 @@ impl Heads {
         };
         // The heads read the mean and each query's pooled vector side by side.
         let pooled = hidden * (1 + attention.as_ref().map_or(0, |q| q.dims()[0]));
-        let weight = format!("{HIDDEN_LAYER}.weight");
-        let (hidden, width) = if vb.contains_tensor(&weight) {
-            let width = vb.get_unchecked(&weight)?.dim(0)?;
-            let layer = candle_nn::linear(pooled, width, vb.pp(HIDDEN_LAYER))?;
-            (Some(layer), width)
-        } else {
-            (None, pooled)
-        };
+        let shared = optional_layer(&vb, HIDDEN_LAYER, pooled)?;
+        let width = shared.as_ref().map_or(pooled, |(_, width)| *width);
+        let tool_hidden = optional_layer(&vb, TOOL_LAYER, pooled)?;
+        let tool_width = tool_hidden.as_ref().map_or(width, |(_, width)| *width);
         Ok(Heads {
-            hidden,
+            hidden: shared.map(|(layer, _)| layer),
             difficulty: candle_nn::linear(width, 1, vb.pp("difficulty"))?,
             skills: candle_nn::linear(width, skills, vb.pp("skills"))?,
-            tool: candle_nn::linear(width, 1, vb.pp("tool"))?,
+            tool: candle_nn::linear(tool_width, 1, vb.pp("tool"))?,
+            tool_hidden: tool_hidden.map(|(layer, _)| layer),
             length: if vb.contains_tensor(LENGTH_WEIGHT) {
                 Some(vb.get(1, LENGTH_WEIGHT)?)
             } else {
@@ -404,8 +412,25 @@ impl Heads {
     }
 }
 
+/// The ReLU layer `name` over `input` features with its width, when the model has one.
+fn optional_layer(
+    vb: &VarBuilder,
+    name: &str,
+    input: usize,
+) -> candle_core::Result<Option<(Linear, usize)>> {
+    let weight = format!("{name}.weight");
+    if !vb.contains_tensor(&weight) {
+        return Ok(None);
+    }
+    let width = vb.get_unchecked(&weight)?.dim(0)?;
+    Ok(Some((candle_nn::linear(input, width, vb.pp(name))?, width)))
+}
+
 /// Name, under `heads.`, of the optional shared layer under the heads.
 pub const HIDDEN_LAYER: &str = "hidden";
+
+/// Name, under `heads.`, of the tool head's own optional layer.
+pub const TOOL_LAYER: &str = "tool_hidden";
 
 /// Name, under `heads.`, of attention pooling's queries (static encoders only).
 pub const ATTENTION_QUERIES: &str = "attention.queries";

@@ -29,8 +29,8 @@ use super::params::Params;
 use super::progress::Progress;
 use super::recipe::Recipe;
 use triage_core::classifier::{
-    ATTENTION_QUERIES, HEADS_PREFIX, HIDDEN_LAYER, LENGTH_WEIGHT, StaticEmbedding, length_feature,
-    mean_pool, pad_batch,
+    ATTENTION_QUERIES, HEADS_PREFIX, HIDDEN_LAYER, LENGTH_WEIGHT, StaticEmbedding, TOOL_LAYER,
+    length_feature, mean_pool, pad_batch,
 };
 
 /// Name of the ability table among the variables (kept out of the safetensors).
@@ -55,8 +55,8 @@ pub struct Model {
     difficulty: Linear,
     skills: Linear,
     tool: Linear,
-    /// `tool_head_detached`: the tool loss stops at the tool head.
-    tool_detached: bool,
+    /// The tool head's own layer (`tool_hidden`), on the detached pooled vector.
+    tool_branch: Option<Linear>,
     theta: Tensor,
     tool_index: Option<usize>,
     num_skills: usize,
@@ -248,7 +248,20 @@ impl Model {
             .transpose()?;
         let difficulty = linear("difficulty", 1, hidden, Init::Normal(0.02), rng)?;
         let skills = linear("skills", k, hidden, Init::Normal(0.02), rng)?;
-        let tool = linear("tool", 1, hidden, Init::Normal(0.02), rng)?;
+        let tool_branch = (recipe.tool_hidden > 0)
+            .then(|| {
+                let std = (2.0 / input as f32).sqrt();
+                linear(
+                    TOOL_LAYER,
+                    recipe.tool_hidden,
+                    input,
+                    Init::Normal(std),
+                    rng,
+                )
+            })
+            .transpose()?;
+        let tool_width = tool_branch.as_ref().map_or(hidden, |_| recipe.tool_hidden);
+        let tool = linear("tool", 1, tool_width, Init::Normal(0.02), rng)?;
         let length = if recipe.length_input {
             let name = format!("{HEADS_PREFIX}.{LENGTH_WEIGHT}");
             let weight = match warm.and_then(|w| w.heads.get(&name)) {
@@ -276,7 +289,7 @@ impl Model {
             difficulty,
             skills,
             tool,
-            tool_detached: recipe.tool_head_detached,
+            tool_branch,
             theta,
             tool_index: recipe.skills.iter().position(|s| s == "tool_use"),
             num_skills: k,
@@ -327,6 +340,11 @@ impl Model {
             let ids: Vec<Vec<u32>> = batch.iter().map(|&i| tokens[i].clone()).collect();
             pooled = Tensor::cat(&[&pooled, &table.attend(&ids, queries)?], 1)?;
         }
+        // Tool labels reach only the tool branch: its input is cut from the graph.
+        let tool_features = match &self.tool_branch {
+            Some(layer) => Some(layer.forward(&pooled.detach())?.relu()?),
+            None => None,
+        };
         if let Some(layer) = &self.shared {
             pooled = layer.forward(&pooled)?.relu()?;
         }
@@ -337,12 +355,10 @@ impl Model {
             difficulty = (difficulty + lengths.broadcast_mul(weight)?)?;
         }
         let skill_logits = self.skills.forward(&pooled)?;
-        let tool_input = if self.tool_detached {
-            pooled.detach()
-        } else {
-            pooled.clone()
-        };
-        let tool_logits = self.tool.forward(&tool_input)?.squeeze(1)?;
+        let tool_logits = self
+            .tool
+            .forward(tool_features.as_ref().unwrap_or(&pooled))?
+            .squeeze(1)?;
         let weights = candle_nn::ops::softmax(&skill_logits, D::Minus1)?;
         let mix = match self.tool_index {
             None => weights,

@@ -243,6 +243,8 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
             // The directory's shape wins over the recipe's: its heads sit on its shared layer.
             let hidden = format!("{HEADS_PREFIX}.{}.weight", classifier::HIDDEN_LAYER);
             recipe.head_hidden = warm.heads.get(&hidden).map_or(0, |w| w.dims()[0]);
+            let tool = format!("{HEADS_PREFIX}.{}.weight", classifier::TOOL_LAYER);
+            recipe.tool_hidden = warm.heads.get(&tool).map_or(0, |w| w.dims()[0]);
             let queries = format!("{HEADS_PREFIX}.{}", classifier::ATTENTION_QUERIES);
             recipe.attention_queries = warm.heads.get(&queries).map_or(0, |q| q.dims()[0]);
             choice = if is_static_dir(dir) {

@@ -36,10 +36,11 @@ pub struct Recipe {
     /// heads read the pooled vector directly).
     #[serde(default)]
     pub head_hidden: usize,
-    /// Train the tool head on the shared features without letting its loss reach them: tool
-    /// labels then cannot reshape what difficulty and the skills read (serving is unchanged).
+    /// Width of a ReLU layer of the tool head's own, on the pooled vector (0: the tool head
+    /// reads the shared layer like the others). Its input is detached, so tool labels shape
+    /// this branch alone, not the features that difficulty and the skills read.
     #[serde(default)]
-    pub tool_head_detached: bool,
+    pub tool_hidden: usize,
     /// Give every prompt that needs a tool the `tool_use` skill label (unless a rule or the
     /// file labels it otherwise). Off, the tool head alone carries tool need into g(x).
     #[serde(default = "yes")]
