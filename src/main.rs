@@ -29,8 +29,6 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Requests, tokens and cost from the outcome log, and what adaptive routing saved.
-    Report(ReportArgs),
     /// Run the router.
     Serve {
         /// TOML config file; else TRIAGE_CONFIG, else ./triage.toml if present, else the
@@ -58,6 +56,8 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:8080/health")]
         url: String,
     },
+    /// Requests, tokens and cost from the outcome log, and what adaptive routing saved.
+    Report(ReportArgs),
     /// Virtual keys in the config's log: create, list, update, revoke (as /admin/keys does).
     Keys {
         #[command(subcommand)]
