@@ -99,6 +99,10 @@ enum Command {
     #[cfg(feature = "learn")]
     #[command(flatten)]
     Learn(triage_learn::cli::Command),
+    /// A command this build leaves out (or a typo): answered with what to build instead.
+    #[cfg(not(all(feature = "learn", feature = "mock", feature = "bench")))]
+    #[command(external_subcommand)]
+    Missing(Vec<String>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -147,7 +151,40 @@ fn main() -> anyhow::Result<()> {
         Command::BenchOverhead(options) => triage_bench::run(options),
         #[cfg(feature = "learn")]
         Command::Learn(command) => triage_learn::cli::run(command),
+        #[cfg(not(all(feature = "learn", feature = "mock", feature = "bench")))]
+        Command::Missing(words) => anyhow::bail!(missing_command(&words[0])),
     }
+}
+
+/// The subcommands the `learn` feature brings (`triage_learn::cli::Command`'s, checked by a
+/// test), named here because a build without the feature does not link that crate.
+const LEARN_COMMANDS: [&str; 7] = [
+    "train",
+    "distill-static",
+    "eval",
+    "label",
+    "calibrate",
+    "replay",
+    "probe",
+];
+
+/// Why `triage NAME` is not a command of this build: the feature that brings it, or unknown.
+#[cfg_attr(
+    all(feature = "learn", feature = "mock", feature = "bench"),
+    allow(dead_code)
+)]
+fn missing_command(name: &str) -> String {
+    let feature = match name {
+        name if LEARN_COMMANDS.contains(&name) => "learn",
+        "mock-upstream" => "mock",
+        "bench-overhead" => "bench",
+        _ => return format!("`{name}` is not a triage command (`triage --help` lists them)"),
+    };
+    format!(
+        "`triage {name}` is not in this build: it was built without the `{feature}` feature \
+         (a serving binary, `cargo build --no-default-features`); build with the default \
+         features, or `--features {feature}`, to have it"
+    )
 }
 
 fn classify(json: bool, model: Option<String>, text: &str) -> anyhow::Result<()> {
@@ -640,4 +677,36 @@ fn report(args: &ReportArgs) -> anyhow::Result<()> {
         print!("{report}");
     }
     Ok(())
+}
+
+#[cfg(all(test, feature = "learn", feature = "mock", feature = "bench"))]
+mod tests {
+    use super::*;
+
+    /// The full build knows every command a serving build answers for, and the learn list is
+    /// exactly the learning side's subcommands.
+    #[test]
+    fn the_missing_commands_are_the_full_builds_commands() {
+        use clap::{CommandFactory, Subcommand};
+        let full = Cli::command();
+        for name in LEARN_COMMANDS
+            .iter()
+            .chain(&["mock-upstream", "bench-overhead"])
+        {
+            assert!(full.find_subcommand(name).is_some(), "{name}");
+            assert!(
+                missing_command(name).contains("is not in this build"),
+                "{name}"
+            );
+        }
+        let learn = triage_learn::cli::Command::augment_subcommands(clap::Command::new("learn"));
+        let mut names: Vec<&str> = learn.get_subcommands().map(|c| c.get_name()).collect();
+        names.sort_unstable();
+        let mut listed = LEARN_COMMANDS.to_vec();
+        listed.sort_unstable();
+        assert_eq!(names, listed);
+        assert!(missing_command("mock-upstream").contains("`mock` feature"));
+        assert!(missing_command("train").contains("`learn` feature"));
+        assert!(missing_command("serv").contains("not a triage command"));
+    }
 }
