@@ -572,6 +572,17 @@ async fn messages_stream_passes_anthropic_events_through() {
         metrics.contains(r#"triage_tokens_total{model="claude/sonnet",key="key-"#),
         "{metrics}"
     );
+    // The running totals of message_start and message_delta are what is counted.
+    for (direction, count) in [("input", "10"), ("output", "6")] {
+        let line = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(r#"triage_tokens_total{model="claude/sonnet""#)
+                    && l.contains(&format!(r#"direction="{direction}""#))
+            })
+            .unwrap_or_else(|| panic!("no {direction} tokens in {metrics}"));
+        assert!(line.ends_with(&format!(" {count}")), "{line}");
+    }
 }
 
 #[tokio::test]

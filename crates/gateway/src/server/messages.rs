@@ -15,7 +15,8 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value, json};
+use serde::Deserialize;
+use serde_json::{Map, Value};
 
 use super::routing;
 use super::stream::{self, Shape, StreamContext};
@@ -161,7 +162,7 @@ fn stream_response(
         Format::Messages => {
             let shape = NativeEvents {
                 model: model.clone(),
-                usage: json!({}),
+                usage: None,
             };
             stream::respond_with(context, streamed, shape)
         }
@@ -199,7 +200,9 @@ fn error_event(error: &ProviderError) -> Bytes {
 /// `message_delta`.
 struct NativeEvents {
     model: Arc<Model>,
-    usage: Value,
+    /// The running totals, as the response translator keeps them; `None` until an event
+    /// carries a count.
+    usage: Option<anthropic::wire::Usage>,
 }
 
 impl Shape for NativeEvents {
@@ -209,12 +212,9 @@ impl Shape for NativeEvents {
             Some("message_delta") => event.get("usage"),
             _ => None,
         };
-        if let (Some(usage), Some(totals)) =
-            (usage.and_then(Value::as_object), self.usage.as_object_mut())
-        {
-            for (key, value) in usage.iter().filter(|(_, v)| !v.is_null()) {
-                totals.insert(key.clone(), value.clone());
-            }
+        let counts = usage.and_then(|u| anthropic::wire::Usage::deserialize(u).ok());
+        if let Some(counts) = counts.filter(|c| *c != anthropic::wire::Usage::default()) {
+            self.usage.get_or_insert_default().update(&counts);
         }
         Ok(Some(Bytes::from(sse_event(&event))))
     }
@@ -228,9 +228,8 @@ impl Shape for NativeEvents {
     }
 
     fn usage(&self) -> Option<(Usage, f64)> {
-        let usage = anthropic::usage_of(&self.usage);
-        (!self.usage.as_object().is_some_and(Map::is_empty))
-            .then(|| (usage, self.model.cost(&usage)))
+        let usage = self.usage?.tokens();
+        Some((usage, self.model.cost(&usage)))
     }
 }
 
@@ -406,7 +405,7 @@ mod tests {
     #[test]
     fn events_are_framed_with_their_type() {
         assert_eq!(
-            sse_event(&json!({"type": "ping"})),
+            sse_event(&serde_json::json!({"type": "ping"})),
             "event: ping\ndata: {\"type\":\"ping\"}\n\n"
         );
     }
