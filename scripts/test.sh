@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The test command: builds triage, runs every Rust test, then the Python conformance tests that
-# drive the built binary with the official `openai` SDK.
+# drive the built binary with the official `openai` and `anthropic` SDKs, and its dashboard in
+# headless Chromium.
 #
 #   bash scripts/test.sh
 #
-# Needs only Rust (cargo), python3 and network access to crates.io and PyPI on the first run.
+# Needs only Rust (cargo), python3 and network access to crates.io and PyPI on the first run,
+# and Debian's chromium package (installed here when missing and run as root).
 # The Python packages go into .venv (git-ignored), pinned by tests/conformance/requirements.txt.
 set -euo pipefail
 
@@ -52,5 +54,16 @@ if ! cmp -s "$requirements" "$stamp"; then
     cp "$requirements" "$stamp"
 fi
 
-echo "==> conformance tests (openai SDK against target/debug/triage)"
+# The dashboard test drives Debian's Chromium (headless) through Playwright.
+if ! command -v chromium >/dev/null && [[ -z "${CHROMIUM:-}" ]]; then
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+        echo "==> chromium (Debian package, for the dashboard test)"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        echo "error: the dashboard test needs Chromium: install Debian's chromium package or set CHROMIUM" >&2
+        exit 1
+    fi
+fi
+
+echo "==> conformance tests (openai SDK against target/debug/triage, the dashboard in Chromium)"
 TRIAGE_BIN=target/debug/triage "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/conformance

@@ -7,6 +7,7 @@ The binary is `$TRIAGE_BIN`, or `target/debug/triage` under the repository root;
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -220,10 +221,11 @@ def stop(process: subprocess.Popen) -> None:
         process.wait(timeout=5)
 
 
-@pytest.fixture(scope="session")
-def triage(tmp_path_factory: pytest.TempPathFactory):
+@contextlib.contextmanager
+def launch(workdir: Path, auth_extra: str = ""):
+    """Starts `triage mock-upstream` and `triage serve` (CONFIG_TEMPLATE, with `auth_extra`
+    lines added to its `[auth]` table) in `workdir`; yields the running pair."""
     binary = triage_binary()
-    workdir = tmp_path_factory.mktemp("triage")
     env = dict(os.environ)
     env.pop("TRIAGE_KEYS", None)  # only the config's key may be accepted
     for var in PROXY_VARS:  # the router must reach the mock directly
@@ -255,18 +257,18 @@ def triage(tmp_path_factory: pytest.TempPathFactory):
             while router_port == mock_port:
                 router_port = free_port()
             config = workdir / "triage.toml"
-            config.write_text(
-                CONFIG_TEMPLATE.format(
-                    router_port=router_port,
-                    router_key=ROUTER_KEY,
-                    mock_port=mock_port,
-                    small_input=SMALL_PRICES["input"],
-                    small_output=SMALL_PRICES["output"],
-                    small_cached=SMALL_PRICES["cached_input"],
-                    big_input=BIG_PRICES["input"],
-                    big_output=BIG_PRICES["output"],
-                )
+            text = CONFIG_TEMPLATE.format(
+                router_port=router_port,
+                router_key=ROUTER_KEY,
+                mock_port=mock_port,
+                small_input=SMALL_PRICES["input"],
+                small_output=SMALL_PRICES["output"],
+                small_cached=SMALL_PRICES["cached_input"],
+                big_input=BIG_PRICES["input"],
+                big_output=BIG_PRICES["output"],
             )
+            auth_line = f'keys = ["{ROUTER_KEY}"]\n'
+            config.write_text(text.replace(auth_line, auth_line + auth_extra, 1))
             mock_log = workdir / f"mock-upstream-{attempt}.log"
             router_log = workdir / f"router-{attempt}.log"
             started = len(processes)
@@ -298,6 +300,12 @@ def triage(tmp_path_factory: pytest.TempPathFactory):
             stop(process)
         for handle in log_files:
             handle.close()
+
+
+@pytest.fixture(scope="session")
+def triage(tmp_path_factory: pytest.TempPathFactory):
+    with launch(tmp_path_factory.mktemp("triage")) as running:
+        yield running
 
 
 @pytest.fixture

@@ -122,6 +122,10 @@ pub struct AuthConfig {
     /// then sees per-key spend but can call nothing else.
     #[serde(default)]
     pub metrics_keys: Vec<String>,
+    /// Keys that may read the dashboard (`/ui` and `/v1/dashboard/*`) but change nothing:
+    /// no feedback, no keys, no reload. Admin keys may read it too.
+    #[serde(default)]
+    pub viewer_keys: Vec<String>,
     /// Serve `/metrics` to anyone, as when no keys are configured at all. Off by default:
     /// with authentication on, `/metrics` needs an admin or metrics key, because its series
     /// show every key's requests, tokens and spend.

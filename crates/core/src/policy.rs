@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::catalog::Model;
 pub use crate::profile::{Profile, Targets};
@@ -56,12 +56,12 @@ pub struct PromptView {
 }
 
 /// A model considered, with its prediction and why it was left out, if it was.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Candidate {
     pub model: String,
     pub quality: Option<f32>,
     pub cost_usd: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub excluded: Option<String>,
 }
 

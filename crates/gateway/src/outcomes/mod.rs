@@ -11,6 +11,7 @@
 //! This module is not the place for routing decisions or HTTP; `server` fills the rows in and
 //! `report` reads them back.
 
+pub mod dashboard;
 pub mod migrations;
 pub mod report;
 pub mod signals;

@@ -267,7 +267,8 @@ fn strongest(candidates: &[Candidate]) -> Option<&Candidate> {
     best(true).or_else(|| best(false))
 }
 
-struct SavingsSum<'a> {
+/// Savings summed request by request (the report's total, the dashboard's time buckets).
+pub(super) struct SavingsSum<'a> {
     baseline: Option<&'a str>,
     s: Savings,
     quality: f64,
@@ -276,7 +277,7 @@ struct SavingsSum<'a> {
 }
 
 impl<'a> SavingsSum<'a> {
-    fn new(baseline: Option<&'a str>) -> SavingsSum<'a> {
+    pub(super) fn new(baseline: Option<&'a str>) -> SavingsSum<'a> {
         SavingsSum {
             baseline,
             s: Savings {
@@ -290,7 +291,7 @@ impl<'a> SavingsSum<'a> {
     }
 
     /// One successful adaptive request.
-    fn add(&mut self, row: &LoggedRow, catalog: &Catalog) {
+    pub(super) fn add(&mut self, row: &LoggedRow, catalog: &Catalog) {
         let logged = candidates(row.candidates.as_deref().unwrap_or(""));
         let baseline_id = match self.baseline {
             Some(id) => Some(id),
@@ -325,7 +326,7 @@ impl<'a> SavingsSum<'a> {
         }
     }
 
-    fn finish(mut self) -> Savings {
+    pub(super) fn finish(mut self) -> Savings {
         let s = &mut self.s;
         s.saved_usd = s.baseline_cost_usd - s.actual_cost_usd;
         s.saved_pct = if s.baseline_cost_usd > 0.0 {

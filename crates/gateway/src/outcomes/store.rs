@@ -55,8 +55,27 @@ const SCAN: &str = "SELECT model, key_id, profile, status, prompt_tokens, comple
     CAST(CASE WHEN EXISTS (SELECT 1 FROM feedback f WHERE f.request_id = outcomes.id)
         THEN 1 ELSE 0 END AS BIGINT),
     CAST(CASE WHEN EXISTS (SELECT 1 FROM labels l WHERE l.request_id = outcomes.id)
-        THEN 1 ELSE 0 END AS BIGINT)
+        THEN 1 ELSE 0 END AS BIGINT),
+    ts_ms, latency_ms, ttft_ms, difficulty, skills
     FROM outcomes WHERE ts_ms >= $1";
+/// The newest requests before `$1` whose id, models, key or prompt contain `$2` (a lower-case
+/// `LIKE` pattern; empty: all), at most `$3`.
+const RECENT: &str = "SELECT id, ts_ms, key_id, requested, model, status, cost_usd, latency_ms,
+    ttft_ms, difficulty, skills, fallbacks, stream, prompt_tokens, completion_tokens, signals,
+    (SELECT AVG(f.score) FROM feedback f WHERE f.request_id = o.id)
+    FROM outcomes o WHERE o.ts_ms < $1 AND ($2 = '' OR LOWER(o.id || ' ' || o.requested || ' '
+        || COALESCE(o.model, '') || ' ' || o.key_id || ' ' || COALESCE(o.prompt, ''))
+        LIKE $2 ESCAPE '\\')
+    ORDER BY o.ts_ms DESC, o.id DESC LIMIT $3";
+/// Every column of one request.
+const REQUEST: &str = "SELECT id, ts_ms, endpoint, key_id, requested, route, profile,
+    difficulty, skills, tool_need, candidates, model, fallbacks, prompt_tokens,
+    completion_tokens, cached_tokens, cache_write_tokens, cost_usd, ttft_ms, latency_ms, status,
+    stream, prompt, answer, signals FROM outcomes WHERE id = $1";
+const REQUEST_FEEDBACK: &str =
+    "SELECT ts_ms, score, thumbs, comment FROM feedback WHERE request_id = $1 ORDER BY seq";
+const REQUEST_LABELS: &str =
+    "SELECT judge, ts_ms, rating, score FROM labels WHERE request_id = $1 ORDER BY ts_ms, judge";
 
 const KEY_COLUMNS: &str = "id, name, hash, budget_usd, budget_period, rpm, models, expires_ms,
     metadata, created_ms, revoked_ms, tpm";
@@ -110,6 +129,84 @@ pub struct LoggedRow {
     pub has_feedback: bool,
     /// A judge graded it.
     pub judged: bool,
+    /// When it arrived (Unix ms), how long it took, and its time to first token.
+    pub ts_ms: i64,
+    pub latency_ms: f64,
+    pub ttft_ms: Option<f64>,
+    /// The classifier's view of an adaptive request: difficulty and skills (JSON text).
+    pub difficulty: Option<f64>,
+    pub skills: Option<String>,
+}
+
+/// One line of the request list: what happened, without the texts.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct RequestLine {
+    pub id: String,
+    pub ts_ms: i64,
+    pub key_id: String,
+    pub requested: String,
+    pub model: Option<String>,
+    pub status: i64,
+    pub cost_usd: f64,
+    pub latency_ms: f64,
+    pub ttft_ms: Option<f64>,
+    pub difficulty: Option<f64>,
+    /// `{"code": 0.4, …}` as logged.
+    #[serde(skip)]
+    pub skills: Option<String>,
+    pub fallbacks: String,
+    pub stream: bool,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub signals: Option<String>,
+    /// Mean client feedback score, if any.
+    pub feedback: Option<f64>,
+}
+
+/// Every logged column of one request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoggedRequest {
+    pub id: String,
+    pub ts_ms: i64,
+    pub endpoint: String,
+    pub key_id: String,
+    pub requested: String,
+    pub route: String,
+    pub profile: Option<String>,
+    pub difficulty: Option<f64>,
+    pub skills: Option<String>,
+    pub tool_need: Option<f64>,
+    pub candidates: Option<String>,
+    pub model: Option<String>,
+    pub fallbacks: String,
+    /// Prompt, completion, cached and cache-write tokens.
+    pub tokens: [i64; 4],
+    pub cost_usd: f64,
+    pub ttft_ms: Option<f64>,
+    pub latency_ms: f64,
+    pub status: i64,
+    pub stream: bool,
+    pub prompt: Option<String>,
+    pub answer: Option<String>,
+    pub signals: Option<String>,
+}
+
+/// A client's feedback on a request, as stored.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StoredFeedback {
+    pub ts_ms: i64,
+    pub score: f64,
+    pub thumbs: Option<String>,
+    pub comment: Option<String>,
+}
+
+/// A judge's grade of a request, as stored.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StoredLabel {
+    pub judge: String,
+    pub ts_ms: i64,
+    pub rating: f64,
+    pub score: f64,
 }
 
 /// A logged answer waiting for a judge's grade.
@@ -415,6 +512,41 @@ impl Store {
         self.each(SCAN, &[&since_ms], each)
     }
 
+    /// The newest `limit` requests logged before `before_ms` whose id, models, key or prompt
+    /// contain `search` (any case; empty: every request).
+    pub fn recent(
+        &mut self,
+        before_ms: i64,
+        search: &str,
+        limit: i64,
+    ) -> Result<Vec<RequestLine>, StoreError> {
+        let pattern = if search.is_empty() {
+            String::new()
+        } else {
+            let escaped = search
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("%{escaped}%")
+        };
+        self.all(RECENT, &[&before_ms, &pattern, &limit])
+    }
+
+    /// One request with its feedback and judge grades; `None` for an unknown id.
+    #[allow(clippy::type_complexity)]
+    pub fn request(
+        &mut self,
+        id: &str,
+    ) -> Result<Option<(LoggedRequest, Vec<StoredFeedback>, Vec<StoredLabel>)>, StoreError> {
+        let Some(request) = self.all::<LoggedRequest>(REQUEST, &[&id])?.pop() else {
+            return Ok(None);
+        };
+        let feedback = self.all(REQUEST_FEEDBACK, &[&id])?;
+        let labels = self.all(REQUEST_LABELS, &[&id])?;
+        Ok(Some((request, feedback, labels)))
+    }
+
     /// `(id, characters of prompt and answer)` of the answers logged at or after `since_ms`
     /// that have no feedback and no grade by `judge`.
     pub fn unlabelled(
@@ -591,6 +723,86 @@ impl FromRow for LoggedRow {
             signals: r.cell(10)?,
             has_feedback: r.cell::<i64>(11)? == 1,
             judged: r.cell::<i64>(12)? == 1,
+            ts_ms: r.cell(13)?,
+            latency_ms: r.cell(14)?,
+            ttft_ms: r.cell(15)?,
+            difficulty: r.cell(16)?,
+            skills: r.cell(17)?,
+        })
+    }
+}
+
+impl FromRow for RequestLine {
+    fn from_row(r: &impl Cells) -> Result<Self, StoreError> {
+        Ok(RequestLine {
+            id: r.cell(0)?,
+            ts_ms: r.cell(1)?,
+            key_id: r.cell(2)?,
+            requested: r.cell(3)?,
+            model: r.cell(4)?,
+            status: r.cell(5)?,
+            cost_usd: r.cell(6)?,
+            latency_ms: r.cell(7)?,
+            ttft_ms: r.cell(8)?,
+            difficulty: r.cell(9)?,
+            skills: r.cell(10)?,
+            fallbacks: r.cell(11)?,
+            stream: r.cell::<i64>(12)? != 0,
+            prompt_tokens: r.cell(13)?,
+            completion_tokens: r.cell(14)?,
+            signals: r.cell(15)?,
+            feedback: r.cell(16)?,
+        })
+    }
+}
+
+impl FromRow for LoggedRequest {
+    fn from_row(r: &impl Cells) -> Result<Self, StoreError> {
+        Ok(LoggedRequest {
+            id: r.cell(0)?,
+            ts_ms: r.cell(1)?,
+            endpoint: r.cell(2)?,
+            key_id: r.cell(3)?,
+            requested: r.cell(4)?,
+            route: r.cell(5)?,
+            profile: r.cell(6)?,
+            difficulty: r.cell(7)?,
+            skills: r.cell(8)?,
+            tool_need: r.cell(9)?,
+            candidates: r.cell(10)?,
+            model: r.cell(11)?,
+            fallbacks: r.cell(12)?,
+            tokens: [r.cell(13)?, r.cell(14)?, r.cell(15)?, r.cell(16)?],
+            cost_usd: r.cell(17)?,
+            ttft_ms: r.cell(18)?,
+            latency_ms: r.cell(19)?,
+            status: r.cell(20)?,
+            stream: r.cell::<i64>(21)? != 0,
+            prompt: r.cell(22)?,
+            answer: r.cell(23)?,
+            signals: r.cell(24)?,
+        })
+    }
+}
+
+impl FromRow for StoredFeedback {
+    fn from_row(r: &impl Cells) -> Result<Self, StoreError> {
+        Ok(StoredFeedback {
+            ts_ms: r.cell(0)?,
+            score: r.cell(1)?,
+            thumbs: r.cell(2)?,
+            comment: r.cell(3)?,
+        })
+    }
+}
+
+impl FromRow for StoredLabel {
+    fn from_row(r: &impl Cells) -> Result<Self, StoreError> {
+        Ok(StoredLabel {
+            judge: r.cell(0)?,
+            ts_ms: r.cell(1)?,
+            rating: r.cell(2)?,
+            score: r.cell(3)?,
         })
     }
 }

@@ -234,14 +234,19 @@ async fn create_key(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Resul
 pub(super) async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let listed = async {
         require_admin(&state, &headers)?;
-        let ring = refreshed(&state).await?;
-        let data: Vec<Value> = ring.all().iter().map(|k| k.describe()).collect();
+        let data = described(&state).await?;
         Ok::<_, ApiError>(json!({"object": "list", "data": data}))
     };
     match listed.await {
         Ok(list) => Json(list).into_response(),
         Err(error) => error.into_response(),
     }
+}
+
+/// Every key as `GET /admin/keys` shows it, spend read afresh.
+pub(super) async fn described(state: &AppState) -> Result<Vec<Value>, ApiError> {
+    let ring = refreshed(state).await?;
+    Ok(ring.all().iter().map(|k| k.describe()).collect())
 }
 
 /// `GET /admin/keys/{id}`.

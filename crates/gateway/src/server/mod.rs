@@ -12,6 +12,7 @@ mod messages;
 mod request;
 mod routing;
 mod stream;
+mod ui;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -60,6 +61,8 @@ pub struct AppState {
     admin_keys: HashMap<[u8; 32], String>,
     /// The same for `[auth] metrics_keys`.
     metrics_keys: HashMap<[u8; 32], String>,
+    /// The same for `[auth] viewer_keys`.
+    viewer_keys: HashMap<[u8; 32], String>,
     /// Whether `/metrics` answers without a key.
     public_metrics: bool,
     /// Where a reload reads the classifier from.
@@ -165,6 +168,7 @@ impl AppState {
             router_keys: key_ids(router_keys, "key"),
             admin_keys: key_ids(&config.auth.admin_keys, "admin"),
             metrics_keys: key_ids(&config.auth.metrics_keys, "metrics"),
+            viewer_keys: key_ids(&config.auth.viewer_keys, "viewer"),
             public_metrics: config.auth.public_metrics
                 || (router_keys.is_empty() && config.auth.admin_keys.is_empty()),
             classifier_source: config.classifier.model.clone(),
@@ -395,6 +399,7 @@ pub fn app(state: Arc<AppState>) -> Router {
             get(keys::show).patch(keys::update).delete(keys::revoke),
         )
         .route("/health", get(health))
+        .merge(ui::routes())
         .route("/metrics", get(metrics))
         .fallback(unknown_path)
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
@@ -729,6 +734,11 @@ async fn list_models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
     if let Err(error) = state.authenticate(&headers) {
         return error.into_response();
     }
+    Json(json!({"object": "list", "data": model_entries(&state)})).into_response()
+}
+
+/// `/v1/models`' entries: every catalog model with how `auto` sees it, then the profiles.
+fn model_entries(state: &AppState) -> Vec<Value> {
     let adaptive = state.adaptive.load_full();
     let abilities = adaptive.as_deref().map(AdaptiveRouter::abilities);
     let mut data: Vec<Value> = state
@@ -754,7 +764,7 @@ async fn list_models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
                    "description": description})
         }));
     }
-    Json(json!({"object": "list", "data": data})).into_response()
+    data
 }
 
 /// The adaptive profiles listed by `/v1/models` when a classifier is loaded.
