@@ -62,6 +62,10 @@ pub struct Options {
     /// refuse), to measure what checking and charging a key costs.
     #[arg(long)]
     pub virtual_key: bool,
+    /// Trace every request (`[telemetry] otlp_endpoint`), exporting to the mock's OTLP sink,
+    /// to measure what tracing costs.
+    #[arg(long)]
+    pub trace: bool,
 }
 
 /// Runs the benchmark and prints its report on stdout (progress goes to stderr).
@@ -153,7 +157,7 @@ struct PathStats {
 
 async fn bench(options: &Options) -> anyhow::Result<Report> {
     let load_average = load_average();
-    let mut children = Children::start(options.max_concurrent)?;
+    let mut children = Children::start(options.max_concurrent, options.trace)?;
     let key = if options.virtual_key {
         Some(children.create_key()?)
     } else {
@@ -632,7 +636,7 @@ struct Children {
 }
 
 impl Children {
-    fn start(max_concurrent: Option<usize>) -> anyhow::Result<Children> {
+    fn start(max_concurrent: Option<usize>, trace: bool) -> anyhow::Result<Children> {
         let dir = std::env::temp_dir().join(format!("triage-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
@@ -648,6 +652,9 @@ impl Children {
         let mut extra = format!("\n[log]\npath = {:?}\n", children.dir.join("triage.db"));
         if let Some(limit) = max_concurrent {
             extra += &format!("[limits]\nmax_concurrent_requests = {limit}\n");
+        }
+        if trace {
+            extra += &format!("[telemetry]\notlp_endpoint = \"http://{mock}\"\n");
         }
         std::fs::write(&config, router_config(mock, router) + &extra)?;
         children.spawn("mock", &["mock-upstream", "--listen", &mock.to_string()])?;

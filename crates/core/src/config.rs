@@ -100,6 +100,8 @@ pub struct Config {
     /// The outcome log (`outcomes`): where requests and feedback are stored.
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     /// Providers added to the built-in ones, or replacing fields of one with the same name.
     #[serde(default)]
     pub providers: Vec<ProviderEntry>,
@@ -131,6 +133,41 @@ pub struct AuthConfig {
     /// show every key's requests, tokens and spend.
     #[serde(default)]
     pub public_metrics: bool,
+}
+
+/// OpenTelemetry traces: one span per model request, exported over OTLP/HTTP (protobuf).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// The collector's OTLP/HTTP base URL (`http://collector:4318`); spans go to
+    /// `{otlp_endpoint}/v1/traces`. Unset: no tracing at all.
+    pub otlp_endpoint: Option<String>,
+    /// Extra headers on every export (a vendor's API key, say).
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// `service.name` of the spans.
+    pub service_name: String,
+    /// Finished spans waiting for the exporter; when it is full new ones are dropped and
+    /// counted in `triage_trace_spans_dropped_total`, and requests never wait.
+    pub queue_capacity: usize,
+    /// Spans per export request at most, and how long a span waits for its batch.
+    pub batch_size: usize,
+    pub export_interval_ms: u64,
+    /// One export's time limit; a failed or timed-out export drops its spans (counted).
+    pub export_timeout_ms: u64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp_endpoint: None,
+            headers: Default::default(),
+            service_name: "triage".into(),
+            queue_capacity: 4096,
+            batch_size: 512,
+            export_interval_ms: 1_000,
+            export_timeout_ms: 5_000,
+        }
+    }
 }
 
 /// The outcome log: one row per request, feedback joined by request id.
@@ -361,6 +398,7 @@ impl Default for Config {
             classifier: ClassifierConfig::default(),
             routing: RoutingConfig::default(),
             log: LogConfig::default(),
+            telemetry: TelemetryConfig::default(),
             providers: Vec::new(),
             models: Vec::new(),
         }
@@ -503,6 +541,7 @@ impl Config {
         for (name, keys) in [
             ("admin_keys", &self.auth.admin_keys),
             ("metrics_keys", &self.auth.metrics_keys),
+            ("viewer_keys", &self.auth.viewer_keys),
         ] {
             if let Some(i) = keys.iter().position(|k| k.trim().is_empty()) {
                 return Err(invalid(&format!("auth.{name}[{i}]"), "empty key".into()));
@@ -510,6 +549,25 @@ impl Config {
         }
         if self.log.queue_capacity == 0 {
             return Err(invalid("log.queue_capacity", "must be above 0".into()));
+        }
+        let t = &self.telemetry;
+        for (key, value) in [
+            ("telemetry.queue_capacity", t.queue_capacity as u64),
+            ("telemetry.batch_size", t.batch_size as u64),
+            ("telemetry.export_interval_ms", t.export_interval_ms),
+            ("telemetry.export_timeout_ms", t.export_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be above 0".into()));
+            }
+        }
+        if let Some(endpoint) = &t.otlp_endpoint
+            && url::Url::parse(endpoint).map_or(true, |u| !matches!(u.scheme(), "http" | "https"))
+        {
+            return Err(invalid(
+                "telemetry.otlp_endpoint",
+                format!("`{endpoint}` is not an http(s) URL like http://localhost:4318"),
+            ));
         }
         if let Some(url) = &self.log.url
             && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))

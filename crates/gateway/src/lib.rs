@@ -1,8 +1,8 @@
 //! triage-gateway: the serving side. An OpenAI- and Anthropic-compatible HTTP server
 //! (`server`), adaptive routing on top of the core's classifier and policy (`router`), the
 //! dispatcher with its fallbacks and circuit breakers (`dispatch`), one adapter per provider
-//! wire format (`providers`), the outcome log (`outcomes`), virtual keys (`keys`) and the
-//! Prometheus metrics (`metrics`).
+//! wire format (`providers`), the outcome log (`outcomes`), virtual keys (`keys`), the
+//! Prometheus metrics (`metrics`) and OpenTelemetry traces (`telemetry`).
 //!
 //! A request reads top to bottom: `server` → `router` → `dispatch` → `providers`, and its
 //! outcome goes to `outcomes` when it ends.
@@ -17,3 +17,4 @@ pub mod outcomes;
 pub mod providers;
 pub mod router;
 pub mod server;
+pub mod telemetry;

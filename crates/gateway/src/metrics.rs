@@ -71,6 +71,8 @@ pub struct Metrics {
     pub log_dropped: Counter,
     /// Requests refused at once because `[limits] max_concurrent_requests` were in flight.
     pub shed: Counter,
+    /// Trace spans not exported: the exporter's queue was full or an export failed.
+    pub trace_dropped: Counter,
     /// Every HTTP request (model calls, routing, feedback, usage, admin, health, metrics).
     pub http_requests: Family<HttpLabels, Counter>,
     /// 1 for each virtual key: joins its id (the `key` label elsewhere) to its name.
@@ -171,6 +173,12 @@ impl Metrics {
             "Requests refused with 503 because the instance was at max_concurrent_requests",
             shed.clone(),
         );
+        let trace_dropped = Counter::default();
+        registry.register(
+            "trace_spans_dropped",
+            "Trace spans not exported: the exporter's queue was full or an export failed",
+            trace_dropped.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -184,6 +192,7 @@ impl Metrics {
             circuit_state,
             log_dropped,
             shed,
+            trace_dropped,
             http_requests,
             key_info,
         }

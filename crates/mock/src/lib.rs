@@ -1,7 +1,7 @@
 //! A fake upstream: a real HTTP server on loopback that speaks OpenAI's `/v1/chat/completions`,
 //! Anthropic's `/v1/messages` and Gemini's `/v1beta/models/{model}:generateContent` (and
 //! `:streamGenerateContent?alt=sse`), answers deterministically and can be scripted to fail,
-//! stall or drop.
+//! stall or drop. It also takes OTLP/HTTP trace exports at `/v1/traces` and discards them.
 //!
 //! It is for the integration tests, the benchmarks, `triage mock-upstream` and the `triage-mock`
 //! binary: anything that
@@ -363,6 +363,13 @@ fn recorded_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
     out
 }
 
+/// `POST /v1/traces`: an OTLP/HTTP trace sink that accepts and discards every export (an empty
+/// protobuf `ExportTraceServiceResponse`), so a router tracing to the mock pays the full cost
+/// of exporting (`triage bench-overhead --trace`).
+async fn otlp_sink(_body: Bytes) -> axum::response::Response {
+    ([(CONTENT_TYPE, "application/x-protobuf")], Bytes::new()).into_response()
+}
+
 fn router(state: Shared, api_key: Option<String>) -> Router {
     let app = Arc::new(App { state, api_key });
     Router::new()
@@ -370,6 +377,7 @@ fn router(state: Shared, api_key: Option<String>) -> Router {
         .route("/v1/models", get(openai::list_models))
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1beta/models/{call}", post(gemini::generate))
+        .route("/v1/traces", post(otlp_sink))
         .route("/_mock/script", post(script_steps))
         .route("/_mock/rules", post(add_rules))
         .route("/_mock/requests", get(recorded_requests))

@@ -197,7 +197,22 @@ impl Dispatcher {
         let slot = self.take_slot(model)?;
         let mut attempt = 0;
         loop {
-            let error = match self.call(upstream, model, body, format, stream).await {
+            let span = crate::telemetry::attempt(model, &upstream.provider, attempt);
+            let call = self.call(upstream, model, body, format, stream);
+            let called = match &span {
+                Some(span) => span.scope(call).await,
+                None => call.await,
+            };
+            if let (Some(span), Err(error)) = (&span, &called) {
+                if let ProviderError::Status { status, .. } = error {
+                    span.set("http.response.status_code", i64::from(status.as_u16()));
+                }
+                span.fail(&error.label(), error.to_string());
+            }
+            if let Some(span) = span {
+                span.end();
+            }
+            let error = match called {
                 Ok(answer) => {
                     let answer = hold_until_done(answer, slot);
                     // A stream counts as a success when it ends well, not at its first byte:

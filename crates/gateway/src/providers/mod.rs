@@ -275,9 +275,13 @@ impl Upstream {
             });
         }
         let provider = self.provider.as_ref();
-        let request = self
+        let mut request = self
             .adapter
             .request(&self.client, provider, model, body, stream)?;
+        // W3C trace context: the upstream's spans join the attempt's trace.
+        if let Some(traceparent) = crate::telemetry::traceparent() {
+            request = request.header("traceparent", traceparent);
+        }
         let response = request.send().await.map_err(ProviderError::from_reqwest)?;
         if response.status().is_success() {
             Ok(response)

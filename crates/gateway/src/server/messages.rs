@@ -35,8 +35,10 @@ pub(super) async fn messages(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let mut pending = Pending::new(&state, "messages");
-    let result = handle(&state, &headers, body, pending.finished()).await;
+    let mut pending = Pending::new(&state, "messages", &headers);
+    let trace = pending.finished().trace.clone();
+    let result =
+        crate::telemetry::within(trace, handle(&state, &headers, body, pending.finished())).await;
     respond(
         &state,
         pending.done(),

@@ -41,6 +41,7 @@ use crate::metrics::{Metrics, ModelLabels, RequestLabels};
 use crate::outcomes::signals::Signals;
 use crate::outcomes::{LogError, Outcome, OutcomeLog};
 use crate::router::{self, AdaptiveRouter, AutoDecision};
+use crate::telemetry::{self, RequestTrace, Telemetry, TelemetryError};
 use triage_core::catalog::{Catalog, Model, Usage};
 use triage_core::config::Config;
 use triage_core::config::{Limits, RoutingConfig};
@@ -77,6 +78,8 @@ pub struct AppState {
     classify_slots: tokio::sync::Semaphore,
     /// Virtual keys (`/admin/keys`), kept in the outcome log's database; `None` without a log.
     pub keys: Option<Arc<KeyRing>>,
+    /// OpenTelemetry traces; `None` without `[telemetry] otlp_endpoint`.
+    pub telemetry: Option<Telemetry>,
 }
 
 /// Why the shared state could not be built.
@@ -88,6 +91,8 @@ pub enum StateError {
     Log(#[from] LogError),
     #[error("cannot read the virtual keys: {0}")]
     Keys(String),
+    #[error(transparent)]
+    Telemetry(#[from] TelemetryError),
 }
 
 /// `[limits] classify_concurrency`, 0 meaning one per CPU core.
@@ -159,6 +164,7 @@ impl AppState {
             )?),
             None => None,
         };
+        let telemetry = Telemetry::start(&config.telemetry, metrics.trace_dropped.clone())?;
         Ok(Arc::new(AppState {
             catalog: Arc::new(catalog),
             dispatcher,
@@ -179,6 +185,7 @@ impl AppState {
             )),
             classify_slots: tokio::sync::Semaphore::new(classify_concurrency(&config.limits)),
             keys,
+            telemetry,
         }))
     }
 
@@ -274,9 +281,12 @@ impl AppState {
         }
     }
 
-    /// Metrics and a log line for a finished request.
+    /// Metrics, the outcome log, the trace and a log line for a finished request.
     fn record(&self, finished: &Finished, model: Option<&Model>) {
         self.log_outcome(finished, model.map(|m| m.id.as_str()));
+        if let Some(trace) = &finished.trace {
+            self.finish_trace(trace, finished, model);
+        }
         let model_id = model.map_or(finished.requested.as_str(), |m| m.id.as_str());
         let elapsed = finished.started.elapsed();
         self.metrics
@@ -321,6 +331,45 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// Ends a request's span with what became of it.
+    fn finish_trace(&self, trace: &RequestTrace, finished: &Finished, model: Option<&Model>) {
+        let auto = finished.auto.as_deref().map(|auto| {
+            let chosen = model.and_then(|m| {
+                auto.decision
+                    .candidates
+                    .iter()
+                    .find(|c| c.model == m.id)
+                    .and_then(|c| c.quality)
+            });
+            telemetry::AutoAttributes {
+                profile: &auto.decision.profile,
+                difficulty: f64::from(auto.prediction.difficulty),
+                top_skill: auto
+                    .skills
+                    .iter()
+                    .max_by(|a, b| a.1.total_cmp(&b.1))
+                    .map(|(name, _)| name.as_str()),
+                tool_need: f64::from(auto.prediction.tool_need),
+                predicted_quality: chosen.map(f64::from),
+            }
+        });
+        trace.finish(telemetry::Finish {
+            request_id: &finished.request_id,
+            requested: &finished.requested,
+            status: finished.status,
+            model: model.map(|m| (m, self.catalog.provider(&m.provider).map(Arc::as_ref))),
+            input_tokens: finished.usage.map(|(u, _)| u.prompt_tokens),
+            output_tokens: finished.usage.map(|(u, _)| u.completion_tokens),
+            cost_usd: finished.usage.map(|(_, c)| c),
+            fallbacks: &finished.fallbacks,
+            key_id: &finished.key_id,
+            stream: finished.stream,
+            auto,
+        });
+    }
+}
+
 /// A request's bookkeeping, filled in as it goes.
 pub struct Finished {
     request_id: String,
@@ -341,6 +390,8 @@ pub struct Finished {
     signals: Signals,
     /// A rate-limited virtual key's windows after this request, for its headers.
     rate: Option<keys::Limits>,
+    /// The request's span, when tracing; ended by `record`.
+    trace: Option<RequestTrace>,
 }
 
 impl Finished {
@@ -362,6 +413,7 @@ impl Finished {
             answer: None,
             signals: Signals::default(),
             rate: None,
+            trace: None,
         }
     }
 
@@ -506,8 +558,9 @@ async fn chat_completions(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let mut pending = Pending::new(&state, "chat");
-    let result = chat(&state, &headers, body, pending.finished()).await;
+    let mut pending = Pending::new(&state, "chat", &headers);
+    let trace = pending.finished().trace.clone();
+    let result = telemetry::within(trace, chat(&state, &headers, body, pending.finished())).await;
     respond(&state, pending.done(), result, IntoResponse::into_response)
 }
 
@@ -520,10 +573,21 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
-    pub(crate) fn new(state: &Arc<AppState>, endpoint: &'static str) -> Pending {
+    /// A request's bookkeeping, and its span when tracing (a child of the client's
+    /// `traceparent` header).
+    pub(crate) fn new(
+        state: &Arc<AppState>,
+        endpoint: &'static str,
+        headers: &HeaderMap,
+    ) -> Pending {
+        let mut finished = Finished::start(endpoint);
+        finished.trace = state
+            .telemetry
+            .as_ref()
+            .map(|t| t.request(headers, endpoint));
         Pending {
             state: state.clone(),
-            finished: Some(Finished::start(endpoint)),
+            finished: Some(finished),
         }
     }
 
@@ -649,6 +713,8 @@ impl Finished {
             answer: None,
             signals: Signals::default(),
             rate: self.rate,
+            // The stream task owns the span and ends it.
+            trace: None,
         }
     }
 }

@@ -115,6 +115,14 @@ async fn decide(
     let body = std::mem::take(chat_body);
     let state_for_task = state.clone();
     let started = Instant::now();
+    let span = crate::telemetry::child(
+        "classify".into(),
+        opentelemetry::trace::SpanKind::Internal,
+        vec![opentelemetry::KeyValue::new(
+            "triage.profile",
+            profile.name(),
+        )],
+    );
     let router = adaptive.clone();
     // A bounded number of classifications at once: a burst queues here, on the async side,
     // instead of piling up blocking threads that share the same cores.
@@ -144,6 +152,19 @@ async fn decide(
             model: profile.name(),
         })
         .observe(started.elapsed().as_secs_f64());
+    if let Some(span) = span {
+        match &result {
+            Ok(auto) => {
+                span.set("triage.difficulty", f64::from(auto.prediction.difficulty));
+                span.set("triage.tool_need", f64::from(auto.prediction.tool_need));
+                if let Some(chosen) = &auto.decision.chosen {
+                    span.set("triage.chosen", chosen.model.clone());
+                }
+            }
+            Err(error) => span.fail("classifier_error", error.to_string()),
+        }
+        span.end();
+    }
     let auto = result.map_err(|e| ApiError::internal(format!("classifier failed: {e}")))?;
     Ok((auto, router))
 }
