@@ -371,6 +371,10 @@ async fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyh
         log.flush().await;
         tracing::info!("outcome log drained");
     }
+    // And their spans (bounded by the export timeout).
+    if let Some(telemetry) = state.telemetry.as_ref() {
+        tokio::task::block_in_place(|| telemetry.flush());
+    }
     Ok(())
 }
 
