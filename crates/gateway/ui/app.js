@@ -232,11 +232,13 @@ function curveChart(points, selected) {
     const at = `${x(p.cost_share).toFixed(1)},${y(p.quality_kept).toFixed(1)}`;
     labelled.set(at, [...(labelled.get(at) || []), `${p.profile} (${p.target})`]);
   }
-  for (const [at, names] of labelled) {
+  // Alternately above and below their points, so that neighbouring labels do not overlap.
+  [...labelled].forEach(([at, names], i) => {
     const [cx, cy] = at.split(",").map(Number);
     const anchor = cx > W / 2 ? "end" : "start";
-    chart.append(svg("text", { x: cx + (anchor === "end" ? -8 : 8), y: Math.max(PAD.t + 10, cy - 8), "text-anchor": anchor }, names.join(", ")));
-  }
+    const y = i % 2 ? cy + 18 : Math.max(PAD.t + 10, cy - 8);
+    chart.append(svg("text", { x: cx + (anchor === "end" ? -8 : 8), y, "text-anchor": anchor }, names.join(", ")));
+  });
   return chart;
 }
 
