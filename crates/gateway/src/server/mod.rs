@@ -329,9 +329,7 @@ impl AppState {
             "request finished"
         );
     }
-}
 
-impl AppState {
     /// Ends a request's span with what became of it.
     fn finish_trace(&self, trace: &RequestTrace, finished: &Finished, model: Option<&Model>) {
         let auto = finished.auto.as_deref().map(|auto| {
