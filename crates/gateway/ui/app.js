@@ -175,10 +175,10 @@ function barChart(id, labels, series, wide = false) {
 }
 
 /** Lines: `series` [{name, values (null = gap), color}] over `labels`. */
-function lineChart(id, labels, series, yFormat, axisFormat = yFormat) {
+function lineChart(id, labels, series, yFormat, axisFormat = yFormat, fixedMax = null) {
   W = 640;
   const all = series.flatMap((s) => s.values.filter((v) => v !== null && v !== undefined));
-  const yMax = niceMax(Math.max(0, ...all), false);
+  const yMax = fixedMax ?? niceMax(Math.max(0, ...all), false);
   const chart = svg("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, role: "img", "data-chart": id });
   axes(chart, yMax, axisFormat, labels);
   const plotW = W - PAD.l - PAD.r, plotH = H - PAD.t - PAD.b;
@@ -285,7 +285,7 @@ async function overviewPage(root) {
     el("div", { class: "card" }, el("h2", { text: "Quality kept by auto" }),
       lineChart("quality", labels, [
         { name: "quality kept", values: per((b) => b.quality_kept), color: "#7c4dcc" },
-      ], fmt.pct))));
+      ], fmt.pct, fmt.pct, Math.max(1, ...per((b) => b.quality_kept ?? 0))))));
   const sliceColumns = (nameTitle, name) => [
     { id: "name", title: nameTitle, value: name },
     { id: "requests", title: "Requests", num: true, value: (g) => fmt.int(g.requests) },
