@@ -148,7 +148,7 @@ async fn usage_report(
     if state.admin_key(headers).is_none() {
         state.authenticate(headers)?;
     }
-    let Query(query) = query.map_err(|e| ApiError::invalid_request(e.body_text(), None))?;
+    let Query(query) = query.map_err(|e| ApiError::bad_query(&e))?;
     let since_ms = match query.since.as_deref() {
         None => None,
         Some(text) => Some(parse_date(text).ok_or_else(|| {

@@ -47,6 +47,11 @@ impl ApiError {
         error
     }
 
+    /// A query string that does not parse into the endpoint's parameters.
+    pub fn bad_query(rejection: &axum::extract::rejection::QueryRejection) -> ApiError {
+        ApiError::invalid_request(rejection.body_text(), None)
+    }
+
     pub fn invalid_json(detail: &str) -> ApiError {
         ApiError::invalid_request(
             format!("The request body is not valid JSON: {detail}"),

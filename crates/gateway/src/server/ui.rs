@@ -169,14 +169,6 @@ fn since_ms(since: Option<&str>, now: i64, default_ms: i64) -> Result<i64, ApiEr
         })
 }
 
-fn window(
-    query: Result<Query<WindowQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<WindowQuery, ApiError> {
-    query
-        .map(|Query(q)| q)
-        .map_err(|e| ApiError::invalid_request(e.body_text(), None))
-}
-
 /// `GET /v1/dashboard/overview?since=24h&bucket=hour`: totals, a time series, by model and key.
 async fn overview(
     State(state): State<Arc<AppState>>,
@@ -185,7 +177,7 @@ async fn overview(
 ) -> Response {
     let result = async {
         state.dashboard_role(&headers)?;
-        let query = window(query)?;
+        let Query(query) = query.map_err(|e| ApiError::bad_query(&e))?;
         let (bucket_ms, default_ms) = match query.bucket.as_deref().unwrap_or("hour") {
             "hour" => (HOUR_MS, DAY_MS),
             "day" => (DAY_MS, 30 * DAY_MS),
@@ -221,7 +213,7 @@ async fn routing(
 ) -> Response {
     let result = async {
         state.dashboard_role(&headers)?;
-        let query = window(query)?;
+        let Query(query) = query.map_err(|e| ApiError::bad_query(&e))?;
         let since = since_ms(query.since.as_deref(), now_ms(), 7 * DAY_MS)?;
         let targets = state.routing.targets();
         read_log(&state, move |store| Routing::compute(store, since, targets)).await
@@ -244,7 +236,7 @@ async fn requests(
 ) -> Response {
     let result = async {
         state.dashboard_role(&headers)?;
-        let Query(query) = query.map_err(|e| ApiError::invalid_request(e.body_text(), None))?;
+        let Query(query) = query.map_err(|e| ApiError::bad_query(&e))?;
         let limit = query.limit.unwrap_or(50);
         if !(1..=MAX_LIST).contains(&limit) {
             return Err(ApiError::invalid_request(
