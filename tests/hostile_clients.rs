@@ -125,6 +125,49 @@ async fn a_body_declared_over_the_limit_is_refused_before_it_is_sent() {
 }
 
 #[tokio::test]
+async fn requests_hyper_cannot_parse_get_an_error_body_too() {
+    let h = Harness::start("").await;
+    let long_uri = format!(
+        "GET /{} HTTP/1.1\r\nHost: triage\r\n\r\n",
+        "a".repeat(70_000)
+    );
+    let huge_header = format!(
+        "GET /health HTTP/1.1\r\nHost: triage\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(1_000_000)
+    );
+    let cases: [(&[u8], &str, &str); 4] = [
+        (
+            b"GET /health HTTP/1.1\r\nHost: triage\r\nX-Bad: a\0b\r\n\r\n",
+            "400",
+            "bad_request",
+        ),
+        (b"NOT AN HTTP REQUEST\r\n\r\n", "400", "bad_request"),
+        (long_uri.as_bytes(), "414", "uri_too_long"),
+        (huge_header.as_bytes(), "431", "header_too_large"),
+    ];
+    for (request, status, code) in cases {
+        let mut stream = connect(&h).await;
+        // The server may answer and close before a large request is all sent.
+        let _ = stream.write_all(request).await;
+        let (received, _) = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+        assert!(
+            received.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{received}"
+        );
+        assert!(
+            received.contains("content-type: application/json\r\n"),
+            "{received}"
+        );
+        let body = json_body(&received);
+        assert_eq!(body["error"]["code"], code, "{body}");
+        assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    }
+    // The server still answers well-formed requests.
+    let ok = reqwest::get(format!("{}/health", h.url)).await.unwrap();
+    assert_eq!(ok.status(), 200);
+}
+
+#[tokio::test]
 async fn callers_without_a_valid_key_write_no_log_rows() {
     let dir = tempfile::tempdir().unwrap();
     let log = format!(

@@ -47,6 +47,11 @@ impl ApiError {
         error
     }
 
+    /// A request hyper refused before the application saw it (`parse_errors`).
+    pub fn at_http_layer(status: StatusCode, code: &str, message: &str) -> ApiError {
+        ApiError::new(status, "invalid_request_error", message).with_code(code)
+    }
+
     /// A query string that does not parse into the endpoint's parameters.
     pub fn bad_query(rejection: &axum::extract::rejection::QueryRejection) -> ApiError {
         ApiError::invalid_request(rejection.body_text(), None)

@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 use super::AppState;
+use super::parse_errors::ParseErrorBodies;
 
 /// After a failed `accept` (out of file descriptors, mostly), wait this long before the next
 /// one instead of spinning on the same error.
@@ -72,7 +73,10 @@ pub async fn serve(
             request
         });
         let connection = builder
-            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(app))
+            .serve_connection(
+                TokioIo::new(ParseErrorBodies::new(tcp)),
+                TowerToHyperService::new(app),
+            )
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

@@ -9,6 +9,7 @@ mod error;
 mod keys;
 mod listen;
 mod messages;
+mod parse_errors;
 mod request;
 mod routing;
 mod stream;

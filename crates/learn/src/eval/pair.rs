@@ -1,6 +1,6 @@
 //! Two-model mode (`--strong`, `--weak`): RouteLLM's quality curve over the share of calls sent
 //! to the strong model, with APGR, CPT(50%) and CPT(80%), for triage, kNN, a prompt-length
-//! router, random and the oracle.
+//! router, a task-kind keyword rule, random and the oracle.
 //!
 //! Triage's curve is the serving policy's swept over its quality target: a relative profile
 //! takes the strong model when the weak one's predicted quality falls below the target share of
@@ -48,7 +48,7 @@ pub struct PairResults {
     pub strong: PairSide,
     pub weak: PairSide,
     /// `triage`, `knn` (when the scorer gives embeddings), `length` (longer prompts to the
-    /// strong model), `random`, `oracle`.
+    /// strong model), `keyword` (code and maths requests first), `random`, `oracle`.
     pub routers: IndexMap<String, PairRouter>,
 }
 
@@ -127,6 +127,24 @@ pub(super) fn evaluate(
             bins,
         )),
     );
+    // The rule a classifier must beat on chat: prompts that name code or maths first (the task
+    // kinds that separate strong and weak models), longer before shorter within each group.
+    let keyword: Vec<f64> = held_out
+        .iter()
+        .zip(&lengths)
+        .map(|(&p, length)| {
+            f64::from(u8::from(names_code_or_maths(&data.prompts[p].text))) * 100.0 + length
+        })
+        .collect();
+    routers.insert(
+        "keyword".to_owned(),
+        measure(metrics::threshold_curve(
+            &keyword,
+            &strong_scores,
+            &weak_scores,
+            bins,
+        )),
+    );
     routers.insert(
         "random".to_owned(),
         measure(metrics::random_curve(
@@ -164,6 +182,55 @@ pub(super) fn evaluate(
     Ok((results, prepared))
 }
 
+/// Words that name a code or maths task: the ten-line keyword router.
+const CODE_OR_MATHS_WORDS: &[&str] = &[
+    "code",
+    "function",
+    "python",
+    "javascript",
+    "java",
+    "typescript",
+    "sql",
+    "program",
+    "programming",
+    "script",
+    "bug",
+    "debug",
+    "regex",
+    "html",
+    "css",
+    "api",
+    "compile",
+    "algorithm",
+    "class",
+    "rust",
+    "bash",
+    "json",
+    "math",
+    "prove",
+    "proof",
+    "solve",
+    "equation",
+    "calculate",
+    "compute",
+    "integral",
+    "derivative",
+    "probability",
+    "theorem",
+    "sum",
+];
+
+/// Whether a prompt names a code or maths task (a word of `CODE_OR_MATHS_WORDS`, a code fence
+/// or `c++`).
+pub fn names_code_or_maths(text: &str) -> bool {
+    let lower = text.to_lowercase();
+    lower.contains("```")
+        || lower.contains("c++")
+        || lower
+            .split(|c: char| !c.is_alphanumeric())
+            .any(|word| CODE_OR_MATHS_WORDS.contains(&word))
+}
+
 fn ability_note(ability: &Ability) -> &'static str {
     match ability.source {
         AbilitySource::Scorer => "θ from the scorer",
@@ -199,5 +266,32 @@ impl fmt::Display for PairResults {
             )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_keyword_rule_reads_code_and_maths_words_not_parts_of_words() {
+        for text in [
+            "Write a Python function that merges two lists",
+            "Prove that sqrt(2) is irrational",
+            "why does this ```fn main() {}``` not compile",
+            "Is C++ faster than Go?",
+            "Solve x^2 = 4",
+        ] {
+            assert!(names_code_or_maths(text), "{text}");
+        }
+        for text in [
+            "hi, how are you?",
+            "Write a haiku about autumn",
+            "Summarize this paragraph",
+            // "classic" and "summary" contain "class" and "sum" but are neither.
+            "a classic summary of the plot",
+        ] {
+            assert!(!names_code_or_maths(text), "{text}");
+        }
     }
 }

@@ -609,16 +609,22 @@ fn label_skills(
     let index_of = |name: &str| recipe.skills.iter().position(|s| s == name);
     for (prompt, explicit) in prompts.iter_mut().zip(explicit) {
         let lower = prompt.text.to_lowercase();
+        let rule = recipe
+            .skill_rules
+            .iter()
+            .find(|rule| rule_matches(rule, prompt, &lower));
+        if prompt.level.is_none() {
+            prompt.level = rule
+                .and_then(|r| r.level.as_deref())
+                .map(|level| match level {
+                    "hard" => 1.0,
+                    _ => 0.0,
+                });
+        }
         prompt.skill = explicit
             .as_deref()
             .and_then(index_of)
-            .or_else(|| {
-                recipe
-                    .skill_rules
-                    .iter()
-                    .find(|rule| rule_matches(rule, prompt, &lower))
-                    .and_then(|rule| index_of(&rule.skill))
-            })
+            .or_else(|| rule.and_then(|rule| index_of(&rule.skill)))
             .or(if recipe.tool_positives_skill && prompt.tool == Some(1.0) {
                 tool_use
             } else {
@@ -791,6 +797,56 @@ mod tests {
         assert_eq!(stem_key(mmlu), stem_key(pro));
         let gsm = "Tom has 3 apples.\nAfter careful thought, put you final answer in \\boxed{...}.";
         assert_eq!(stem_key(gsm), "tom has 3 apples.");
+    }
+
+    #[test]
+    fn a_rule_gives_its_level_to_prompts_that_have_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = [
+            r#"{"prompt": "write a python function to parse dates"}"#,
+            r#"{"prompt": "write a poem about rain"}"#,
+            r#"{"prompt": "write a python script, quickly", "level": "easy"}"#,
+            r#"{"prompt": "hello there"}"#,
+        ];
+        std::fs::write(dir.path().join("l.jsonl"), rows.join("\n")).unwrap();
+        let recipe = Recipe::parse(
+            r#"
+seed = 1
+max_tokens = 64
+skills = ["code", "writing", "chat"]
+encoder = "scratch"
+[[files]]
+path = "l.jsonl"
+kind = "labels"
+[[skill_rules]]
+skill = "code"
+level = "hard"
+contains = ["python"]
+[[skill_rules]]
+skill = "writing"
+level = "easy"
+contains = ["poem"]
+[[skill_rules]]
+skill = "chat"
+"#,
+        )
+        .unwrap();
+        let data = Dataset::load(&recipe, dir.path()).unwrap();
+        let level = |text: &str| data.prompts.iter().find(|p| p.text == text).unwrap().level;
+        assert_eq!(level("write a python function to parse dates"), Some(1.0));
+        assert_eq!(level("write a poem about rain"), Some(0.0));
+        // The row's own level wins; a rule without one leaves none.
+        assert_eq!(level("write a python script, quickly"), Some(0.0));
+        assert_eq!(level("hello there"), None);
+        let bad = recipe_with_level("medium");
+        assert!(Recipe::parse(&bad).unwrap_err().contains("medium"));
+    }
+
+    fn recipe_with_level(level: &str) -> String {
+        format!(
+            "seed = 1\nmax_tokens = 8\nskills = [\"code\"]\nencoder = \"scratch\"\n\
+             [[files]]\npath = \"a\"\n[[skill_rules]]\nskill = \"code\"\nlevel = \"{level}\"\n"
+        )
     }
 
     #[test]

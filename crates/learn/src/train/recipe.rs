@@ -303,6 +303,10 @@ pub struct SkillRule {
     pub min_chars: Option<usize>,
     /// The prompt has at most this many characters.
     pub max_chars: Option<usize>,
+    /// `easy` or `hard`: the level a matching prompt takes when its file and row name none.
+    /// On chat the task kind says most of what separates a strong model from a weak one (code,
+    /// maths and puzzles do; rewrites and chit-chat do not), so a rule can say it.
+    pub level: Option<String>,
 }
 
 fn default_dev_fraction() -> f64 {
@@ -426,6 +430,16 @@ impl Recipe {
         for rule in &self.skill_rules {
             if !self.skills.contains(&rule.skill) {
                 return Err(format!("skill rule names unknown skill {:?}", rule.skill));
+            }
+            if let Some(level) = rule
+                .level
+                .as_deref()
+                .filter(|l| !["easy", "hard"].contains(l))
+            {
+                return Err(format!(
+                    "skill rule for {:?}: level {level:?} is not `easy` or `hard`",
+                    rule.skill
+                ));
             }
         }
         Ok(())
