@@ -491,3 +491,23 @@ fn tool_positives_can_be_limited_to_those_naming_live_data_or_an_action() {
     assert_eq!(tools.filtered, 19);
     assert_eq!(tools.prompts, 30 + 11);
 }
+
+#[test]
+fn every_recipe_in_training_parses() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut checked = 0;
+    for dir in ["training", "training/compare"] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            // public_scores.toml holds benchmark scores, not a recipe.
+            if path.extension().is_some_and(|e| e == "toml")
+                && !path.ends_with("public_scores.toml")
+            {
+                train::recipe::Recipe::load(&path)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 8, "{checked} recipes");
+}
