@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::TrainError;
-use super::recipe::{FileKind, FileSpec, Recipe, SkillRule};
+use super::recipe::{FileKind, FileSpec, Recipe, SkillRule, level_value};
 use crate::eval::data::prompt_text;
 
 /// One training prompt.
@@ -455,11 +455,6 @@ fn without_greeting(text: &str) -> &str {
 
 /// A labelled prompt file (`FileKind::Labels`).
 fn read_labels(path: &Path, spec: &FileSpec) -> Result<(Vec<Pending>, FileReport), TrainError> {
-    let level_value = |text: &str| match text {
-        "easy" => Ok(0.0),
-        "hard" => Ok(1.0),
-        other => Err(format!("level {other:?} is not `easy` or `hard`")),
-    };
     let default_level = spec
         .level
         .as_deref()
@@ -614,12 +609,10 @@ fn label_skills(
             .iter()
             .find(|rule| rule_matches(rule, prompt, &lower));
         if prompt.level.is_none() {
+            // Rule levels were checked when the recipe was read.
             prompt.level = rule
                 .and_then(|r| r.level.as_deref())
-                .map(|level| match level {
-                    "hard" => 1.0,
-                    _ => 0.0,
-                });
+                .and_then(|level| level_value(level).ok());
         }
         prompt.skill = explicit
             .as_deref()

@@ -431,18 +431,21 @@ impl Recipe {
             if !self.skills.contains(&rule.skill) {
                 return Err(format!("skill rule names unknown skill {:?}", rule.skill));
             }
-            if let Some(level) = rule
-                .level
-                .as_deref()
-                .filter(|l| !["easy", "hard"].contains(l))
-            {
-                return Err(format!(
-                    "skill rule for {:?}: level {level:?} is not `easy` or `hard`",
-                    rule.skill
-                ));
+            if let Some(level) = rule.level.as_deref() {
+                level_value(level)
+                    .map_err(|message| format!("skill rule for {:?}: {message}", rule.skill))?;
             }
         }
         Ok(())
+    }
+}
+
+/// An easy/hard label as the level loss reads it: `easy` 0, `hard` 1.
+pub fn level_value(text: &str) -> Result<f32, String> {
+    match text {
+        "easy" => Ok(0.0),
+        "hard" => Ok(1.0),
+        other => Err(format!("level {other:?} is not `easy` or `hard`")),
     }
 }
 
