@@ -151,6 +151,7 @@ encoder = "static:{table}"
 head_hidden = 16
 attention_queries = 2
 tool_hidden = 8
+ensemble = 2
 [optim]
 epochs = 30
 batch_size = 16
@@ -220,22 +221,68 @@ contains = ["theorem", "recurrence"]
         "battles and outcomes favour the strong model on maths"
     );
 
-    // The learned attention queries are stored beside the heads (and, above, the directory's
-    // predictions match training's, so serving pools by attention exactly as training did).
+    // Each member's learned attention queries are stored beside its heads (and, above, the
+    // directory's predictions match training's, so serving pools by attention and averages the
+    // members exactly as training did).
     let heads =
         candle_core::safetensors::load(out.join("heads.safetensors"), &Device::Cpu).unwrap();
-    assert_eq!(heads["heads.attention.queries"].dims(), [2, 32]);
-    // The tool head's own layer reads the mean and both queries' vectors (3 x 32).
-    assert_eq!(heads["heads.tool_hidden.weight"].dims(), [8, 96]);
-    assert_eq!(heads["heads.tool.weight"].dims(), [1, 8]);
+    for member in ["heads.0", "heads.1"] {
+        assert_eq!(
+            heads[&format!("{member}.attention.queries")].dims(),
+            [2, 32]
+        );
+        // The tool head's own layer reads the mean and both queries' vectors (3 x 32).
+        assert_eq!(
+            heads[&format!("{member}.tool_hidden.weight")].dims(),
+            [8, 96]
+        );
+        assert_eq!(heads[&format!("{member}.tool.weight")].dims(), [1, 8]);
+    }
 
-    // Fine-tuning from the directory keeps its shared layer, attention queries and tool layer,
-    // whatever the recipe says.
+    // The ensemble predicts the mean of its members: each member alone, written as a
+    // single-set directory, and the average of the two.
+    let alone = |member: &str| {
+        let dir = tmp.path().join(format!("alone-{member}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for entry in std::fs::read_dir(&out).unwrap().flatten() {
+            if entry.file_name() != "heads.safetensors" {
+                std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+            }
+        }
+        let prefix = format!("{member}.");
+        let single: std::collections::HashMap<String, candle_core::Tensor> = heads
+            .iter()
+            .filter_map(|(name, t)| {
+                name.strip_prefix(&prefix)
+                    .map(|rest| (format!("heads.{rest}"), t.clone()))
+            })
+            .collect();
+        candle_core::safetensors::save(&single, dir.join("heads.safetensors")).unwrap();
+        Classifier::load_dir(&dir, &Device::Cpu)
+            .unwrap()
+            .predict_one(&ClassifierInput::from_text(hard(98)))
+            .unwrap()
+    };
+    let (first, second) = (alone("heads.0"), alone("heads.1"));
+    let both = view(hard(98));
+    assert!(
+        (first.difficulty - second.difficulty).abs() > 1e-4,
+        "the members start apart and stay apart"
+    );
+    assert!((both.difficulty - (first.difficulty + second.difficulty) / 2.0).abs() < 1e-4);
+    assert!((both.tool_need - (first.tool_need + second.tool_need) / 2.0).abs() < 1e-4);
+    for (i, skill) in both.skills.iter().enumerate() {
+        assert!((skill - (first.skills[i] + second.skills[i]) / 2.0).abs() < 1e-4);
+    }
+
+    // Fine-tuning from the directory keeps its shared layer, attention queries, tool layer and
+    // ensemble, whatever the recipe says.
     let plain = std::fs::read_to_string(&recipe_path)
         .unwrap()
         .replace("head_hidden = 16\n", "")
         .replace("attention_queries = 2\n", "")
-        .replace("tool_hidden = 8\n", "");
+        .replace("tool_hidden = 8\n", "")
+        .replace("ensemble = 2\n", "");
     std::fs::write(&recipe_path, plain).unwrap();
     let again = tmp.path().join("again");
     let args = TrainArgs {
@@ -248,8 +295,16 @@ contains = ["theorem", "recurrence"]
     train::run(&args).unwrap();
     let heads =
         candle_core::safetensors::load(again.join("heads.safetensors"), &Device::Cpu).unwrap();
-    assert_eq!(heads["heads.attention.queries"].dims(), [2, 32]);
-    assert_eq!(heads["heads.tool_hidden.weight"].dims(), [8, 96]);
+    for member in ["heads.0", "heads.1"] {
+        assert_eq!(
+            heads[&format!("{member}.attention.queries")].dims(),
+            [2, 32]
+        );
+        assert_eq!(
+            heads[&format!("{member}.tool_hidden.weight")].dims(),
+            [8, 96]
+        );
+    }
     let retrained = Classifier::load_dir(&again, &Device::Cpu).unwrap();
     let p = retrained
         .predict_one(&ClassifierInput::from_text(hard(99)))

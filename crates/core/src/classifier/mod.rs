@@ -31,6 +31,24 @@ pub const TOKENIZER_FILE: &str = "tokenizer.json";
 pub const METADATA_FILE: &str = "triage.json";
 /// Prefix of the head tensors in the safetensors files.
 pub const HEADS_PREFIX: &str = "heads";
+/// Where member `i` of an ensemble of `members` head sets keeps its tensors: `heads` for a single
+/// set (every model before ensembles), `heads.{i}` otherwise.
+pub fn member_prefix(members: usize, i: usize) -> String {
+    if members <= 1 {
+        HEADS_PREFIX.to_owned()
+    } else {
+        format!("{HEADS_PREFIX}.{i}")
+    }
+}
+
+/// How many head sets a model has, given whether it holds a tensor of a name: members
+/// `heads.0.…`, `heads.1.…`, or one.
+pub fn count_members(has: impl Fn(&str) -> bool) -> usize {
+    (0..)
+        .take_while(|&i| has(&format!("{HEADS_PREFIX}.{i}.difficulty.weight")))
+        .count()
+        .max(1)
+}
 /// The heads' own weights file, beside the encoder's `model.safetensors` in static-table models.
 pub const HEADS_FILE: &str = "heads.safetensors";
 /// The source name of the model compiled into the binary, used when the config names none.
@@ -106,7 +124,11 @@ pub struct Prediction {
 /// The loaded model.
 pub struct Classifier {
     encoder: Encoder,
-    heads: Heads,
+    /// One head set, or an ensemble whose predictions are averaged (b, g and tool need alike:
+    /// with one θ, averaging b and g averages the members' logits of q).
+    members: Vec<Heads>,
+    /// Every member's attention queries, stacked, so the tokens are gathered once.
+    queries: Option<Tensor>,
     tokenizer: Tokenizer,
     special: SpecialTokens,
     pub metadata: Metadata,
@@ -272,16 +294,44 @@ impl Classifier {
                 .map_err(|e| load_error(format!("encoder weights: {e}")))?;
             (Encoder::Bert(Box::new(bert)), config.hidden_size)
         };
-        let heads = Heads::load(vb.pp(HEADS_PREFIX), hidden, metadata.skills.len())
+        let count = count_members(|name| vb.contains_tensor(name));
+        let members = (0..count)
+            .map(|i| {
+                Heads::load(
+                    vb.pp(member_prefix(count, i)),
+                    hidden,
+                    metadata.skills.len(),
+                )
+            })
+            .collect::<candle_core::Result<Vec<_>>>()
             .map_err(|e| load_error(format!("head weights: {e}")))?;
-        if heads.attention.is_some() && !matches!(encoder, Encoder::Static(_)) {
+        let query_counts: Vec<usize> = members
+            .iter()
+            .map(|m| m.attention.as_ref().map_or(0, |q| q.dims()[0]))
+            .collect();
+        if query_counts.iter().any(|&q| q != query_counts[0]) {
+            return Err(load_error(format!(
+                "ensemble members pool with different numbers of attention queries: {query_counts:?}"
+            )));
+        }
+        let queries = if query_counts[0] > 0 {
+            let each: Vec<&Tensor> = members
+                .iter()
+                .filter_map(|m| m.attention.as_ref())
+                .collect();
+            Some(Tensor::cat(&each, 0).map_err(|e| load_error(format!("head weights: {e}")))?)
+        } else {
+            None
+        };
+        if queries.is_some() && !matches!(encoder, Encoder::Static(_)) {
             return Err(load_error(
                 "attention pooling queries on a transformer encoder: only static models pool by attention".into(),
             ));
         }
         Ok(Classifier {
             encoder,
-            heads,
+            members,
+            queries,
             tokenizer,
             special,
             metadata,
@@ -304,32 +354,35 @@ impl Classifier {
             .map(|input| self.token_ids(&input.text))
             .collect::<Result<Vec<_>, _>>()?;
         let (pooled, lengths) = self.embed_ids(&ids)?;
-        let inputs_to_heads = match (&self.encoder, &self.heads.attention) {
-            (Encoder::Static(table), Some(queries)) => {
-                Tensor::cat(&[&pooled, &table.attend(&ids, queries)?], 1)?
-            }
-            _ => pooled.clone(),
+        let attended = match (&self.encoder, &self.queries) {
+            (Encoder::Static(table), Some(queries)) => Some(table.attend(&ids, queries)?),
+            _ => None,
         };
-        let tool_features = match &self.heads.tool_hidden {
-            Some(layer) => Some(layer.forward(&inputs_to_heads)?.relu()?),
-            None => None,
-        };
-        let features = match &self.heads.hidden {
-            Some(layer) => layer.forward(&inputs_to_heads)?.relu()?,
-            None => inputs_to_heads,
-        };
-        let mut difficulty = self.heads.difficulty.forward(&features)?.squeeze(1)?;
-        if let Some(weight) = &self.heads.length {
-            let lengths: Vec<f32> = inputs.iter().map(|i| length_feature(&i.text)).collect();
-            let lengths = Tensor::from_vec(lengths, inputs.len(), &self.device)?;
-            difficulty = (difficulty + lengths.broadcast_mul(weight)?)?;
+        let characters: Vec<f32> = inputs.iter().map(|i| length_feature(&i.text)).collect();
+        let characters = Tensor::from_vec(characters, inputs.len(), &self.device)?;
+        let count = self.members.len();
+        let mut sums: Option<(Tensor, Tensor, Tensor)> = None;
+        for (i, member) in self.members.iter().enumerate() {
+            let inputs_to_heads = match &attended {
+                Some(all) => {
+                    let width = all.dim(1)? / count;
+                    Tensor::cat(&[&pooled, &all.narrow(1, i * width, width)?], 1)?
+                }
+                None => pooled.clone(),
+            };
+            let (b, g, t) = member.forward(&inputs_to_heads, &characters)?;
+            sums = Some(match sums {
+                None => (b, g, t),
+                Some((sb, sg, st)) => ((sb + b)?, (sg + g)?, (st + t)?),
+            });
         }
-        let skills = candle_nn::ops::softmax(&self.heads.skills.forward(&features)?, D::Minus1)?;
-        let tool_logits = self
-            .heads
-            .tool
-            .forward(tool_features.as_ref().unwrap_or(&features))?;
-        let tool = candle_nn::ops::sigmoid(&tool_logits.squeeze(1)?)?;
+        let (difficulty, skills, tool) = sums.expect("a classifier has at least one head set");
+        let scale = 1.0 / count as f64;
+        let (difficulty, skills, tool) = (
+            difficulty.affine(scale, 0.0)?,
+            skills.affine(scale, 0.0)?,
+            tool.affine(scale, 0.0)?,
+        );
         let normalised = pooled.broadcast_div(
             &pooled
                 .sqr()?
@@ -383,6 +436,33 @@ impl Classifier {
 }
 
 impl Heads {
+    /// b(x), g(x) (softmax) and the tool need for a batch of pooled vectors; `characters` is
+    /// each prompt's [`length_feature`].
+    fn forward(
+        &self,
+        inputs: &Tensor,
+        characters: &Tensor,
+    ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+        let tool_features = match &self.tool_hidden {
+            Some(layer) => Some(layer.forward(inputs)?.relu()?),
+            None => None,
+        };
+        let features = match &self.hidden {
+            Some(layer) => layer.forward(inputs)?.relu()?,
+            None => inputs.clone(),
+        };
+        let mut difficulty = self.difficulty.forward(&features)?.squeeze(1)?;
+        if let Some(weight) = &self.length {
+            difficulty = (difficulty + characters.broadcast_mul(weight)?)?;
+        }
+        let skills = candle_nn::ops::softmax(&self.skills.forward(&features)?, D::Minus1)?;
+        let tool_logits = self
+            .tool
+            .forward(tool_features.as_ref().unwrap_or(&features))?;
+        let tool = candle_nn::ops::sigmoid(&tool_logits.squeeze(1)?)?;
+        Ok((difficulty, skills, tool))
+    }
+
     fn load(vb: VarBuilder, hidden: usize, skills: usize) -> candle_core::Result<Heads> {
         let attention = if vb.contains_tensor(ATTENTION_QUERIES) {
             let queries = vb.get_unchecked(ATTENTION_QUERIES)?.dim(0)?;

@@ -29,8 +29,8 @@ use super::params::Params;
 use super::progress::Progress;
 use super::recipe::Recipe;
 use triage_core::classifier::{
-    ATTENTION_QUERIES, HEADS_PREFIX, HIDDEN_LAYER, LENGTH_WEIGHT, StaticEmbedding, TOOL_LAYER,
-    length_feature, mean_pool, pad_batch,
+    ATTENTION_QUERIES, HIDDEN_LAYER, LENGTH_WEIGHT, StaticEmbedding, TOOL_LAYER, length_feature,
+    mean_pool, member_prefix, pad_batch,
 };
 
 /// Name of the ability table among the variables (kept out of the safetensors).
@@ -50,6 +50,28 @@ pub enum Encoder {
 pub struct Model {
     pub params: Params,
     pub encoder: Encoder,
+    /// The head sets (`ensemble`), each trained on its own loss against the shared θ.
+    members: Vec<Member>,
+    theta: Tensor,
+    tool_index: Option<usize>,
+    num_skills: usize,
+    pad: u32,
+    /// Each prompt's length feature, when the difficulty head reads it (`length_input`).
+    lengths: Option<Vec<f32>>,
+    /// The static table that attention pooling reads (`attention_queries`).
+    attention_table: Option<StaticEmbedding>,
+    /// The teacher's predictions, when the recipe distils.
+    pub distill: Option<Targets>,
+    /// Per skill class, and for the negative and positive tool and level labels: weights that
+    /// balance the classes over the training prompts (rare chat labels count as much as the
+    /// thousands of exam ones).
+    balance: Balance,
+}
+
+/// One head set: what turns a prompt's token vectors into b(x), g(x) and tool need.
+struct Member {
+    /// Attention pooling's learned queries (`attention_queries`).
+    queries: Option<Tensor>,
     /// The optional shared ReLU layer under the heads (`head_hidden`).
     shared: Option<Linear>,
     difficulty: Linear,
@@ -57,20 +79,8 @@ pub struct Model {
     tool: Linear,
     /// The tool head's own layer (`tool_hidden`), on the detached pooled vector.
     tool_branch: Option<Linear>,
-    theta: Tensor,
-    tool_index: Option<usize>,
-    num_skills: usize,
-    pad: u32,
-    /// The difficulty head's length weight and each prompt's length feature (`length_input`).
-    length: Option<(Tensor, Vec<f32>)>,
-    /// Attention pooling (`attention_queries`): the static table and the learned queries.
-    attention: Option<(StaticEmbedding, Tensor)>,
-    /// The teacher's predictions, when the recipe distils.
-    pub distill: Option<Targets>,
-    /// Per skill class, and for the negative and positive tool and level labels: weights that
-    /// balance the classes over the training prompts (rare chat labels count as much as the
-    /// thousands of exam ones).
-    balance: Balance,
+    /// The difficulty head's weight on the length feature (`length_input`).
+    length: Option<Tensor>,
 }
 
 #[derive(Debug, Clone)]
@@ -185,6 +195,144 @@ pub struct GradientCoverage {
     pub without_gradient: Vec<String>,
 }
 
+impl Member {
+    /// Creates one head set's variables under `prefix` (from `warm`'s tensors of the same name
+    /// and shape when fine-tuning). `input` is the width of the pooled vector the heads read,
+    /// `hidden` the static table's width.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        params: &mut Params,
+        prefix: &str,
+        input: usize,
+        queries: usize,
+        hidden: usize,
+        recipe: &Recipe,
+        warm: Option<&Warm>,
+        rng: &mut StdRng,
+    ) -> Result<Member, TrainError> {
+        let mut make = |name: String, dims: &[usize], init: Init, rng: &mut StdRng| match warm
+            .and_then(|w| w.heads.get(&name))
+        {
+            Some(t) if t.dims() == dims => params.insert(&name, t.clone()),
+            _ => params.create(&name, dims, init, rng),
+        };
+        let queries = (queries > 0)
+            .then(|| {
+                make(
+                    format!("{prefix}.{ATTENTION_QUERIES}"),
+                    &[queries, hidden],
+                    Init::Normal(0.02),
+                    rng,
+                )
+            })
+            .transpose()?;
+        let mut linear =
+            |name: &str, outputs: usize, inputs: usize, init: Init, rng: &mut StdRng| {
+                let weight = make(
+                    format!("{prefix}.{name}.weight"),
+                    &[outputs, inputs],
+                    init,
+                    rng,
+                )?;
+                let bias = make(
+                    format!("{prefix}.{name}.bias"),
+                    &[outputs],
+                    Init::Zeros,
+                    rng,
+                )?;
+                Ok::<_, TrainError>(Linear::new(weight, Some(bias)))
+            };
+        // He initialisation for the ReLU layers.
+        let he = Init::Normal((2.0 / input as f32).sqrt());
+        let shared = (recipe.head_hidden > 0)
+            .then(|| linear(HIDDEN_LAYER, recipe.head_hidden, input, he, rng))
+            .transpose()?;
+        let width = if recipe.head_hidden > 0 {
+            recipe.head_hidden
+        } else {
+            input
+        };
+        let difficulty = linear("difficulty", 1, width, Init::Normal(0.02), rng)?;
+        let skills = linear(
+            "skills",
+            recipe.skills.len(),
+            width,
+            Init::Normal(0.02),
+            rng,
+        )?;
+        let tool_branch = (recipe.tool_hidden > 0)
+            .then(|| linear(TOOL_LAYER, recipe.tool_hidden, input, he, rng))
+            .transpose()?;
+        let tool_width = if recipe.tool_hidden > 0 {
+            recipe.tool_hidden
+        } else {
+            width
+        };
+        let tool = linear("tool", 1, tool_width, Init::Normal(0.02), rng)?;
+        let length = recipe
+            .length_input
+            .then(|| make(format!("{prefix}.{LENGTH_WEIGHT}"), &[1], Init::Zeros, rng))
+            .transpose()?;
+        Ok(Member {
+            queries,
+            shared,
+            difficulty,
+            skills,
+            tool,
+            tool_branch,
+            length,
+        })
+    }
+
+    /// The heads' outputs on `pooled` (the mean and this member's attention-pooled vectors).
+    fn outputs(
+        &self,
+        pooled: &Tensor,
+        lengths: Option<&Tensor>,
+        tool_index: Option<usize>,
+        num_skills: usize,
+    ) -> candle_core::Result<Outputs> {
+        // Tool labels reach only the tool branch: its input is cut from the graph.
+        let tool_features = match &self.tool_branch {
+            Some(layer) => Some(layer.forward(&pooled.detach())?.relu()?),
+            None => None,
+        };
+        let features = match &self.shared {
+            Some(layer) => layer.forward(pooled)?.relu()?,
+            None => pooled.clone(),
+        };
+        let mut difficulty = self.difficulty.forward(&features)?.squeeze(1)?;
+        if let (Some(weight), Some(lengths)) = (&self.length, lengths) {
+            difficulty = (difficulty + lengths.broadcast_mul(weight)?)?;
+        }
+        let skill_logits = self.skills.forward(&features)?;
+        let tool_logits = self
+            .tool
+            .forward(tool_features.as_ref().unwrap_or(&features))?
+            .squeeze(1)?;
+        let weights = candle_nn::ops::softmax(&skill_logits, D::Minus1)?;
+        let mix = match tool_index {
+            None => weights,
+            Some(t) => {
+                let need = candle_nn::ops::sigmoid(&tool_logits)?
+                    .detach()
+                    .unsqueeze(1)?;
+                let mut one_hot = vec![0f32; num_skills];
+                one_hot[t] = 1.0;
+                let one_hot = Tensor::from_vec(one_hot, (1, num_skills), need.device())?;
+                (weights.broadcast_mul(&need.affine(-1.0, 1.0)?)?
+                    + need.broadcast_mul(&one_hot)?)?
+            }
+        };
+        Ok(Outputs {
+            difficulty,
+            skill_logits,
+            tool_logits,
+            mix,
+        })
+    }
+}
+
 impl Model {
     /// Heads and θ on top of `encoder`, all created in `params` from `rng`. θ starts at each
     /// model's logit of its mean training score, so that b(x) starts near 0.
@@ -205,78 +353,33 @@ impl Model {
         rng: &mut StdRng,
     ) -> Result<Model, TrainError> {
         let k = recipe.skills.len();
-        let attention = match attention_table {
-            Some(table) if recipe.attention_queries > 0 => {
-                let name = format!("{HEADS_PREFIX}.{ATTENTION_QUERIES}");
-                let dims = [recipe.attention_queries, hidden];
-                let queries = match warm.and_then(|w| w.heads.get(&name)) {
-                    Some(t) if t.dims() == dims => params.insert(&name, t.clone())?,
-                    _ => params.create(&name, &dims, Init::Normal(0.02), rng)?,
-                };
-                Some((table, queries))
-            }
-            _ => None,
-        };
-        let input = hidden * (1 + attention.as_ref().map_or(0, |(_, q)| q.dims()[0]));
-        let hidden = if recipe.head_hidden > 0 {
-            recipe.head_hidden
+        let queries = if attention_table.is_some() {
+            recipe.attention_queries
         } else {
-            input
+            0
         };
-        let mut linear = |name: &str,
-                          outputs: usize,
-                          inputs: usize,
-                          init: Init,
-                          rng: &mut StdRng|
-         -> Result<Linear, TrainError> {
-            let mut make = |name: String, dims: &[usize], init: Init| match warm
-                .and_then(|w| w.heads.get(&name))
-            {
-                Some(t) if t.dims() == dims => params.insert(&name, t.clone()),
-                _ => params.create(&name, dims, init, rng),
-            };
-            let weight = make(format!("heads.{name}.weight"), &[outputs, inputs], init)?;
-            let bias = make(format!("heads.{name}.bias"), &[outputs], Init::Zeros)?;
-            Ok(Linear::new(weight, Some(bias)))
-        };
-        // He initialisation for the ReLU layer.
-        let shared = (recipe.head_hidden > 0)
-            .then(|| {
-                let std = (2.0 / input as f32).sqrt();
-                linear(HIDDEN_LAYER, hidden, input, Init::Normal(std), rng)
-            })
-            .transpose()?;
-        let difficulty = linear("difficulty", 1, hidden, Init::Normal(0.02), rng)?;
-        let skills = linear("skills", k, hidden, Init::Normal(0.02), rng)?;
-        let tool_branch = (recipe.tool_hidden > 0)
-            .then(|| {
-                let std = (2.0 / input as f32).sqrt();
-                linear(
-                    TOOL_LAYER,
-                    recipe.tool_hidden,
+        let input = hidden * (1 + queries);
+        let members = (0..recipe.ensemble)
+            .map(|i| {
+                let prefix = member_prefix(recipe.ensemble, i);
+                Member::new(
+                    &mut params,
+                    &prefix,
                     input,
-                    Init::Normal(std),
+                    queries,
+                    hidden,
+                    recipe,
+                    warm,
                     rng,
                 )
             })
-            .transpose()?;
-        let tool_width = tool_branch.as_ref().map_or(hidden, |_| recipe.tool_hidden);
-        let tool = linear("tool", 1, tool_width, Init::Normal(0.02), rng)?;
-        let length = if recipe.length_input {
-            let name = format!("{HEADS_PREFIX}.{LENGTH_WEIGHT}");
-            let weight = match warm.and_then(|w| w.heads.get(&name)) {
-                Some(t) if t.dims() == [1] => params.insert(&name, t.clone())?,
-                _ => params.create(&name, &[1], Init::Zeros, rng)?,
-            };
-            let features = data
-                .prompts
+            .collect::<Result<Vec<_>, _>>()?;
+        let lengths = recipe.length_input.then(|| {
+            data.prompts
                 .iter()
                 .map(|p| length_feature(&p.text))
-                .collect();
-            Some((weight, features))
-        } else {
-            None
-        };
+                .collect()
+        });
         let theta_values = initial_theta(data, k, warm);
         let theta = params.insert(
             THETA,
@@ -285,17 +388,13 @@ impl Model {
         Ok(Model {
             params,
             encoder,
-            shared,
-            difficulty,
-            skills,
-            tool,
-            tool_branch,
+            members,
             theta,
             tool_index: recipe.skills.iter().position(|s| s == "tool_use"),
             num_skills: k,
             pad,
-            length,
-            attention,
+            lengths,
+            attention_table: attention_table.filter(|_| queries > 0),
             distill: None,
             balance: if recipe.loss.balance_classes {
                 Balance::of(data, k)
@@ -329,59 +428,52 @@ impl Model {
         }
     }
 
+    /// Each member's outputs for a batch of prompts.
     fn outputs(
         &self,
         batch: &[usize],
         tokens: &[Vec<u32>],
         dropout: &mut Dropout,
-    ) -> candle_core::Result<Outputs> {
-        let mut pooled = self.pooled(batch, tokens, dropout)?;
-        if let Some((table, queries)) = &self.attention {
-            let ids: Vec<Vec<u32>> = batch.iter().map(|&i| tokens[i].clone()).collect();
-            pooled = Tensor::cat(&[&pooled, &table.attend(&ids, queries)?], 1)?;
-        }
-        // Tool labels reach only the tool branch: its input is cut from the graph.
-        let tool_features = match &self.tool_branch {
-            Some(layer) => Some(layer.forward(&pooled.detach())?.relu()?),
+    ) -> candle_core::Result<Vec<Outputs>> {
+        let mean = self.pooled(batch, tokens, dropout)?;
+        // Every member's queries at once, so the batch's tokens are gathered once.
+        let attended = match &self.attention_table {
+            Some(table) => {
+                let queries: Vec<&Tensor> = self
+                    .members
+                    .iter()
+                    .filter_map(|m| m.queries.as_ref())
+                    .collect();
+                let ids: Vec<Vec<u32>> = batch.iter().map(|&i| tokens[i].clone()).collect();
+                Some(table.attend(&ids, &Tensor::cat(&queries, 0)?)?)
+            }
             None => None,
         };
-        if let Some(layer) = &self.shared {
-            pooled = layer.forward(&pooled)?.relu()?;
-        }
-        let mut difficulty = self.difficulty.forward(&pooled)?.squeeze(1)?;
-        if let Some((weight, features)) = &self.length {
-            let lengths: Vec<f32> = batch.iter().map(|&i| features[i]).collect();
-            let lengths = Tensor::from_vec(lengths, batch.len(), weight.device())?;
-            difficulty = (difficulty + lengths.broadcast_mul(weight)?)?;
-        }
-        let skill_logits = self.skills.forward(&pooled)?;
-        let tool_logits = self
-            .tool
-            .forward(tool_features.as_ref().unwrap_or(&pooled))?
-            .squeeze(1)?;
-        let weights = candle_nn::ops::softmax(&skill_logits, D::Minus1)?;
-        let mix = match self.tool_index {
-            None => weights,
-            Some(t) => {
-                let need = candle_nn::ops::sigmoid(&tool_logits)?
-                    .detach()
-                    .unsqueeze(1)?;
-                let mut one_hot = vec![0f32; self.num_skills];
-                one_hot[t] = 1.0;
-                let one_hot = Tensor::from_vec(one_hot, (1, self.num_skills), need.device())?;
-                (weights.broadcast_mul(&need.affine(-1.0, 1.0)?)?
-                    + need.broadcast_mul(&one_hot)?)?
+        let lengths = match &self.lengths {
+            Some(features) => {
+                let values: Vec<f32> = batch.iter().map(|&i| features[i]).collect();
+                Some(Tensor::from_vec(values, batch.len(), mean.device())?)
             }
+            None => None,
         };
-        Ok(Outputs {
-            difficulty,
-            skill_logits,
-            tool_logits,
-            mix,
-        })
+        let count = self.members.len();
+        self.members
+            .iter()
+            .enumerate()
+            .map(|(i, member)| {
+                let pooled = match &attended {
+                    Some(all) => {
+                        let width = all.dim(1)? / count;
+                        Tensor::cat(&[&mean, &all.narrow(1, i * width, width)?], 1)?
+                    }
+                    None => mean.clone(),
+                };
+                member.outputs(&pooled, lengths.as_ref(), self.tool_index, self.num_skills)
+            })
+            .collect()
     }
 
-    /// The training loss of a batch, and its value.
+    /// The training loss of a batch: θ's penalties, and the members' losses averaged.
     fn loss(
         &self,
         batch: &[usize],
@@ -394,8 +486,7 @@ impl Model {
             rate: recipe.optim.dropout as f32,
             rng,
         };
-        let out = self.outputs(batch, tokens, &mut dropout)?;
-        let device = self.params.device();
+        let outputs = self.outputs(batch, tokens, &mut dropout)?;
         let mut total = (self.theta.sqr()?.mean_all()? * recipe.loss.theta_l2)?;
         if recipe.loss.theta_spread > 0.0 {
             // Each model's per-skill deviation from its own mean ability.
@@ -406,6 +497,24 @@ impl Model {
                 .mean_all()?;
             total = (total + (spread * recipe.loss.theta_spread)?)?;
         }
+        let share = 1.0 / outputs.len() as f64;
+        for out in &outputs {
+            total = (total + (self.member_loss(out, batch, prompts, recipe)? * share)?)?;
+        }
+        Ok(total)
+    }
+
+    /// One member's loss on a batch: outcomes, battles, levels, distillation, skill and tool
+    /// labels.
+    fn member_loss(
+        &self,
+        out: &Outputs,
+        batch: &[usize],
+        prompts: &[PromptRecord],
+        recipe: &Recipe,
+    ) -> candle_core::Result<Tensor> {
+        let device = self.params.device();
+        let mut total = Tensor::new(0f32, device)?;
 
         let (mut at, mut model, mut score, mut weight) = (vec![], vec![], vec![], vec![]);
         for (position, &p) in batch.iter().enumerate() {
@@ -558,25 +667,48 @@ impl Model {
         (bce * &weight)?.sum_all()? / weight.sum_all()?.to_scalar::<f32>()? as f64
     }
 
-    /// Predictions for `batch`, computed in chunks.
+    /// Predictions for `batch`, computed in chunks, as the classifier makes them: the members'
+    /// b(x), g(x) and tool need averaged, the tool need then folded into the mix.
     pub fn predict(
         &self,
         batch: &[usize],
         tokens: &[Vec<u32>],
     ) -> candle_core::Result<Vec<PromptPrediction>> {
         let mut out = Vec::with_capacity(batch.len());
+        let share = 1.0 / self.members.len() as f64;
         for chunk in batch.chunks(EVAL_BATCH) {
-            let o = self.outputs(chunk, tokens, &mut Dropout::Off)?;
-            let difficulty = o.difficulty.to_vec1::<f32>()?;
-            let skills = candle_nn::ops::softmax(&o.skill_logits, D::Minus1)?.to_vec2::<f32>()?;
-            let tool = candle_nn::ops::sigmoid(&o.tool_logits)?.to_vec1::<f32>()?;
-            let mix = o.mix.to_vec2::<f32>()?;
+            let outputs = self.outputs(chunk, tokens, &mut Dropout::Off)?;
+            let (mut difficulty, mut skills, mut tool) = (None, None, None);
+            for o in &outputs {
+                let add = |sum: Option<Tensor>, x: Tensor| match sum {
+                    None => Ok::<_, candle_core::Error>(x),
+                    Some(s) => s + x,
+                };
+                difficulty = Some(add(difficulty, o.difficulty.clone())?);
+                skills = Some(add(
+                    skills,
+                    candle_nn::ops::softmax(&o.skill_logits, D::Minus1)?,
+                )?);
+                tool = Some(add(tool, candle_nn::ops::sigmoid(&o.tool_logits)?)?);
+            }
+            let mean = |sum: Option<Tensor>| sum.expect("at least one member").affine(share, 0.0);
+            let difficulty = mean(difficulty)?.to_vec1::<f32>()?;
+            let skills = mean(skills)?.to_vec2::<f32>()?;
+            let tool = mean(tool)?.to_vec1::<f32>()?;
             for i in 0..chunk.len() {
+                let mix = match self.tool_index {
+                    None => skills[i].clone(),
+                    Some(t) => skills[i]
+                        .iter()
+                        .enumerate()
+                        .map(|(j, w)| w * (1.0 - tool[i]) + if j == t { tool[i] } else { 0.0 })
+                        .collect(),
+                };
                 out.push(PromptPrediction {
                     difficulty: difficulty[i],
                     skills: skills[i].clone(),
                     tool_need: tool[i],
-                    mix: mix[i].clone(),
+                    mix,
                 });
             }
         }
@@ -815,12 +947,12 @@ pub fn train(
     let encoder_lr = optim.encoder_lr.unwrap_or(optim.lr);
     let mut encoder_opt = adam(encoder_vars, encoder_lr, optim.weight_decay)?;
     // The length weight is one number on the data's scale, like θ: it learns at θ's rate.
-    let length = format!("{HEADS_PREFIX}.{LENGTH_WEIGHT}");
+    let length = |n: &str| n.starts_with("heads.") && n.ends_with(LENGTH_WEIGHT);
     let heads_vars = model
         .params
-        .vars_where(|n| n.starts_with("heads.") && n != length);
+        .vars_where(|n| n.starts_with("heads.") && !length(n));
     let mut heads_opt = adam(heads_vars, optim.lr, optim.weight_decay)?;
-    let theta_vars = model.params.vars_where(|n| n == THETA || n == length);
+    let theta_vars = model.params.vars_where(|n| n == THETA || length(n));
     let mut theta_opt = adam(theta_vars, optim.theta_lr, 0.0)?;
 
     let per_epoch = train.len().min(if optim.max_prompts_per_epoch > 0 {

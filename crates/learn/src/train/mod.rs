@@ -240,12 +240,15 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
     let warm = match &init {
         Some(dir) => {
             let warm = warm_start(dir, &recipe)?;
-            // The directory's shape wins over the recipe's: its heads sit on its shared layer.
-            let hidden = format!("{HEADS_PREFIX}.{}.weight", classifier::HIDDEN_LAYER);
+            // The directory's shape wins over the recipe's: its heads sit on its shared layer,
+            // and each of its ensemble's members is fine-tuned.
+            recipe.ensemble = classifier::count_members(|name| warm.heads.contains_key(name));
+            let first = classifier::member_prefix(recipe.ensemble, 0);
+            let hidden = format!("{first}.{}.weight", classifier::HIDDEN_LAYER);
             recipe.head_hidden = warm.heads.get(&hidden).map_or(0, |w| w.dims()[0]);
-            let tool = format!("{HEADS_PREFIX}.{}.weight", classifier::TOOL_LAYER);
+            let tool = format!("{first}.{}.weight", classifier::TOOL_LAYER);
             recipe.tool_hidden = warm.heads.get(&tool).map_or(0, |w| w.dims()[0]);
-            let queries = format!("{HEADS_PREFIX}.{}", classifier::ATTENTION_QUERIES);
+            let queries = format!("{first}.{}", classifier::ATTENTION_QUERIES);
             recipe.attention_queries = warm.heads.get(&queries).map_or(0, |q| q.dims()[0]);
             choice = if is_static_dir(dir) {
                 EncoderChoice::Static(dir.clone())

@@ -32,6 +32,10 @@ pub struct Recipe {
     /// only; 0: the mean alone). See `StaticEmbedding::attend`.
     #[serde(default)]
     pub attention_queries: usize,
+    /// Head sets trained side by side on one θ, each from its own initialisation, and averaged
+    /// when predicting (1: a single set). Averaging takes out most of what the seed decides.
+    #[serde(default = "single")]
+    pub ensemble: usize,
     /// Width of a shared ReLU layer between the pooled vector and the heads (0: none, the
     /// heads read the pooled vector directly).
     #[serde(default)]
@@ -317,6 +321,10 @@ fn yes() -> bool {
     true
 }
 
+fn single() -> usize {
+    1
+}
+
 fn one() -> f64 {
     1.0
 }
@@ -388,6 +396,9 @@ impl Recipe {
         }
         if self.files.is_empty() {
             return Err("no [[files]]".into());
+        }
+        if !(1..=16).contains(&self.ensemble) {
+            return Err(format!("ensemble {} is not in 1..=16", self.ensemble));
         }
         if self.optim.batch_size == 0 || self.optim.epochs == 0 {
             return Err("optim.batch_size and optim.epochs must be positive".into());
@@ -530,6 +541,7 @@ contains = ["def "]
         assert_eq!(recipe.files[0].kind, FileKind::Outcomes);
         assert_eq!(recipe.files[0].weight, 1.0);
         assert_eq!(recipe.encoder_choice().unwrap(), EncoderChoice::Scratch);
+        assert_eq!(recipe.ensemble, 1, "one head set unless the recipe asks for more");
     }
 
     #[test]
@@ -576,5 +588,7 @@ contains = ["def "]
         assert!(Recipe::parse(&bad_encoder).is_err());
         let typo = format!("{MINIMAL}\n[optim]\nepoch = 3\n");
         assert!(Recipe::parse(&typo).is_err());
+        let no_heads = MINIMAL.replace("seed = 1", "seed = 1\nensemble = 0");
+        assert!(Recipe::parse(&no_heads).unwrap_err().contains("ensemble 0"));
     }
 }
