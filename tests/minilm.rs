@@ -184,6 +184,11 @@ contains = ["theorem", "recurrence"]
     };
     let trained = train::run(&args).unwrap();
     assert!(trained.data.files[1].prompts > 0, "battles were read");
+    // The strong model won every battle: θ alone (its higher mean ability) calls each dev
+    // battle right, and so does the full prediction.
+    let dev = &trained.epochs.last().unwrap().dev;
+    assert_eq!(dev.pair_accuracy_model_only, Some(1.0));
+    assert_eq!(dev.pair_accuracy, Some(1.0));
 
     let classifier = Classifier::load_dir(&out, &Device::Cpu).unwrap();
     assert!(classifier.metadata.encoder.contains("all-MiniLM-L6-v2"));

@@ -493,7 +493,7 @@ fn tool_positives_can_be_limited_to_those_naming_live_data_or_an_action() {
 }
 
 #[test]
-fn every_recipe_in_training_parses() {
+fn every_recipe_in_training_parses_and_finds_its_own_files() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut checked = 0;
     for dir in ["training", "training/compare"] {
@@ -503,8 +503,23 @@ fn every_recipe_in_training_parses() {
             if path.extension().is_some_and(|e| e == "toml")
                 && !path.ends_with("public_scores.toml")
             {
-                train::recipe::Recipe::load(&path)
+                let recipe = train::recipe::Recipe::load(&path)
                     .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                // Files the recipe ships beside itself (`./…`, made absolute by the loader) and
+                // its published-scores files must be there; data files live in --data-dir.
+                let beside = recipe
+                    .files
+                    .iter()
+                    .map(|f| f.path.clone())
+                    .filter(|p| Path::new(p).is_absolute());
+                let scores = recipe.ability_maps.iter().filter_map(|m| m.scores.clone());
+                for file in beside.chain(scores) {
+                    assert!(
+                        Path::new(&file).exists(),
+                        "{}: {file} does not exist",
+                        path.display()
+                    );
+                }
                 checked += 1;
             }
         }

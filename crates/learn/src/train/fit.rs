@@ -166,6 +166,10 @@ pub struct DevMetrics {
     /// Share of decided dev battles (no ties) whose winner has the higher predicted quality.
     #[serde(default)]
     pub pair_accuracy: Option<f64>,
+    /// The same battles' share won by the model of higher mean ability (θ alone, the prompt
+    /// unread): what reading the prompt has to beat.
+    #[serde(default)]
+    pub pair_accuracy_model_only: Option<f64>,
     pub per_source: std::collections::BTreeMap<String, OutcomeSummary>,
 }
 
@@ -732,7 +736,11 @@ impl Model {
         let (mut outcome_loss, mut outcome_weight) = (0.0, 0.0);
         let (mut skill_loss, mut skill_hits, mut skill_n) = (0.0, 0usize, 0usize);
         let (mut tool_scores, mut tool_labels, mut tool_loss) = (vec![], vec![], 0.0);
-        let (mut pair_hits, mut pair_n) = (0usize, 0usize);
+        let (mut pair_hits, mut blind_hits, mut pair_n) = (0usize, 0usize, 0usize);
+        let mean_ability: Vec<f64> = theta
+            .iter()
+            .map(|t| t.iter().map(|&v| f64::from(v)).sum::<f64>() / t.len().max(1) as f64)
+            .collect();
         for (&p, pred) in order.iter().zip(&predictions) {
             let prompt = &prompts[p];
             let mut prompt_loss = 0.0;
@@ -762,6 +770,8 @@ impl Model {
                 let qb = quality(&theta[b as usize], &pred.mix, pred.difficulty);
                 pair_n += 1;
                 pair_hits += usize::from((qa > qb) == (t > 0.5));
+                blind_hits +=
+                    usize::from((mean_ability[a as usize] > mean_ability[b as usize]) == (t > 0.5));
             }
             if let Some(t) = prompt.tool {
                 tool_scores.push(pred.tool_need as f64);
@@ -783,6 +793,7 @@ impl Model {
             tool_auc: crate::eval::metrics::roc_auc(&tool_scores, &tool_labels),
             skill_accuracy: (skill_n > 0).then(|| skill_hits as f64 / skill_n as f64),
             pair_accuracy: (pair_n > 0).then(|| pair_hits as f64 / pair_n as f64),
+            pair_accuracy_model_only: (pair_n > 0).then(|| blind_hits as f64 / pair_n as f64),
             per_source: metrics::by_key(&by_source),
         })
     }
@@ -1062,7 +1073,7 @@ fn gradient_coverage(
 pub fn epoch_line(m: &EpochMetrics, epochs: usize) -> String {
     let f = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.4}"));
     format!(
-        "epoch {}/{epochs}: train loss {:.4}, dev loss {:.4}, dev outcome AUC {} (per model {}), log-loss {}, tool AUC {}, skill acc {} ({:.0} s, {:.0} prompts/s)",
+        "epoch {}/{epochs}: train loss {:.4}, dev loss {:.4}, dev outcome AUC {} (per model {}), log-loss {}, tool AUC {}, skill acc {}, battles won by the predicted winner {} (θ alone {}) ({:.0} s, {:.0} prompts/s)",
         m.epoch,
         m.train_loss,
         m.dev.loss,
@@ -1071,6 +1082,8 @@ pub fn epoch_line(m: &EpochMetrics, epochs: usize) -> String {
         f(m.dev.outcome.log_loss),
         f(m.dev.tool_auc),
         f(m.dev.skill_accuracy),
+        f(m.dev.pair_accuracy),
+        f(m.dev.pair_accuracy_model_only),
         m.seconds,
         m.prompts_per_second
     )

@@ -541,7 +541,10 @@ contains = ["def "]
         assert_eq!(recipe.files[0].kind, FileKind::Outcomes);
         assert_eq!(recipe.files[0].weight, 1.0);
         assert_eq!(recipe.encoder_choice().unwrap(), EncoderChoice::Scratch);
-        assert_eq!(recipe.ensemble, 1, "one head set unless the recipe asks for more");
+        assert_eq!(
+            recipe.ensemble, 1,
+            "one head set unless the recipe asks for more"
+        );
     }
 
     #[test]
