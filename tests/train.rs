@@ -526,3 +526,47 @@ fn every_recipe_in_training_parses_and_finds_its_own_files() {
     }
     assert!(checked >= 8, "{checked} recipes");
 }
+
+/// The probe set (`tests/fixtures/chat_probes.jsonl`) measures how the shipped model reads chat
+/// only while no recipe trains on it: the hand-written seeds share no prompt with it, and no seed
+/// shares more than half its words (Jaccard over lowercased words) with any probe.
+#[test]
+fn the_hand_written_seeds_stay_apart_from_the_probe_set() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let prompts = |file: &str| -> Vec<String> {
+        std::fs::read_to_string(root.join(file))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let row: serde_json::Value = serde_json::from_str(l).unwrap();
+                row["prompt"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    };
+    let words = |text: &str| -> std::collections::HashSet<String> {
+        text.to_lowercase()
+            .split(|c: char| !(c.is_alphanumeric() || c == '\''))
+            .filter(|w| !w.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let (seeds, probes) = (
+        prompts("training/skill_seeds.jsonl"),
+        prompts("tests/fixtures/chat_probes.jsonl"),
+    );
+    assert!(seeds.len() >= 200 && probes.len() >= 150);
+    for seed in &seeds {
+        let seed_words = words(seed);
+        for probe in &probes {
+            assert_ne!(seed.trim().to_lowercase(), probe.trim().to_lowercase());
+            let probe_words = words(probe);
+            let shared = seed_words.intersection(&probe_words).count();
+            let union = seed_words.union(&probe_words).count().max(1);
+            assert!(
+                shared * 2 <= union,
+                "seed {seed:?} shares {shared} of {union} words with probe {probe:?}"
+            );
+        }
+    }
+}
