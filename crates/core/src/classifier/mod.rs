@@ -1,6 +1,7 @@
 //! The prompt classifier: a small BERT-family encoder run with candle, and three heads that
 //! predict a prompt's difficulty b(x), its skill mix g(x) over named skills, and whether answering
-//! it needs a tool.
+//! it needs a tool. A model may hold several such head sets (an ensemble), whose predictions are
+//! averaged.
 //!
 //! A model is a directory: `config.json` (BERT config), `*.safetensors` (encoder and heads),
 //! `tokenizer.json`, and `triage.json` (skill names, version, training summary, the fitted
@@ -31,6 +32,11 @@ pub const TOKENIZER_FILE: &str = "tokenizer.json";
 pub const METADATA_FILE: &str = "triage.json";
 /// Prefix of the head tensors in the safetensors files.
 pub const HEADS_PREFIX: &str = "heads";
+/// The heads' own weights file, beside the encoder's `model.safetensors` in static-table models.
+pub const HEADS_FILE: &str = "heads.safetensors";
+/// The source name of the model compiled into the binary, used when the config names none.
+pub const BUILTIN_MODEL: &str = "builtin";
+
 /// Where member `i` of an ensemble of `members` head sets keeps its tensors: `heads` for a single
 /// set (every model before ensembles), `heads.{i}` otherwise.
 pub fn member_prefix(members: usize, i: usize) -> String {
@@ -49,10 +55,6 @@ pub fn count_members(has: impl Fn(&str) -> bool) -> usize {
         .count()
         .max(1)
 }
-/// The heads' own weights file, beside the encoder's `model.safetensors` in static-table models.
-pub const HEADS_FILE: &str = "heads.safetensors";
-/// The source name of the model compiled into the binary, used when the config names none.
-pub const BUILTIN_MODEL: &str = "builtin";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClassifierError {

@@ -9,6 +9,9 @@
 //! - tool-need labels: binary cross-entropy on the tool head;
 //! - a small L2 on θ, which pins the shift that θ and b could otherwise trade.
 //!
+//! With `ensemble = N` there are N head sets ([`Member`]), each with its own loss on the same
+//! batch against the one θ; predictions average them as the classifier does.
+//!
 //! Not for: reading data or writing the model directory.
 
 use std::time::Instant;
