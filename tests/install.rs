@@ -234,6 +234,24 @@ fn the_readme_try_it_commands_work_as_written() {
         assert!(["small-model", "large-model"].contains(&model), "{answer}");
     }
     assert!(dir.path().join("triage.toml").is_file());
+
+    // The demo's `auto` tells its two models apart: a greeting to the small one, a proof to
+    // the large one.
+    for (prompt, expected) in [
+        ("hi, how are you?", "demo/small"),
+        ("Prove the Riemann hypothesis", "demo/large"),
+    ] {
+        let body = json!({"model": "auto", "messages": [{"role": "user", "content": prompt}]});
+        let output = shell(&format!("curl -s localhost:8080/v1/route -d '{body}'"))
+            .output()
+            .unwrap();
+        let decision: Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("{e}{}", background_logs(dir.path())));
+        assert_eq!(
+            decision["chosen"]["model"], expected,
+            "{prompt}: {decision}"
+        );
+    }
 }
 
 fn background_logs(dir: &Path) -> String {
