@@ -33,7 +33,8 @@ pub struct Recipe {
     #[serde(default)]
     pub attention_queries: usize,
     /// Head sets trained side by side on one θ, each from its own initialisation, and averaged
-    /// when predicting (1: a single set). Averaging takes out most of what the seed decides.
+    /// when predicting (1: a single set). They share the batch order, so averaging steadies
+    /// what the initialisation decides, not what the order does (training/README.md).
     #[serde(default = "single")]
     pub ensemble: usize,
     /// Width of a shared ReLU layer between the pooled vector and the heads (0: none, the
