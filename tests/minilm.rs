@@ -229,20 +229,24 @@ contains = ["theorem", "recurrence"]
     // Each member's learned attention queries are stored beside its heads (and, above, the
     // directory's predictions match training's, so serving pools by attention and averages the
     // members exactly as training did).
-    let heads =
-        candle_core::safetensors::load(out.join("heads.safetensors"), &Device::Cpu).unwrap();
-    for member in ["heads.0", "heads.1"] {
-        assert_eq!(
-            heads[&format!("{member}.attention.queries")].dims(),
-            [2, 32]
-        );
-        // The tool head's own layer reads the mean and both queries' vectors (3 x 32).
-        assert_eq!(
-            heads[&format!("{member}.tool_hidden.weight")].dims(),
-            [8, 96]
-        );
-        assert_eq!(heads[&format!("{member}.tool.weight")].dims(), [1, 8]);
-    }
+    let member_heads = |dir: &Path| {
+        let heads =
+            candle_core::safetensors::load(dir.join("heads.safetensors"), &Device::Cpu).unwrap();
+        for member in ["heads.0", "heads.1"] {
+            assert_eq!(
+                heads[&format!("{member}.attention.queries")].dims(),
+                [2, 32]
+            );
+            // The tool head's own layer reads the mean and both queries' vectors (3 x 32).
+            assert_eq!(
+                heads[&format!("{member}.tool_hidden.weight")].dims(),
+                [8, 96]
+            );
+            assert_eq!(heads[&format!("{member}.tool.weight")].dims(), [1, 8]);
+        }
+        heads
+    };
+    let heads = member_heads(&out);
 
     // The ensemble predicts the mean of its members: each member alone, written as a
     // single-set directory, and the average of the two.
@@ -298,18 +302,7 @@ contains = ["theorem", "recurrence"]
         ..TrainArgs::new(recipe_path, data, again.clone())
     };
     train::run(&args).unwrap();
-    let heads =
-        candle_core::safetensors::load(again.join("heads.safetensors"), &Device::Cpu).unwrap();
-    for member in ["heads.0", "heads.1"] {
-        assert_eq!(
-            heads[&format!("{member}.attention.queries")].dims(),
-            [2, 32]
-        );
-        assert_eq!(
-            heads[&format!("{member}.tool_hidden.weight")].dims(),
-            [8, 96]
-        );
-    }
+    member_heads(&again);
     let retrained = Classifier::load_dir(&again, &Device::Cpu).unwrap();
     let p = retrained
         .predict_one(&ClassifierInput::from_text(hard(99)))

@@ -360,8 +360,13 @@ impl Classifier {
             (Encoder::Static(table), Some(queries)) => Some(table.attend(&ids, queries)?),
             _ => None,
         };
-        let characters: Vec<f32> = inputs.iter().map(|i| length_feature(&i.text)).collect();
-        let characters = Tensor::from_vec(characters, inputs.len(), &self.device)?;
+        // Every member is trained with the same recipe: they all read the length, or none does.
+        let characters = if self.members[0].length.is_some() {
+            let values: Vec<f32> = inputs.iter().map(|i| length_feature(&i.text)).collect();
+            Some(Tensor::from_vec(values, inputs.len(), &self.device)?)
+        } else {
+            None
+        };
         let count = self.members.len();
         let mut sums: Option<(Tensor, Tensor, Tensor)> = None;
         for (i, member) in self.members.iter().enumerate() {
@@ -372,7 +377,7 @@ impl Classifier {
                 }
                 None => pooled.clone(),
             };
-            let (b, g, t) = member.forward(&inputs_to_heads, &characters)?;
+            let (b, g, t) = member.forward(&inputs_to_heads, characters.as_ref())?;
             sums = Some(match sums {
                 None => (b, g, t),
                 Some((sb, sg, st)) => ((sb + b)?, (sg + g)?, (st + t)?),
@@ -439,11 +444,11 @@ impl Classifier {
 
 impl Heads {
     /// b(x), g(x) (softmax) and the tool need for a batch of pooled vectors; `characters` is
-    /// each prompt's [`length_feature`].
+    /// each prompt's [`length_feature`], when this head set reads it.
     fn forward(
         &self,
         inputs: &Tensor,
-        characters: &Tensor,
+        characters: Option<&Tensor>,
     ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
         let tool_features = match &self.tool_hidden {
             Some(layer) => Some(layer.forward(inputs)?.relu()?),
@@ -454,7 +459,7 @@ impl Heads {
             None => inputs.clone(),
         };
         let mut difficulty = self.difficulty.forward(&features)?.squeeze(1)?;
-        if let Some(weight) = &self.length {
+        if let (Some(weight), Some(characters)) = (&self.length, characters) {
             difficulty = (difficulty + characters.broadcast_mul(weight)?)?;
         }
         let skills = candle_nn::ops::softmax(&self.skills.forward(&features)?, D::Minus1)?;
@@ -527,19 +532,25 @@ pub fn length_feature(text: &str) -> f32 {
     (1.0 + text.chars().count() as f32).ln()
 }
 
+/// A skill mix with tool need `t` folded into the skill at `tool_index`: each weight scaled by
+/// 1 − t, and t added to `tool_use` (the mix unchanged when there is no such skill).
+pub fn fold_tool_need(skills: &[f32], t: f32, tool_index: Option<usize>) -> Vec<f32> {
+    let Some(tool_index) = tool_index else {
+        return skills.to_vec();
+    };
+    skills
+        .iter()
+        .enumerate()
+        .map(|(i, w)| w * (1.0 - t) + if i == tool_index { t } else { 0.0 })
+        .collect()
+}
+
 impl Prediction {
     /// g(x) with the tool-need head folded in: a prompt that needs a tool leans on the
     /// `tool_use` skill in proportion to that need.
     pub fn skill_mix(&self, skill_names: &[String]) -> Vec<f32> {
-        let Some(tool_index) = skill_names.iter().position(|s| s == "tool_use") else {
-            return self.skills.clone();
-        };
-        let t = self.tool_need;
-        self.skills
-            .iter()
-            .enumerate()
-            .map(|(i, w)| w * (1.0 - t) + if i == tool_index { t } else { 0.0 })
-            .collect()
+        let tool_index = skill_names.iter().position(|s| s == "tool_use");
+        fold_tool_need(&self.skills, self.tool_need, tool_index)
     }
 
     /// The heaviest skill's name.

@@ -32,8 +32,8 @@ use super::params::Params;
 use super::progress::Progress;
 use super::recipe::Recipe;
 use triage_core::classifier::{
-    ATTENTION_QUERIES, HIDDEN_LAYER, LENGTH_WEIGHT, StaticEmbedding, TOOL_LAYER, length_feature,
-    mean_pool, member_prefix, pad_batch,
+    ATTENTION_QUERIES, HIDDEN_LAYER, LENGTH_WEIGHT, StaticEmbedding, TOOL_LAYER, fold_tool_need,
+    length_feature, mean_pool, member_prefix, pad_batch,
 };
 
 /// Name of the ability table among the variables (kept out of the safetensors).
@@ -703,14 +703,7 @@ impl Model {
             let skills = mean(skills)?.to_vec2::<f32>()?;
             let tool = mean(tool)?.to_vec1::<f32>()?;
             for i in 0..chunk.len() {
-                let mix = match self.tool_index {
-                    None => skills[i].clone(),
-                    Some(t) => skills[i]
-                        .iter()
-                        .enumerate()
-                        .map(|(j, w)| w * (1.0 - tool[i]) + if j == t { tool[i] } else { 0.0 })
-                        .collect(),
-                };
+                let mix = fold_tool_need(&skills[i], tool[i], self.tool_index);
                 out.push(PromptPrediction {
                     difficulty: difficulty[i],
                     skills: skills[i].clone(),
