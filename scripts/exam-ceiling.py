@@ -54,13 +54,13 @@ def show(router, score, strong, weak):
     print(f"  {router:<46} APGR {apgr(score, strong, weak):.3f}")
 
 
-def mmlu_stem(prompt):
-    # MMLU-Pro kept the question and added options: the text before the first option is shared.
-    return " ".join(prompt.split("\nA.")[0].lower().split())
-
-
 def words(text):
     return " ".join(text.lower().split())
+
+
+def mmlu_stem(prompt):
+    # MMLU-Pro kept the question and added options: the text before the first option is shared.
+    return words(prompt.split("\nA.")[0])
 
 
 def main():

@@ -556,13 +556,13 @@ fn the_hand_written_seeds_stay_apart_from_the_probe_set() {
         prompts("tests/fixtures/chat_probes.jsonl"),
     );
     assert!(seeds.len() >= 200 && probes.len() >= 150);
+    let probe_words: Vec<_> = probes.iter().map(|p| words(p)).collect();
     for seed in &seeds {
         let seed_words = words(seed);
-        for probe in &probes {
+        for (probe, probe_words) in probes.iter().zip(&probe_words) {
             assert_ne!(seed.trim().to_lowercase(), probe.trim().to_lowercase());
-            let probe_words = words(probe);
-            let shared = seed_words.intersection(&probe_words).count();
-            let union = seed_words.union(&probe_words).count().max(1);
+            let shared = seed_words.intersection(probe_words).count();
+            let union = seed_words.union(probe_words).count().max(1);
             assert!(
                 shared * 2 <= union,
                 "seed {seed:?} shares {shared} of {union} words with probe {probe:?}"
