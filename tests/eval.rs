@@ -189,14 +189,14 @@ fn pair_args(data: &Path) -> EvalArgs {
 fn pair(report: &Report) -> &triage_learn::eval::PairResults {
     match &report.results {
         Results::TwoModel(p) => p,
-        Results::MultiModel(_) => panic!("expected two-model results"),
+        _ => panic!("expected two-model results"),
     }
 }
 
 fn multi(report: &Report) -> &triage_learn::eval::MultiResults {
     match &report.results {
         Results::MultiModel(m) => m,
-        Results::TwoModel(_) => panic!("expected multi-model results"),
+        _ => panic!("expected multi-model results"),
     }
 }
 
@@ -809,5 +809,115 @@ fn other_real_data_with_the_fake_scorer() {
         let mut args = EvalArgs::new(&path);
         args.filters = vec![triage_learn::eval::Filter::parse("subset=test").unwrap()];
         timed("llmrouter_dcrouter without prices", &args);
+    }
+}
+
+// ---------------------------------------------------------------- battles
+
+/// Both rows of one battle on `prompt`: `a` scored `score`, `b` the rest.
+fn battle(id: &str, prompt: &str, a: &str, b: &str, score: f64) -> [serde_json::Value; 2] {
+    let row = |model: &str, opponent: &str, score: f64| json!({"prompt_id": id, "prompt": prompt, "model": model, "opponent": opponent, "score": score});
+    [row(a, b, score), row(b, a, 1.0 - score)]
+}
+
+#[test]
+fn battles_count_the_wins_of_the_model_predicted_better() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows: Vec<serde_json::Value> = [
+        // The prompt's topic decides the predicted winner; mean ability favours "mathy".
+        battle("1", "math: integrate x", "mathy", "chatty", 1.0),
+        battle("2", "chat: hello there", "chatty", "mathy", 1.0),
+        battle("3", "chat: tell me a story", "mathy", "chatty", 0.0),
+        battle("4", "math: solve 2x = 4", "chatty", "mathy", 1.0),
+        // Left out: a tie, "both bad", a model without θ, a prompt seen in training.
+        battle("5", "chat: a tie", "chatty", "mathy", 0.5),
+        battle("6", "math: both bad", "chatty", "mathy", 0.25),
+        battle("7", "math: a stranger", "mathy", "stranger", 1.0),
+        battle("8", "math: seen before", "mathy", "chatty", 1.0),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let data = write_rows(dir.path(), "battles.jsonl", &rows);
+    let scorer = FakeScorer {
+        name: "fake-topic",
+        difficulty: |_| 0.0,
+        skills: topic_skill,
+        abilities: HashMap::from([
+            ("mathy".to_owned(), vec![2.0, -1.0]),
+            ("chatty".to_owned(), vec![-1.0, 1.5]),
+        ]),
+        training: Some(HashSet::from([prompt_hash("math: seen before")])),
+    };
+    let mut args = EvalArgs::new(&data);
+    args.battles = true;
+    let report = run(&args, &scorer).unwrap();
+    let Results::Battles(results) = &report.results else {
+        panic!("expected battle results");
+    };
+    assert_eq!(
+        (
+            results.decided,
+            results.seen_battles,
+            results.unknown_model_battles
+        ),
+        (4, 1, 1)
+    );
+    assert_eq!(results.unknown_models, ["stranger"]);
+    assert!((results.predicted - 0.75).abs() < 1e-12);
+    assert!((results.ability_only - 0.25).abs() < 1e-12);
+    assert!((results.standard_error - (0.75f64 * 0.25 / 4.0).sqrt()).abs() < 1e-12);
+    assert!(report.to_string().contains("75.0%"), "{report}");
+
+    args.keep_seen = true;
+    let Results::Battles(results) = run(&args, &scorer).unwrap().results else {
+        panic!("expected battle results");
+    };
+    assert_eq!((results.decided, results.seen_battles), (5, 0));
+    assert!((results.predicted - 0.8).abs() < 1e-12);
+
+    // A name the training recipe aliased ("mathy-0" → "mathy") finds its θ.
+    let rows: Vec<serde_json::Value> =
+        battle("9", "math: aliased", "chatty", "mathy-0", 0.0).into();
+    let aliased = write_rows(dir.path(), "aliased.jsonl", &rows);
+    let mut args = EvalArgs::new(&aliased);
+    args.battles = true;
+    assert!(
+        run(&args, &scorer).is_err(),
+        "no θ for mathy-0 without the alias"
+    );
+    let with_alias = Aliased(&scorer, HashMap::from([("mathy-0".into(), "mathy".into())]));
+    let Results::Battles(results) = run(&args, &with_alias).unwrap().results else {
+        panic!("expected battle results");
+    };
+    assert_eq!((results.decided, results.predicted), (1, 1.0));
+
+    // Rows without an opponent are an error that names the field, not a panic.
+    let plain = write_rows(
+        dir.path(),
+        "plain.jsonl",
+        &[json!({"prompt_id": "1", "prompt": "x", "model": "mathy", "score": 1})],
+    );
+    let mut args = EvalArgs::new(&plain);
+    args.battles = true;
+    let error = run(&args, &scorer).err().unwrap().to_string();
+    assert!(error.contains("`opponent`"), "{error}");
+}
+
+/// A scorer whose training recipe had `[aliases]`.
+struct Aliased<'a>(&'a FakeScorer, HashMap<String, String>);
+
+impl Scorer for Aliased<'_> {
+    fn features(&self, prompts: &[String]) -> Vec<PromptFeatures> {
+        self.0.features(prompts)
+    }
+    fn known_abilities(&self) -> HashMap<String, Vec<f32>> {
+        self.0.known_abilities()
+    }
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn aliases(&self) -> HashMap<String, String> {
+        self.1.clone()
     }
 }

@@ -70,6 +70,16 @@ impl Scorer for ClassifierScorer<'_> {
         &self.name
     }
 
+    fn aliases(&self) -> HashMap<String, String> {
+        let aliases = &self.classifier.metadata.training["recipe"]["aliases"];
+        aliases
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(name, target)| Some((name.clone(), target.as_str()?.to_owned())))
+            .collect()
+    }
+
     fn training_prompts(&self) -> Option<HashSet<u64>> {
         let bytes = std::fs::read(self.dir.as_ref()?.join(TRAINING_PROMPTS_FILE)).ok()?;
         Some(

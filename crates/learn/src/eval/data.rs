@@ -70,7 +70,7 @@ impl Filter {
         })
     }
 
-    fn keeps(&self, row: &Map<String, Value>) -> bool {
+    pub(crate) fn keeps(&self, row: &Map<String, Value>) -> bool {
         let Some(value) = row.get(&self.key) else {
             return false;
         };

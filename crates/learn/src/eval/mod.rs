@@ -11,6 +11,7 @@
 //! Not for: training (`train`) or serving. Nothing here does network I/O.
 
 pub mod abilities;
+mod battles;
 pub mod classifier;
 pub mod data;
 pub mod knn;
@@ -27,6 +28,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+pub use battles::BattleResults;
 pub use data::{Dataset, Filter};
 pub use multi::{CostSource, ModelPoint, MultiResults, MultiRouter, ProfilePoint};
 pub use pair::{PairResults, PairRouter, PairSide};
@@ -67,6 +69,10 @@ pub struct EvalArgs {
     /// Multi-model mode: the models to compare (default: every model in the data).
     #[arg(long, value_delimiter = ',', conflicts_with_all = ["strong", "weak"])]
     pub models: Vec<String>,
+    /// Battle mode, for pairwise outcomes (rows with an `opponent`, such as the Chatbot Arena
+    /// battles): the share of decided battles won by the model triage predicts better.
+    #[arg(long, conflicts_with_all = ["strong", "weak", "models", "plot"])]
+    pub battles: bool,
     /// Share of prompts used for calibration; the rest are held out and measured.
     #[arg(long, default_value_t = DEFAULT_CALIBRATE)]
     pub calibrate: f64,
@@ -112,6 +118,7 @@ impl EvalArgs {
             strong: None,
             weak: None,
             models: Vec::new(),
+            battles: false,
             calibrate: DEFAULT_CALIBRATE,
             seed: 0,
             knn_k: knn::DEFAULT_K,
@@ -212,12 +219,13 @@ pub struct Report {
     pub warnings: Vec<String>,
 }
 
-/// Two-model or multi-model results; `mode` in JSON says which.
+/// Two-model, multi-model or battle results; `mode` in JSON says which.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "mode", rename_all = "snake_case")]
 pub enum Results {
     TwoModel(PairResults),
     MultiModel(MultiResults),
+    Battles(BattleResults),
 }
 
 /// What was read and what was measured.
@@ -266,6 +274,15 @@ pub enum AbilitySource {
 /// caller's (`Display` or JSON by `args.json`).
 pub fn run(args: &EvalArgs, scorer: &dyn Scorer) -> Result<Report, EvalError> {
     args.validate()?;
+    if args.battles {
+        let (results, summary, warnings) = battles::evaluate(args, scorer)?;
+        return Ok(Report {
+            scorer: scorer.name().to_owned(),
+            data: summary,
+            results: Results::Battles(results),
+            warnings,
+        });
+    }
     let data = Dataset::load(&args.data, args.prompts.as_deref(), &args.filters)?;
     let (results, prepared) = match (&args.strong, &args.weak) {
         (Some(strong), Some(weak)) => {
@@ -605,6 +622,7 @@ impl fmt::Display for Report {
         match &self.results {
             Results::TwoModel(results) => write!(f, "{results}")?,
             Results::MultiModel(results) => write!(f, "{results}")?,
+            Results::Battles(results) => write!(f, "{results}")?,
         }
         if !self.warnings.is_empty() {
             writeln!(f, "\nwarnings:")?;

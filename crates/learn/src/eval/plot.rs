@@ -59,6 +59,7 @@ where
     match results {
         Results::TwoModel(pair) => draw_pair(&root, pair, scorer)?,
         Results::MultiModel(multi) => draw_multi(&root, multi, scorer)?,
+        Results::Battles(_) => return Err("battles have no cost-quality curve to draw".into()),
     }
     root.present()?;
     Ok(())

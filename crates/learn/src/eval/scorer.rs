@@ -32,6 +32,12 @@ pub trait Scorer {
     fn training_prompts(&self) -> Option<HashSet<u64>> {
         None
     }
+    /// Other names of known models (`name → the name θ is stored under`): the training recipe's
+    /// `[aliases]`, for files that name a model as one source did and training stored it as
+    /// another ("claude-1" → "claude-v1").
+    fn aliases(&self) -> HashMap<String, String> {
+        HashMap::new()
+    }
 }
 
 /// The predicted quality of a model with ability `theta` on a prompt with `features`: the
