@@ -20,7 +20,8 @@ pub enum Command {
     /// the table the default classifier's heads sit on.
     DistillStatic(train::static_distill::DistillArgs),
     /// Measure routing quality on outcome data: RouteLLM's APGR/CPT (two models) or cost-quality
-    /// curves and AIQ (many models), beside random, oracle and kNN routers.
+    /// curves and AIQ (many models), beside random, oracle and kNN routers; with `--battles`,
+    /// how often the predicted better model won pairwise battles.
     Eval {
         #[command(flatten)]
         args: eval::EvalArgs,

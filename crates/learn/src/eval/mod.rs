@@ -1,6 +1,7 @@
 //! `triage eval`: how well a router routes, measured on held-out prompts with known outcomes and
 //! reported the way the field reports it: RouteLLM's APGR and CPT for two models, RouterBench's
-//! AIQ and the cost saved at 95% of the best model's quality for many.
+//! AIQ and the cost saved at 95% of the best model's quality for many; pairwise battles
+//! (`battles`, `--battles`) by the share won by the model predicted better.
 //!
 //! The flow: read the outcome table ([`data`]); keep the prompts with outcomes for every
 //! compared model; split them, seeded and by prompt_id, into calibration and held-out prompts;
