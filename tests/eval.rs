@@ -900,8 +900,9 @@ fn battles_count_the_wins_of_the_model_predicted_better() {
     );
     let mut args = EvalArgs::new(&plain);
     args.battles = true;
-    let error = run(&args, &scorer).err().unwrap().to_string();
-    assert!(error.contains("`opponent`"), "{error}");
+    let (line, message) = row_error_line(run(&args, &scorer));
+    assert_eq!(line, 1);
+    assert!(message.contains("`opponent`"), "{message}");
 }
 
 /// A scorer whose training recipe had `[aliases]`.

@@ -16,6 +16,7 @@ use serde_json::Value;
 use super::data::prompt_text;
 use super::scorer::{Scorer, predicted_quality, prompt_hash};
 use super::{DataSummary, EvalArgs, EvalError, SeenInTraining};
+use crate::train::TrainError;
 use crate::train::data::for_each_row;
 
 /// What `eval --battles` measured.
@@ -61,7 +62,6 @@ fn read(args: &EvalArgs) -> Result<Read, EvalError> {
         models: BTreeSet::new(),
     };
     let mut text_index: HashMap<String, usize> = HashMap::new();
-    let file = args.data.display().to_string();
     for_each_row(&args.data, |_, row| {
         if !args.filters.iter().all(|f| f.keeps(row)) {
             return Ok(());
@@ -100,8 +100,25 @@ fn read(args: &EvalArgs) -> Result<Read, EvalError> {
         });
         Ok(())
     })
-    .map_err(|e| EvalError::Data(format!("{file}: {e}")))?;
+    .map_err(row_error)?;
     Ok(read)
+}
+
+/// The reader's error as eval reports a bad row (`EvalError::Row`) or file: it names the path
+/// once.
+fn row_error(error: TrainError) -> EvalError {
+    match error {
+        TrainError::Data {
+            path,
+            line,
+            message,
+        } => EvalError::Row {
+            file: path.display().to_string(),
+            line,
+            message,
+        },
+        other => EvalError::Data(other.to_string()),
+    }
 }
 
 /// Measures the decided battles of `args.data` that `scorer` was not trained on.
