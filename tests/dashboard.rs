@@ -163,13 +163,14 @@ fn check_listing(store: &mut Store, base: i64) {
     assert_eq!(ids(store.recent(i64::MAX, "", 2).unwrap()), ["a3", "a2"]);
     let before_a1 = base + HOUR + 5 * 60_000;
     assert_eq!(ids(store.recent(before_a1, "", 50).unwrap()), ["e2", "e1"]);
-    let (request, feedback, labels) = store.request("a1").unwrap().unwrap();
+    let found = store.request("a1").unwrap().unwrap();
+    let request = found.request;
     assert_eq!(
         (request.route.as_str(), request.difficulty),
         ("auto", Some(-1.1))
     );
     assert_eq!(request.tokens, [1000, 100, 0, 0]);
-    assert!(feedback.is_empty() && labels.is_empty());
+    assert!(found.feedback.is_empty() && found.labels.is_empty() && found.preferences.is_empty());
     assert!(store.request("nope").unwrap().is_none());
 }
 

@@ -331,6 +331,99 @@ async fn feedback_joins_its_request_and_rejects_bad_input() {
     assert_eq!(anonymous.status(), 401);
 }
 
+/// Posts a preference between two logged answers; its status and body.
+async fn prefer(h: &Harness, id: &str, opponent: &str, result: &str) -> (u16, Value) {
+    let body = json!({"id": id, "opponent": opponent, "result": result, "comment": "A/B"});
+    let response = post_feedback(h, &body).await;
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_preference_between_two_answers_to_one_prompt_is_stored_and_read_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = Harness::start_with(&log_config(tmp.path(), "")).await;
+    // One prompt to two models (an A/B test), and a third request with another prompt.
+    let small = request_id(&h.chat(&hello("local/small")).await);
+    let big = request_id(&h.chat(&hello("local/big")).await);
+    let other = request_id(&h.chat(&ask("local/big", "something else")).await);
+    // Straight after the answers: the preference waits for their commit.
+    let (status, body) = prefer(&h, &small, &big, "loss").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["id"], &body["opponent"], &body["result"]),
+        (&json!(small), &json!(big), &json!("loss"))
+    );
+    let stored: (String, String, String) = db(tmp.path())
+        .query_row(
+            "SELECT request_id, opponent_id, result FROM preferences",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("an acknowledged preference is committed");
+    assert_eq!(stored, (small.clone(), big.clone(), "loss".into()));
+
+    // Another prompt, an unknown request, and bad fields are refused, and nothing is stored.
+    let (status, body) = prefer(&h, &small, &other, "win").await;
+    assert_eq!((status, &body["error"]["param"]), (400, &json!("opponent")));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("different prompts"),
+        "{body}"
+    );
+    let (status, body) = prefer(&h, &small, "req_nope", "win").await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (404, &json!("request_not_found"))
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("req_nope")
+    );
+    let (status, _) = prefer(&h, &small, &big, "draw").await;
+    assert_eq!(status, 400);
+    let count: i64 = db(tmp.path())
+        .query_row("SELECT COUNT(*) FROM preferences", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(count, 1);
+
+    // What training reads: both models and the prompt; the dashboard shows it from each side.
+    let paired = Store::open_read(&tmp.path().join("triage.db"))
+        .unwrap()
+        .preferences(0)
+        .unwrap();
+    assert_eq!(paired.len(), 1);
+    assert_eq!(
+        (paired[0].model.as_str(), paired[0].opponent_model.as_str()),
+        ("local/small", "local/big")
+    );
+    assert!(paired[0].prompt.contains("hello there"));
+    let seen = |id: &str| {
+        let found = Store::open_read(&tmp.path().join("triage.db"))
+            .unwrap()
+            .request(id)
+            .unwrap()
+            .unwrap();
+        found.preferences
+    };
+    let from_big = seen(&big);
+    assert_eq!(
+        (
+            from_big[0].result.as_str(),
+            from_big[0].opponent.as_str(),
+            from_big[0].opponent_model.as_deref()
+        ),
+        ("win", small.as_str(), Some("local/small"))
+    );
+    assert_eq!(seen(&small)[0].result, "loss");
+    assert!(seen(&other).is_empty());
+    let usage: Value = h.get("/v1/usage").await.json().await.unwrap();
+    assert_eq!(usage["labels"]["compared"], 2, "{usage}");
+}
+
 /// An adaptive outcome, as the server would log it, with two candidates.
 fn auto_outcome(id: &str, model: &str, tokens: (u64, u64), cost: f64, q: (f64, f64)) -> Outcome {
     let candidates = json!([
@@ -761,7 +854,10 @@ async fn postgres_logs_feedback_and_reports_like_sqlite() {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        assert_eq!(versions, [1, 2, 3, 4, 5]);
+        assert_eq!(
+            versions,
+            (1..=triage_gateway::outcomes::migrations::LATEST).collect::<Vec<_>>()
+        );
         let kept: i64 = client
             .query_one("SELECT count(*) FROM outcomes WHERE id = 'old'", &[])
             .unwrap()
@@ -785,6 +881,10 @@ async fn postgres_logs_feedback_and_reports_like_sqlite() {
     }
     let unknown = post_feedback(&h, &json!({"id": "req_nope", "score": 1})).await;
     assert_eq!(unknown.status(), 404);
+    let (status, body) = prefer(&h, &ids[1], &ids[0], "win").await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = prefer(&h, &ids[1], "req_nope", "win").await;
+    assert_eq!(status, 404);
     let log = h.state.outcomes.as_ref().unwrap();
     log.submit(auto_outcome(
         "pg-auto",
@@ -857,6 +957,14 @@ async fn postgres_logs_feedback_and_reports_like_sqlite() {
         let answers = store.answers(&[ids[0].clone(), "req_nope".into()]).unwrap();
         assert_eq!(answers.len(), 1);
         assert!(answers[0].prompt.contains("hello there"));
+        let paired = store.preferences(0).unwrap();
+        assert_eq!(paired.len(), 1);
+        assert_eq!(
+            (paired[0].model.as_str(), paired[0].opponent_model.as_str()),
+            ("local/big", "local/small")
+        );
+        let seen = store.request(&ids[0]).unwrap().unwrap().preferences;
+        assert_eq!((seen.len(), seen[0].result.as_str()), (1, "loss"));
     })
     .await
     .unwrap();
@@ -889,9 +997,12 @@ fn replay_logs_a_share_of_an_outcome_file_as_traffic_with_feedback() {
         model: Some("strong".into()),
         ..args.clone()
     };
-    let logged = triage_learn::train::replay::run(&args).unwrap();
+    let logged = triage_learn::train::replay::run(&args).unwrap().graded;
     assert_eq!(
-        triage_learn::train::replay::run(&strong_only).unwrap() * 2,
+        triage_learn::train::replay::run(&strong_only)
+            .unwrap()
+            .graded
+            * 2,
         logged,
         "--model keeps one model's rows of the same prompts"
     );
@@ -915,9 +1026,113 @@ fn replay_logs_a_share_of_an_outcome_file_as_traffic_with_feedback() {
         assert_eq!(v.feedback, Some(expected), "{v:?}");
     }
     // The same draw again: the same requests, not new ones.
-    assert_eq!(triage_learn::train::replay::run(&args).unwrap(), logged);
+    assert_eq!(
+        triage_learn::train::replay::run(&args).unwrap().requests(),
+        logged
+    );
     assert_eq!(
         Store::open_read(&log).unwrap().verdicts(0).unwrap().len(),
         logged
     );
+}
+
+#[test]
+fn replayed_battles_become_two_answers_and_a_preference_that_train_as_battles() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("battles.jsonl");
+    let mut rows = String::new();
+    // Each battle from both sides, as the Chatbot Arena file has it; one without a battle_id.
+    for (i, (winner, loser, score)) in [("a", "b", 1.0), ("b", "c", 0.5), ("a", "c", 0.25)]
+        .into_iter()
+        .enumerate()
+    {
+        let mirrored = if score == 1.0 { 0.0 } else { score };
+        for (model, opponent, s) in [(winner, loser, score), (loser, winner, mirrored)] {
+            let mut row = json!({"source": "arena", "prompt_id": format!("p{i}"),
+                "prompt": format!("battle prompt {i}"), "model": model, "opponent": opponent,
+                "score": s});
+            if i < 2 {
+                row["battle_id"] = json!(format!("battle{i}"));
+            }
+            rows.push_str(&format!("{row}\n"));
+        }
+    }
+    // A graded row in the same file stays a graded answer.
+    rows.push_str(&format!(
+        "{}\n",
+        json!({"source": "arena", "prompt_id": "g", "prompt": "graded prompt", "model": "a",
+            "score": 1.0})
+    ));
+    std::fs::write(&data, rows).unwrap();
+    let log = dir.path().join("replayed.db");
+    let args = triage_learn::train::replay::ReplayArgs {
+        data: data.clone(),
+        log: log.display().to_string(),
+        source: None,
+        model: None,
+        fraction: 1.0,
+        salt: "replay".into(),
+    };
+    let replayed = triage_learn::train::replay::run(&args).unwrap();
+    assert_eq!((replayed.graded, replayed.battles), (1, 3));
+    let mut store = Store::open_read(&log).unwrap();
+    let mut paired: Vec<(String, String, String)> = store
+        .preferences(0)
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.model, p.opponent_model, p.result.unwrap().as_str().into()))
+        .collect();
+    paired.sort();
+    assert_eq!(
+        paired,
+        [
+            ("a".into(), "b".into(), "win".into()),
+            ("a".into(), "c".into(), "both_bad".into()),
+            ("b".into(), "c".into(), "tie".into())
+        ]
+    );
+    assert_eq!(
+        store.verdicts(0).unwrap().len(),
+        7,
+        "six answers and one graded"
+    );
+
+    // `train --from-log`'s export: each preference as one battle from both sides.
+    let export =
+        triage_learn::train::from_log::export(&log.display().to_string(), 0, dir.path()).unwrap();
+    assert_eq!(export.by_label["preference"], 6);
+    assert_eq!(export.by_label["feedback"], 1);
+    let text = std::fs::read_to_string(&export.path).unwrap();
+    let battles: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|row| row.get("opponent").is_some())
+        .collect();
+    assert_eq!(battles.len(), 6);
+    let a_vs_b: Vec<f64> = battles
+        .iter()
+        .filter(|r| r["model"] == "a" && r["opponent"] == "b")
+        .map(|r| r["score"].as_f64().unwrap())
+        .collect();
+    assert_eq!(a_vs_b, [1.0]);
+    assert!(
+        battles
+            .iter()
+            .all(|r| r["prompt"].as_str().unwrap().starts_with("battle prompt"))
+    );
+
+    // A battle score that is no win, tie or loss is an error that names the file's line.
+    std::fs::write(
+        &data,
+        format!(
+            "{}\n",
+            json!({"source": "arena", "prompt_id": "x", "prompt": "p", "model": "a",
+                "opponent": "b", "score": 0.7})
+        ),
+    )
+    .unwrap();
+    let error = triage_learn::train::replay::run(&args)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("0.7") && error.contains("battle"), "{error}");
 }

@@ -142,6 +142,65 @@ path = "{public}"
     )
 }
 
+/// One prompt to both models, explicitly: the request ids of the small and the big model's answers.
+async fn both(h: &Harness, prompt: &str) -> [String; 2] {
+    let mut ids = Vec::new();
+    for model in ["local/small", "local/big"] {
+        let response = h
+            .chat(&json!({"model": model, "messages": [{"role": "user", "content": prompt}]}))
+            .await;
+        assert_eq!(response.status(), 200);
+        ids.push(
+            header(&response, "x-triage-request-id")
+                .unwrap()
+                .to_string(),
+        );
+    }
+    [ids[0].clone(), ids[1].clone()]
+}
+
+/// `train --from-log` fine-tuning the serving model directory in place, then `/admin/reload`.
+async fn retrain_and_reload(h: &Harness, dir: &Path) -> triage_learn::train::from_log::LogExport {
+    h.state.outcomes.as_ref().unwrap().flush().await;
+    let public = write_public(dir);
+    let recipe_path = dir.join("recipe.toml");
+    std::fs::write(&recipe_path, recipe(&public)).unwrap();
+    let model_dir = dir.join("model");
+    let summary = tokio::task::spawn_blocking({
+        let args = TrainArgs {
+            cache_dir: dir.join("cache"),
+            quiet: true,
+            from_log: Some(dir.join("triage.db").display().to_string()),
+            init: Some(model_dir.clone()),
+            ..TrainArgs::new(recipe_path, dir.to_path_buf(), model_dir.clone())
+        };
+        move || train::run(&args)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let response = h.reload(ADMIN_KEY).await;
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    summary.log.unwrap()
+}
+
+type Routes = [(String, f64)];
+
+/// Each domain's share routed to the big model and mean quality gap, before → after.
+fn gaps(code: (&Routes, &Routes), chat: (&Routes, &Routes)) -> String {
+    format!(
+        "Python: big share {:.2} → {:.2}, gap {:.3} → {:.3}; capitals: big share {:.2} → {:.2}, gap {:.3} → {:.3}",
+        share_to_big(code.0),
+        share_to_big(code.1),
+        mean_gap(code.0),
+        mean_gap(code.1),
+        share_to_big(chat.0),
+        share_to_big(chat.1),
+        mean_gap(chat.0),
+        mean_gap(chat.1),
+    )
+}
+
 /// For each prompt: (chosen model, predicted quality of big minus small), choosing between the
 /// two mock models only (the built-in catalog's models are routable too).
 async fn routes(h: &Harness, prompts: &[String]) -> Vec<(String, f64)> {
@@ -200,14 +259,10 @@ async fn feedback_and_judge_grades_retrain_the_router_for_that_domain() {
         .collect();
     let mut feedback = 0;
     for (i, (prompt, is_code)) in prompts.iter().enumerate() {
-        for model in ["local/small", "local/big"] {
-            let response = h
-                .chat(&json!({"model": model, "messages": [{"role": "user", "content": prompt}]}))
-                .await;
-            assert_eq!(response.status(), 200);
-            let id = header(&response, "x-triage-request-id")
-                .unwrap()
-                .to_string();
+        for (model, id) in ["local/small", "local/big"]
+            .into_iter()
+            .zip(both(&h, prompt).await)
+        {
             if i % 3 == 0 {
                 h.state.outcomes.as_ref().unwrap().flush().await;
                 let bad = *is_code && model == "local/small";
@@ -277,47 +332,18 @@ async fn feedback_and_judge_grades_retrain_the_router_for_that_domain() {
     );
 
     // Retrain from the log, fine-tuning the serving model directory in place, then reload.
-    let public = write_public(tmp.path());
-    let recipe_path = tmp.path().join("recipe.toml");
-    std::fs::write(&recipe_path, recipe(&public)).unwrap();
-    let model_dir = tmp.path().join("model");
-    let summary = tokio::task::spawn_blocking({
-        let args = TrainArgs {
-            cache_dir: tmp.path().join("cache"),
-            quiet: true,
-            from_log: Some(tmp.path().join("triage.db").display().to_string()),
-            init: Some(model_dir.clone()),
-            ..TrainArgs::new(recipe_path, tmp.path().to_path_buf(), model_dir.clone())
-        };
-        move || train::run(&args)
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let log = summary.log.as_ref().unwrap();
+    let log = retrain_and_reload(&h, tmp.path()).await;
     assert_eq!(log.rows(), traffic);
     assert_eq!(log.by_label["feedback"], feedback);
     assert_eq!(log.by_label["judge"], traffic - feedback);
-    let response = h.reload(ADMIN_KEY).await;
-    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
-    let metadata = triage_core::classifier::load_metadata(&model_dir).unwrap();
+    let metadata = triage_core::classifier::load_metadata(&tmp.path().join("model")).unwrap();
     assert!(
         metadata.abilities.contains_key("local/small"),
         "θ learned for a catalog id"
     );
 
     let (code_after, chat_after) = (routes(&h, &held_code).await, routes(&h, &held_chat).await);
-    let figures = format!(
-        "Python: big share {:.2} → {:.2}, gap {:.3} → {:.3}; capitals: big share {:.2} → {:.2}, gap {:.3} → {:.3}",
-        share_to_big(&code_before),
-        share_to_big(&code_after),
-        mean_gap(&code_before),
-        mean_gap(&code_after),
-        share_to_big(&chat_before),
-        share_to_big(&chat_after),
-        mean_gap(&chat_before),
-        mean_gap(&chat_after),
-    );
+    let figures = gaps((&code_before, &code_after), (&chat_before, &chat_after));
     eprintln!("{figures}");
     assert!(share_to_big(&code_before) < 0.5, "{figures}");
     assert!(share_to_big(&code_after) > 0.5, "{figures}");
@@ -367,5 +393,55 @@ async fn feedback_and_judge_grades_retrain_the_router_for_that_domain() {
     assert!(
         budget.recommended.target < quarter.current.target,
         "{budget}"
+    );
+}
+
+/// The same loop with a client that only compares answers (an A/B test): on Python questions
+/// the big model's answer wins, on capitals the two tie. The preferences train through the
+/// Bradley–Terry loss alone, with no grade in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preferences_alone_retrain_the_router_for_that_domain() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_default_model(&tmp.path().join("model"));
+    let h = Harness::start_full(&config(tmp.path()), Some(&tmp.path().join("model"))).await;
+    let held_code: Vec<String> = HELD_OUT_TASKS.iter().map(|t| code(t)).collect();
+    let held_chat: Vec<String> = HELD_OUT_COUNTRIES.iter().map(|c| capital(c)).collect();
+    let (code_before, chat_before) = (routes(&h, &held_code).await, routes(&h, &held_chat).await);
+
+    let prompts = (TASKS.iter().map(|t| (code(t), "win")))
+        .chain(COUNTRIES.iter().map(|c| (capital(c), "tie")));
+    for (prompt, big_fares) in prompts {
+        let [small, big] = both(&h, &prompt).await;
+        let response = h
+            .client
+            .post(format!("{}/v1/feedback", h.url))
+            .bearer_auth(ROUTER_KEY)
+            .json(&json!({"id": big, "opponent": small, "result": big_fares}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    }
+
+    let log = retrain_and_reload(&h, tmp.path()).await;
+    let pairs = TASKS.len() + COUNTRIES.len();
+    assert_eq!(log.by_label.get("preference"), Some(&(2 * pairs)));
+    assert_eq!(log.rows(), 2 * pairs, "no grades: preferences only");
+    let (code_after, chat_after) = (routes(&h, &held_code).await, routes(&h, &held_chat).await);
+    let figures = gaps((&code_before, &code_after), (&chat_before, &chat_after));
+    eprintln!("{figures}");
+    assert!(share_to_big(&code_before) < 0.5, "{figures}");
+    assert!(share_to_big(&code_after) > 0.5, "{figures}");
+    assert!(
+        mean_gap(&code_after) - mean_gap(&code_before) > 0.1,
+        "the quality gap where big wins widened: {figures}"
+    );
+    assert!(
+        mean_gap(&code_after) > mean_gap(&chat_after) + 0.1,
+        "the domain where big wins parts more than the one where they tie: {figures}"
+    );
+    assert!(
+        share_to_big(&chat_after) <= 0.5,
+        "the tied domain stays on the cheap model: {figures}"
     );
 }

@@ -319,8 +319,7 @@ pub fn minilm_dir() -> Option<std::path::PathBuf> {
 
 /// Empties a PostgreSQL log: every table triage creates, so that the next connection migrates
 /// a fresh one.
-pub const DROP_LOG_TABLES: &str =
-    "DROP TABLE IF EXISTS labels, feedback, outcomes, keys, key_spend, schema_migrations";
+pub const DROP_LOG_TABLES: &str = "DROP TABLE IF EXISTS labels, feedback, preferences, outcomes, keys, key_spend, schema_migrations";
 
 /// `TRIAGE_TEST_POSTGRES_URL` (`.ci/run` starts one with scripts/ci-postgres.sh); required in
 /// CI, a skip elsewhere.

@@ -339,3 +339,33 @@ def test_dashboard_endpoints_refuse_router_keys_and_bad_input(served):
     with pytest.raises(urllib.error.HTTPError) as viewer:
         call(triage, "/v1/feedback", key=VIEWER_KEY, body={"id": "req_x", "thumbs": "up"})
     assert viewer.value.code == 401
+
+
+def test_a_preference_between_two_answers_shows_on_each_side(browser, served):
+    """Runs last: its two requests are not part of the traffic the other tests count."""
+    triage, _ = served
+    ids = {}
+    with triage.client() as client:
+        for model in ["mock/small", "mock/big"]:
+            raw = client.chat.completions.with_raw_response.create(
+                model=model, messages=[{"role": "user", "content": "which answer is better?"}]
+            )
+            ids[model] = raw.headers["x-triage-request-id"]
+    stored = call(
+        triage,
+        "/v1/feedback",
+        key=ROUTER_KEY,
+        body={"id": ids["mock/big"], "opponent": ids["mock/small"], "result": "win", "comment": "A/B"},
+    )
+    assert (stored["opponent"], stored["result"]) == (ids["mock/small"], "win")
+    page = signed_in(browser, triage, ADMIN_KEY)
+    for model, other, result in [("mock/small", "mock/big", "loss"), ("mock/big", "mock/small", "win")]:
+        page.goto(f"{triage.router_url}/ui#requests/{ids[model]}")
+        ready(page, "requests/detail")
+        expect(page.locator('[data-table="verdicts"] td[data-col="who"]')).to_have_text(["preference"])
+        expect(page.locator('[data-table="verdicts"] td[data-col="score"]')).to_have_text([result])
+        expect(page.locator('[data-table="verdicts"] td[data-col="note"]')).to_have_text(
+            [f"against {ids[other]} ({other}): A/B"]
+        )
+    assert call(triage, "/v1/usage")["labels"]["compared"] == 2
+    page.close()

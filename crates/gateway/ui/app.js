@@ -452,10 +452,11 @@ async function requestPage(root, id) {
   const verdicts = el("div", { class: "card", "data-card": "feedback" }, el("h2", { text: "Feedback and grades" }),
     table([
       { id: "when", title: "When (UTC)", value: (f) => fmt.time(f.ts_ms) },
-      { id: "who", title: "From", value: (f) => (f.judge ? "judge " + f.judge : "feedback") },
-      { id: "score", title: "Score", num: true, value: (f) => fmt.num(f.score) },
-      { id: "note", title: "Note", value: (f) => f.thumbs ? `thumbs ${f.thumbs}${f.comment ? ": " + f.comment : ""}` : (f.comment || (f.rating !== undefined ? "rating " + f.rating : "")) },
-    ], [...r.feedback, ...r.labels], { "data-table": "verdicts" }));
+      { id: "who", title: "From", value: (f) => (f.judge ? "judge " + f.judge : f.result ? "preference" : "feedback") },
+      { id: "score", title: "Score", num: true, value: (f) => (f.result ? f.result.replace("_", " ") : fmt.num(f.score)) },
+      { id: "note", title: "Note", value: (f) => f.result ? `against ${f.opponent} (${f.opponent_model ?? "no model"})${f.comment ? ": " + f.comment : ""}`
+        : f.thumbs ? `thumbs ${f.thumbs}${f.comment ? ": " + f.comment : ""}` : (f.comment || (f.rating !== undefined ? "rating " + f.rating : "")) },
+    ], [...r.feedback, ...(r.preferences || []), ...r.labels], { "data-table": "verdicts" }));
   if (state.session.can_give_feedback) {
     const comment = el("input", { type: "text", placeholder: "Comment (optional)", "aria-label": "feedback comment" });
     const status = el("span", { class: "muted", role: "status" });

@@ -86,10 +86,13 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Replay(args) => {
-            let logged = train::replay::run(&args)?;
+            let replayed = train::replay::run(&args)?;
             eprintln!(
-                "logged {logged} replayed requests with feedback in {}",
-                args.log
+                "logged {} replayed requests in {}: {} with feedback, {} battles as two answers and a preference",
+                replayed.requests(),
+                args.log,
+                replayed.graded,
+                replayed.battles
             );
             Ok(())
         }

@@ -14,7 +14,8 @@ use serde_json::Value;
 use super::Store;
 use super::report::{Savings, SavingsSum};
 use super::store::{
-    LoggedRequest, LoggedRow, RequestLine, StoreError, StoredFeedback, StoredLabel,
+    LoggedRow, RequestLine, RequestVerdicts, StoreError, StoredFeedback, StoredLabel,
+    StoredPreference,
 };
 use triage_core::catalog::Catalog;
 use triage_core::policy::{self, Candidate};
@@ -510,6 +511,8 @@ pub struct RequestView {
     pub prompt: Option<Value>,
     pub answer: Option<String>,
     pub feedback: Vec<StoredFeedback>,
+    /// Preferences between this answer and another to the same prompt, from this side.
+    pub preferences: Vec<StoredPreference>,
     pub labels: Vec<StoredLabel>,
 }
 
@@ -521,7 +524,8 @@ pub struct ClassifierView {
 }
 
 impl RequestView {
-    pub fn of(r: LoggedRequest, feedback: Vec<StoredFeedback>, labels: Vec<StoredLabel>) -> Self {
+    pub fn of(found: RequestVerdicts) -> Self {
+        let r = found.request;
         let json = |text: Option<String>| text.and_then(|t| serde_json::from_str(&t).ok());
         let list = |text: &str, separator: &str| -> Vec<String> {
             text.split(separator)
@@ -559,8 +563,9 @@ impl RequestView {
             latency_ms: r.latency_ms,
             ttft_ms: r.ttft_ms,
             answer: r.answer,
-            feedback,
-            labels,
+            feedback: found.feedback,
+            preferences: found.preferences,
+            labels: found.labels,
         }
     }
 }

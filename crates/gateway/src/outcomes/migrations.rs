@@ -119,6 +119,23 @@ CREATE TABLE IF NOT EXISTS key_spend (
         sql: "ALTER TABLE keys ADD COLUMN tpm BIGINT;",
         already_there: |store| store.has_column("keys", "tpm"),
     },
+    Migration {
+        version: 6,
+        name: "pairwise preferences",
+        sql: "
+CREATE TABLE IF NOT EXISTS preferences (
+    seq {serial_key},
+    request_id TEXT NOT NULL REFERENCES outcomes (id) ON DELETE CASCADE,
+    opponent_id TEXT NOT NULL REFERENCES outcomes (id) ON DELETE CASCADE,
+    ts_ms BIGINT NOT NULL,
+    result TEXT NOT NULL,
+    comment TEXT
+);
+CREATE INDEX IF NOT EXISTS preferences_request ON preferences (request_id);
+CREATE INDEX IF NOT EXISTS preferences_opponent ON preferences (opponent_id);
+",
+        already_there: |store| store.has_table("preferences"),
+    },
 ];
 
 /// The version a log is at once every migration has run.

@@ -1,6 +1,7 @@
 //! The outcome log: one row per request that went through the router (what was asked, what
 //! the classifier and policy thought, who answered, tokens, cost, latency, status, and the
-//! text unless `[log] store_text = false`), and the feedback that joins it by request id.
+//! text unless `[log] store_text = false`), and the feedback that joins it by request id: a
+//! grade of one answer, or a preference between two answers to the same prompt.
 //!
 //! Logging is off the request path: handlers hand an [`Outcome`] to a bounded queue and move
 //! on; one writer thread commits what is queued (up to [`MAX_BATCH`] rows) in one transaction.
@@ -98,10 +99,86 @@ pub struct Feedback {
     pub comment: Option<String>,
 }
 
+/// A client's choice between two logged answers to the same prompt (an A/B test, an arena):
+/// the shape of Chatbot Arena's battles, which training reads through its Bradley–Terry loss.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preference {
+    pub request_id: String,
+    /// The other answer's request.
+    pub opponent_id: String,
+    pub ts_ms: i64,
+    /// How `request_id`'s answer fared against the opponent's.
+    pub result: PairResult,
+    pub comment: Option<String>,
+}
+
+/// How one answer fared against another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairResult {
+    Win,
+    Loss,
+    Tie,
+    /// A tie where both answers are bad: says nothing about which model is better.
+    BothBad,
+}
+
+impl PairResult {
+    const ALL: [PairResult; 4] = [
+        PairResult::Win,
+        PairResult::Loss,
+        PairResult::Tie,
+        PairResult::BothBad,
+    ];
+
+    /// `win`, `loss`, `tie` or `both_bad`, as the API and the log write it.
+    pub fn parse(text: &str) -> Option<PairResult> {
+        Self::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PairResult::Win => "win",
+            PairResult::Loss => "loss",
+            PairResult::Tie => "tie",
+            PairResult::BothBad => "both_bad",
+        }
+    }
+
+    /// The result a battle row's score stands for (the inverse of [`PairResult::score`]).
+    pub fn from_score(score: f64) -> Option<PairResult> {
+        Self::ALL.into_iter().find(|r| r.score() == score)
+    }
+
+    /// The same battle seen from the opponent's side.
+    pub fn mirrored(self) -> PairResult {
+        match self {
+            PairResult::Win => PairResult::Loss,
+            PairResult::Loss => PairResult::Win,
+            other => other,
+        }
+    }
+
+    /// The score a battle row of the shared outcome format gives it (Chatbot Arena's: win 1,
+    /// tie 0.5, both bad 0.25, loss 0).
+    pub fn score(self) -> f64 {
+        match self {
+            PairResult::Win => 1.0,
+            PairResult::Loss => 0.0,
+            PairResult::Tie => 0.5,
+            PairResult::BothBad => 0.25,
+        }
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum FeedbackError {
     #[error("no logged request has id `{0}`")]
     UnknownId(String),
+    #[error(
+        "requests `{0}` and `{1}` have different prompts: a preference compares two answers to \
+         the same prompt"
+    )]
+    DifferentPrompts(String, String),
     #[error("the outcome log could not store the feedback: {0}")]
     Store(String),
 }
@@ -169,6 +246,7 @@ impl Target {
 enum Command {
     Outcome(Box<Outcome>),
     Feedback(Feedback, oneshot::Sender<Result<(), FeedbackError>>),
+    Preference(Preference, oneshot::Sender<Result<(), FeedbackError>>),
     Flush(oneshot::Sender<()>),
     Prune,
 }
@@ -249,12 +327,23 @@ impl OutcomeLog {
 
     /// Stores a feedback after everything queued before it; returns once it is committed.
     pub async fn feedback(&self, feedback: Feedback) -> Result<(), FeedbackError> {
+        self.verdict(|reply| Command::Feedback(feedback, reply))
+            .await
+    }
+
+    /// Stores a preference after everything queued before it; returns once it is committed.
+    pub async fn preference(&self, preference: Preference) -> Result<(), FeedbackError> {
+        self.verdict(|reply| Command::Preference(preference, reply))
+            .await
+    }
+
+    async fn verdict(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<(), FeedbackError>>) -> Command,
+    ) -> Result<(), FeedbackError> {
         let (reply, answer) = oneshot::channel();
         let closed = || FeedbackError::Store("the writer has stopped".into());
-        self.tx
-            .send(Command::Feedback(feedback, reply))
-            .await
-            .map_err(|_| closed())?;
+        self.tx.send(command(reply)).await.map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
     }
 
@@ -297,6 +386,7 @@ fn write_loop(
             .filter_map(|command| match command {
                 Command::Outcome(o) => Some(store::Write::Outcome(o)),
                 Command::Feedback(f, _) => Some(store::Write::Feedback(f)),
+                Command::Preference(p, _) => Some(store::Write::Preference(p)),
                 _ => None,
             })
             .collect();
@@ -318,7 +408,7 @@ fn write_loop(
                 let failed = Err(FeedbackError::Store(error.to_string()));
                 batch
                     .iter()
-                    .filter(|c| matches!(c, Command::Feedback(..)))
+                    .filter(|c| matches!(c, Command::Feedback(..) | Command::Preference(..)))
                     .map(|_| failed.clone())
                     .collect::<Vec<_>>()
                     .into_iter()
@@ -327,7 +417,7 @@ fn write_loop(
         for command in batch.drain(..) {
             match command {
                 Command::Outcome(_) => {}
-                Command::Feedback(_, reply) => {
+                Command::Feedback(_, reply) | Command::Preference(_, reply) => {
                     let verdict = verdicts
                         .next()
                         .unwrap_or_else(|| Err(FeedbackError::Store("no verdict".into())));

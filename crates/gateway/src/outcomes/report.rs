@@ -88,6 +88,8 @@ pub struct Labels {
     pub feedback: u64,
     /// Requests graded by a judge (`triage label`).
     pub judged: u64,
+    /// Requests a client compared with another answer to the same prompt (a preference).
+    pub compared: u64,
     /// Requests per implicit signal (`truncated`, `invalid_tool_json`, `upstream_error`).
     pub signals: BTreeMap<String, u64>,
 }
@@ -96,6 +98,7 @@ impl Labels {
     fn add(&mut self, row: &LoggedRow) {
         self.feedback += u64::from(row.has_feedback);
         self.judged += u64::from(row.judged);
+        self.compared += u64::from(row.compared);
         for signal in row.signals.iter().flat_map(|s| s.split(',')) {
             if !signal.is_empty() {
                 *self.signals.entry(signal.to_string()).or_default() += 1;
@@ -379,9 +382,10 @@ impl fmt::Display for Report {
         let signals: Vec<String> = l.signals.iter().map(|(s, n)| format!("{s} {n}")).collect();
         writeln!(
             f,
-            "\nlabels: {} with feedback, {} judged; signals: {}",
+            "\nlabels: {} with feedback, {} judged, {} compared; signals: {}",
             l.feedback,
             l.judged,
+            l.compared,
             if signals.is_empty() {
                 "none".to_string()
             } else {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use rusqlite::{OpenFlags, OptionalExtension};
 
 use super::migrations;
-use super::{Feedback, FeedbackError, Outcome};
+use super::{Feedback, FeedbackError, Outcome, PairResult, Preference};
 
 const INSERT_OUTCOME: &str = "INSERT INTO outcomes (id, ts_ms, endpoint, key_id, requested,
     route, profile, difficulty, skills, tool_need, candidates, model, fallbacks, prompt_tokens,
@@ -24,6 +24,13 @@ const INSERT_OUTCOME: &str = "INSERT INTO outcomes (id, ts_ms, endpoint, key_id,
 const KNOWN_ID: &str = "SELECT 1 FROM outcomes WHERE id = $1";
 const INSERT_FEEDBACK: &str = "INSERT INTO feedback (request_id, ts_ms, score, thumbs, comment)
     VALUES ($1, $2, $3, $4, $5)";
+/// A logged request's prompt, for checking that a preference compares answers to one prompt.
+const PROMPT_OF: &str = "SELECT prompt FROM outcomes WHERE id = $1";
+const INSERT_PREFERENCE: &str = "INSERT INTO preferences (request_id, opponent_id, ts_ms, result,
+    comment) VALUES ($1, $2, $3, $4, $5)";
+const PRUNE_PREFERENCES: &str = "DELETE FROM preferences
+    WHERE request_id IN (SELECT id FROM outcomes WHERE ts_ms < $1)
+    OR opponent_id IN (SELECT id FROM outcomes WHERE ts_ms < $1)";
 const PRUNE_FEEDBACK: &str =
     "DELETE FROM feedback WHERE request_id IN (SELECT id FROM outcomes WHERE ts_ms < $1)";
 const PRUNE_LABELS: &str =
@@ -41,6 +48,11 @@ const UNLABELLED: &str = "SELECT o.id, CAST(LENGTH(o.prompt) + LENGTH(o.answer) 
 const ANSWER: &str = "SELECT id, model, prompt, answer FROM outcomes WHERE id = $1";
 const INSERT_LABEL: &str = "INSERT INTO labels (request_id, judge, ts_ms, rating, score, cost_usd)
     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (request_id, judge) DO NOTHING";
+/// Preferences between two answered requests with text, each side's model, oldest first.
+const PAIRED: &str = "SELECT p.request_id, a.model, a.prompt, p.opponent_id, b.model, p.result
+    FROM preferences p JOIN outcomes a ON a.id = p.request_id JOIN outcomes b ON b.id = p.opponent_id
+    WHERE a.ts_ms >= $1 AND a.status = 200 AND b.status = 200 AND a.model IS NOT NULL
+    AND b.model IS NOT NULL AND a.prompt IS NOT NULL ORDER BY p.seq";
 /// Prompts of answered requests, with the route they took.
 const PROMPTS: &str = "SELECT route, prompt FROM outcomes
     WHERE ts_ms >= $1 AND status = 200 AND prompt IS NOT NULL ORDER BY ts_ms, id";
@@ -56,7 +68,10 @@ const SCAN: &str = "SELECT model, key_id, profile, status, prompt_tokens, comple
         THEN 1 ELSE 0 END AS BIGINT),
     CAST(CASE WHEN EXISTS (SELECT 1 FROM labels l WHERE l.request_id = outcomes.id)
         THEN 1 ELSE 0 END AS BIGINT),
-    ts_ms, latency_ms, ttft_ms, difficulty, skills
+    ts_ms, latency_ms, ttft_ms, difficulty, skills,
+    CAST(CASE WHEN EXISTS (SELECT 1 FROM preferences p
+        WHERE p.request_id = outcomes.id OR p.opponent_id = outcomes.id)
+        THEN 1 ELSE 0 END AS BIGINT)
     FROM outcomes WHERE ts_ms >= $1";
 /// The newest requests before `$1` whose id, models, key or prompt contain `$2` (a lower-case
 /// `LIKE` pattern; empty: all), at most `$3`.
@@ -74,6 +89,12 @@ const REQUEST: &str = "SELECT id, ts_ms, endpoint, key_id, requested, route, pro
     stream, prompt, answer, signals FROM outcomes WHERE id = $1";
 const REQUEST_FEEDBACK: &str =
     "SELECT ts_ms, score, thumbs, comment FROM feedback WHERE request_id = $1 ORDER BY seq";
+/// The preferences a request takes part in, on either side.
+const REQUEST_PREFERENCES: &str =
+    "SELECT p.ts_ms, p.request_id, p.opponent_id, p.result, p.comment,
+    a.model, b.model FROM preferences p JOIN outcomes a ON a.id = p.request_id
+    JOIN outcomes b ON b.id = p.opponent_id
+    WHERE p.request_id = $1 OR p.opponent_id = $1 ORDER BY p.seq";
 const REQUEST_LABELS: &str =
     "SELECT judge, ts_ms, rating, score FROM labels WHERE request_id = $1 ORDER BY ts_ms, judge";
 
@@ -136,6 +157,8 @@ pub struct LoggedRow {
     /// The classifier's view of an adaptive request: difficulty and skills (JSON text).
     pub difficulty: Option<f64>,
     pub skills: Option<String>,
+    /// A client compared its answer with another (a preference, on either side).
+    pub compared: bool,
 }
 
 /// One line of the request list: what happened, without the texts.
@@ -200,6 +223,31 @@ pub struct StoredFeedback {
     pub comment: Option<String>,
 }
 
+/// A preference a request takes part in, as stored, seen from that request's side.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StoredPreference {
+    pub ts_ms: i64,
+    /// The other request.
+    pub opponent: String,
+    pub opponent_model: Option<String>,
+    /// `win`, `loss`, `tie` or `both_bad`: how this request's answer fared.
+    pub result: String,
+    pub comment: Option<String>,
+}
+
+/// A preference between two logged answers, for training: both sides' models and the prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Paired {
+    pub request_id: String,
+    pub model: String,
+    /// `{"system"?, "messages"}` as the client sent them.
+    pub prompt: String,
+    pub opponent_id: String,
+    pub opponent_model: String,
+    /// How `request_id`'s answer fared; `None` for a result this triage does not know.
+    pub result: Option<PairResult>,
+}
+
 /// A judge's grade of a request, as stored.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct StoredLabel {
@@ -207,6 +255,15 @@ pub struct StoredLabel {
     pub ts_ms: i64,
     pub rating: f64,
     pub score: f64,
+}
+
+/// One request with every verdict on it, for the dashboard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestVerdicts {
+    pub request: LoggedRequest,
+    pub feedback: Vec<StoredFeedback>,
+    pub preferences: Vec<StoredPreference>,
+    pub labels: Vec<StoredLabel>,
 }
 
 /// A logged answer waiting for a judge's grade.
@@ -261,6 +318,7 @@ pub enum StoreError {
 pub enum Write<'a> {
     Outcome(&'a Outcome),
     Feedback(&'a Feedback),
+    Preference(&'a Preference),
 }
 
 /// An open outcome log.
@@ -420,6 +478,7 @@ impl Store {
             Store::Sqlite(conn) => {
                 let tx = conn.transaction()?;
                 tx.execute(PRUNE_FEEDBACK, [cutoff_ms])?;
+                tx.execute(PRUNE_PREFERENCES, [cutoff_ms])?;
                 tx.execute(PRUNE_LABELS, [cutoff_ms])?;
                 let rows = tx.execute(PRUNE, [cutoff_ms])?;
                 tx.commit()?;
@@ -428,6 +487,7 @@ impl Store {
             Store::Postgres(client) => {
                 let mut tx = client.transaction()?;
                 tx.execute(PRUNE_FEEDBACK, &[&cutoff_ms])?;
+                tx.execute(PRUNE_PREFERENCES, &[&cutoff_ms])?;
                 tx.execute(PRUNE_LABELS, &[&cutoff_ms])?;
                 let rows = tx.execute(PRUNE, &[&cutoff_ms])?;
                 tx.commit()?;
@@ -533,18 +593,24 @@ impl Store {
         self.all(RECENT, &[&before_ms, &pattern, &limit])
     }
 
-    /// One request with its feedback and judge grades; `None` for an unknown id.
-    #[allow(clippy::type_complexity)]
-    pub fn request(
-        &mut self,
-        id: &str,
-    ) -> Result<Option<(LoggedRequest, Vec<StoredFeedback>, Vec<StoredLabel>)>, StoreError> {
+    /// One request with its feedback, preferences and judge grades; `None` for an unknown id.
+    pub fn request(&mut self, id: &str) -> Result<Option<RequestVerdicts>, StoreError> {
         let Some(request) = self.all::<LoggedRequest>(REQUEST, &[&id])?.pop() else {
             return Ok(None);
         };
         let feedback = self.all(REQUEST_FEEDBACK, &[&id])?;
+        let preferences = self
+            .all::<PreferenceRow>(REQUEST_PREFERENCES, &[&id])?
+            .into_iter()
+            .map(|row| row.seen_from(id))
+            .collect();
         let labels = self.all(REQUEST_LABELS, &[&id])?;
-        Ok(Some((request, feedback, labels)))
+        Ok(Some(RequestVerdicts {
+            request,
+            feedback,
+            preferences,
+            labels,
+        }))
     }
 
     /// `(id, characters of prompt and answer)` of the answers logged at or after `since_ms`
@@ -595,6 +661,12 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Every preference whose requests were both answered, the first with text, logged at or
+    /// after `since_ms`.
+    pub fn preferences(&mut self, since_ms: i64) -> Result<Vec<Paired>, StoreError> {
+        self.all(PAIRED, &[&since_ms])
     }
 
     /// `(route, prompt)` of every answered request with text logged at or after `since_ms`.
@@ -728,6 +800,7 @@ impl FromRow for LoggedRow {
             ttft_ms: r.cell(15)?,
             difficulty: r.cell(16)?,
             skills: r.cell(17)?,
+            compared: r.cell::<i64>(18)? == 1,
         })
     }
 }
@@ -792,6 +865,64 @@ impl FromRow for StoredFeedback {
             score: r.cell(1)?,
             thumbs: r.cell(2)?,
             comment: r.cell(3)?,
+        })
+    }
+}
+
+/// `REQUEST_PREFERENCES`' columns, before they are turned to one request's side.
+struct PreferenceRow {
+    ts_ms: i64,
+    request_id: String,
+    opponent_id: String,
+    result: String,
+    comment: Option<String>,
+    models: (Option<String>, Option<String>),
+}
+
+impl PreferenceRow {
+    fn seen_from(self, id: &str) -> StoredPreference {
+        let mine = self.request_id == id;
+        let result = match PairResult::parse(&self.result) {
+            Some(result) if !mine => result.mirrored().as_str().to_string(),
+            _ => self.result,
+        };
+        let (opponent, opponent_model) = if mine {
+            (self.opponent_id, self.models.1)
+        } else {
+            (self.request_id, self.models.0)
+        };
+        StoredPreference {
+            ts_ms: self.ts_ms,
+            opponent,
+            opponent_model,
+            result,
+            comment: self.comment,
+        }
+    }
+}
+
+impl FromRow for PreferenceRow {
+    fn from_row(r: &impl Cells) -> Result<Self, StoreError> {
+        Ok(PreferenceRow {
+            ts_ms: r.cell(0)?,
+            request_id: r.cell(1)?,
+            opponent_id: r.cell(2)?,
+            result: r.cell(3)?,
+            comment: r.cell(4)?,
+            models: (r.cell(5)?, r.cell(6)?),
+        })
+    }
+}
+
+impl FromRow for Paired {
+    fn from_row(r: &impl Cells) -> Result<Self, StoreError> {
+        Ok(Paired {
+            request_id: r.cell(0)?,
+            model: r.cell(1)?,
+            prompt: r.cell(2)?,
+            opponent_id: r.cell(3)?,
+            opponent_model: r.cell(4)?,
+            result: PairResult::parse(&r.cell::<String>(5)?),
         })
     }
 }
@@ -949,6 +1080,24 @@ fn write_sqlite(
                     ])?;
                 verdicts.push(Ok(()));
             }
+            Write::Preference(p) => {
+                let prompt = |id: &str| -> Result<Option<Option<String>>, StoreError> {
+                    Ok(tx.query_row(PROMPT_OF, [id], |r| r.get(0)).optional()?)
+                };
+                let prompts = (prompt(&p.request_id)?, prompt(&p.opponent_id)?);
+                let verdict = comparable(p, prompts);
+                if verdict.is_ok() {
+                    tx.prepare_cached(INSERT_PREFERENCE)?
+                        .execute(rusqlite::params![
+                            p.request_id,
+                            p.opponent_id,
+                            p.ts_ms,
+                            p.result.as_str(),
+                            p.comment
+                        ])?;
+                }
+                verdicts.push(verdict);
+            }
         }
     }
     tx.commit()?;
@@ -984,10 +1133,58 @@ fn write_postgres(
                 )?;
                 verdicts.push(Ok(()));
             }
+            Write::Preference(p) => {
+                let mut prompt = |id: &String| -> Result<Option<Option<String>>, StoreError> {
+                    Ok(tx.query_opt(PROMPT_OF, &[id])?.map(|row| row.get(0)))
+                };
+                let prompts = (prompt(&p.request_id)?, prompt(&p.opponent_id)?);
+                let verdict = comparable(p, prompts);
+                if verdict.is_ok() {
+                    tx.execute(
+                        INSERT_PREFERENCE,
+                        &[
+                            &p.request_id,
+                            &p.opponent_id,
+                            &p.ts_ms,
+                            &p.result.as_str(),
+                            &p.comment,
+                        ],
+                    )?;
+                }
+                verdicts.push(verdict);
+            }
         }
     }
     tx.commit()?;
     Ok(verdicts)
+}
+
+/// Whether a preference can be stored, given its two requests' logged prompts (outer `None`:
+/// no such request; inner `None`: text not stored). Prompts are compared as JSON values, so
+/// the same messages with keys in another order are the same prompt; without stored text
+/// there is nothing to compare.
+fn comparable(
+    p: &Preference,
+    prompts: (Option<Option<String>>, Option<Option<String>>),
+) -> Result<(), FeedbackError> {
+    let (Some(mine), Some(theirs)) = prompts else {
+        let unknown = if prompts.0.is_none() {
+            &p.request_id
+        } else {
+            &p.opponent_id
+        };
+        return Err(FeedbackError::UnknownId(unknown.clone()));
+    };
+    let parsed = |text: &str| serde_json::from_str::<serde_json::Value>(text).ok();
+    if let (Some(a), Some(b)) = (mine, theirs)
+        && parsed(&a) != parsed(&b)
+    {
+        return Err(FeedbackError::DifferentPrompts(
+            p.request_id.clone(),
+            p.opponent_id.clone(),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

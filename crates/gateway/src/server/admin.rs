@@ -1,4 +1,5 @@
-//! The endpoints around the outcome log and the model: `POST /v1/feedback`, `GET /v1/usage`
+//! The endpoints around the outcome log and the model: `POST /v1/feedback` (a grade of one
+//! answer, or a preference between two answers to the same prompt), `GET /v1/usage`
 //! (the report as JSON) and `POST /admin/reload` (a new classifier, swapped in atomically).
 
 use std::sync::Arc;
@@ -14,7 +15,9 @@ use serde_json::{Value, json};
 
 use super::{ApiError, AppState, body_rejection};
 use crate::outcomes::report::{Report, ReportOptions};
-use crate::outcomes::{Feedback, FeedbackError, OutcomeLog, now_ms, parse_date};
+use crate::outcomes::{
+    Feedback, FeedbackError, OutcomeLog, PairResult, Preference, now_ms, parse_date,
+};
 use crate::router::AdaptiveRouter;
 use triage_core::classifier::Classifier;
 
@@ -25,7 +28,8 @@ fn outcome_log(state: &AppState) -> Result<&OutcomeLog, ApiError> {
     state.outcomes.as_ref().ok_or_else(ApiError::log_disabled)
 }
 
-/// `POST /v1/feedback`: a score for one logged request; 200 once it is committed.
+/// `POST /v1/feedback`: a score for one logged request, or with `opponent` a preference
+/// between two; 200 once it is committed.
 pub(super) async fn feedback(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -47,18 +51,39 @@ async fn store_feedback(
         state.authenticate(headers)?;
     }
     let body = body.map_err(|rejection| body_rejection(&rejection, &state.limits))?;
-    let feedback = parse_feedback(&body)?;
+    let verdict = parse_feedback(&body)?;
     let log = outcome_log(state)?;
-    let id = feedback.request_id.clone();
-    let score = feedback.score;
-    log.feedback(feedback).await.map_err(|error| match error {
+    let (stored, acknowledgement) = match verdict {
+        Verdict::Graded(feedback) => {
+            let ack = json!({"object": "feedback", "id": feedback.request_id,
+                "score": feedback.score, "stored": true});
+            (log.feedback(feedback).await, ack)
+        }
+        Verdict::Pairwise(preference) => {
+            let ack = json!({"object": "feedback", "id": preference.request_id,
+                "opponent": preference.opponent_id, "result": preference.result.as_str(),
+                "stored": true});
+            (log.preference(preference).await, ack)
+        }
+    };
+    stored.map_err(|error| match error {
         FeedbackError::UnknownId(id) => ApiError::request_not_found(&id),
+        FeedbackError::DifferentPrompts(..) => {
+            ApiError::invalid_request(error.to_string(), Some("opponent"))
+        }
         FeedbackError::Store(message) => ApiError::internal(message),
     })?;
-    Ok(json!({"object": "feedback", "id": id, "score": score, "stored": true}))
+    Ok(acknowledgement)
 }
 
-fn parse_feedback(body: &[u8]) -> Result<Feedback, ApiError> {
+/// What a client said: a grade of one answer, or how it compares with another.
+#[derive(Debug)]
+enum Verdict {
+    Graded(Feedback),
+    Pairwise(Preference),
+}
+
+fn parse_feedback(body: &[u8]) -> Result<Verdict, ApiError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| ApiError::invalid_json(&e.to_string()))?;
     let bad = |message: &str, param: &str| ApiError::invalid_request(message, Some(param));
@@ -68,10 +93,12 @@ fn parse_feedback(body: &[u8]) -> Result<Feedback, ApiError> {
             None,
         ));
     };
-    if let Some(key) = fields
-        .keys()
-        .find(|k| !matches!(k.as_str(), "id" | "score" | "thumbs" | "comment"))
-    {
+    if let Some(key) = fields.keys().find(|k| {
+        !matches!(
+            k.as_str(),
+            "id" | "score" | "thumbs" | "comment" | "opponent" | "result"
+        )
+    }) {
         return Err(bad(&format!("Unknown field `{key}`."), key));
     }
     let request_id = match fields.get("id") {
@@ -105,20 +132,75 @@ fn parse_feedback(body: &[u8]) -> Result<Feedback, ApiError> {
             ));
         }
     };
+    if let Some(preference) = parse_preference(&fields, &request_id, comment.clone())? {
+        if score.is_some() || thumbs.is_some() {
+            return Err(bad(
+                "A preference takes `result`, not `score` or `thumbs`.",
+                "result",
+            ));
+        }
+        return Ok(Verdict::Pairwise(preference));
+    }
     let score = match (score, thumbs.as_deref()) {
         (Some(_), Some(_)) => return Err(bad("Send `score` or `thumbs`, not both.", "score")),
         (Some(s), None) => s,
         (None, Some("up")) => 1.0,
         (None, Some(_)) => 0.0,
-        (None, None) => return Err(bad("Send a `score` (0..1) or `thumbs` (up/down).", "score")),
+        (None, None) => {
+            return Err(bad(
+                "Send a `score` (0..1), `thumbs` (up/down), or an `opponent` and `result`.",
+                "score",
+            ));
+        }
     };
-    Ok(Feedback {
+    Ok(Verdict::Graded(Feedback {
         request_id,
         ts_ms: now_ms(),
         score,
         thumbs,
         comment,
-    })
+    }))
+}
+
+/// `opponent` and `result`, when the body has either: a preference between `id`'s answer and
+/// the opponent's.
+fn parse_preference(
+    fields: &serde_json::Map<String, Value>,
+    request_id: &str,
+    comment: Option<String>,
+) -> Result<Option<Preference>, ApiError> {
+    let bad = |message: &str, param: &str| ApiError::invalid_request(message, Some(param));
+    let opponent = fields.get("opponent").filter(|v| !v.is_null());
+    let result = fields.get("result").filter(|v| !v.is_null());
+    if opponent.is_none() && result.is_none() {
+        return Ok(None);
+    }
+    let opponent_id = match opponent {
+        Some(Value::String(id)) if !id.is_empty() && id != request_id => id.clone(),
+        _ => {
+            return Err(bad(
+                "opponent: the x-triage-request-id of another answer to the same prompt",
+                "opponent",
+            ));
+        }
+    };
+    let result = result
+        .and_then(Value::as_str)
+        .and_then(PairResult::parse)
+        .ok_or_else(|| {
+            bad(
+                "result: how `id`'s answer fared against the opponent's: \"win\", \"loss\", \
+                 \"tie\" or \"both_bad\"",
+                "result",
+            )
+        })?;
+    Ok(Some(Preference {
+        request_id: request_id.to_string(),
+        opponent_id,
+        ts_ms: now_ms(),
+        result,
+        comment,
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -230,14 +312,18 @@ mod tests {
         parse_feedback(body.as_bytes()).unwrap_err()
     }
 
+    fn graded(body: &str) -> Feedback {
+        match parse_feedback(body.as_bytes()).unwrap() {
+            Verdict::Graded(f) => f,
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn feedback_fields_are_checked() {
-        let f = parse_feedback(br#"{"id":"req_1","thumbs":"down","comment":"meh"}"#).unwrap();
+        let f = graded(r#"{"id":"req_1","thumbs":"down","comment":"meh"}"#);
         assert_eq!((f.score, f.thumbs.as_deref()), (0.0, Some("down")));
-        assert_eq!(
-            parse_feedback(br#"{"id":"r","score":0.25}"#).unwrap().score,
-            0.25
-        );
+        assert_eq!(graded(r#"{"id":"r","score":0.25}"#).score, 0.25);
         assert_eq!(error_of(r#"{"id":"r","score":1.5}"#).param(), Some("score"));
         assert_eq!(
             error_of(r#"{"id":"r","thumbs":"left"}"#).param(),
@@ -253,5 +339,38 @@ mod tests {
             error_of(r#"{"id":"r","score":1,"extra":1}"#).param(),
             Some("extra")
         );
+    }
+
+    #[test]
+    fn a_preference_names_an_opponent_and_a_result() {
+        let Verdict::Pairwise(p) = parse_feedback(
+            br#"{"id":"a","opponent":"b","result":"both_bad","comment":"neither ran"}"#,
+        )
+        .unwrap() else {
+            panic!("not a preference");
+        };
+        assert_eq!(
+            (p.request_id.as_str(), p.opponent_id.as_str(), p.result),
+            ("a", "b", PairResult::BothBad)
+        );
+        assert_eq!(p.comment.as_deref(), Some("neither ran"));
+        for (body, param) in [
+            (r#"{"id":"a","opponent":"b"}"#, "result"),
+            (r#"{"id":"a","opponent":"b","result":"draw"}"#, "result"),
+            (r#"{"id":"a","result":"win"}"#, "opponent"),
+            (r#"{"id":"a","opponent":"a","result":"win"}"#, "opponent"),
+            (r#"{"id":"a","opponent":7,"result":"win"}"#, "opponent"),
+            (
+                r#"{"id":"a","opponent":"b","result":"win","thumbs":"up"}"#,
+                "result",
+            ),
+        ] {
+            let error = error_of(body);
+            assert_eq!(
+                (error.status(), error.param()),
+                (axum::http::StatusCode::BAD_REQUEST, Some(param)),
+                "{body}"
+            );
+        }
     }
 }

@@ -263,8 +263,8 @@ async fn request(
         state.dashboard_role(&headers)?;
         let wanted = id.clone();
         let found = read_log(&state, move |store| store.request(&wanted)).await?;
-        let (row, feedback, labels) = found.ok_or_else(|| ApiError::request_not_found(&id))?;
-        Ok(RequestView::of(row, feedback, labels))
+        let found = found.ok_or_else(|| ApiError::request_not_found(&id))?;
+        Ok(RequestView::of(found))
     };
     reply(result.await)
 }

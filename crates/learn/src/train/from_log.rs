@@ -7,6 +7,11 @@
 //! `invalid_tool_json`: score 0). Answers with none of these are left out: an ungraded answer
 //! says nothing. Models are named by their catalog id, so a model new to the log gets its own
 //! θ with no code change, and the router uses it for that id.
+//!
+//! A client's preference between two answers to the same prompt becomes a battle: two rows
+//! with an `opponent` (one from each side, as the Chatbot Arena file has them), which training
+//! reads through its Bradley–Terry loss rather than as grades. A preference between two answers
+//! of the same model says nothing about which model to route to and is counted, not written.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -17,9 +22,9 @@ use serde_json::json;
 
 use super::TrainError;
 use triage_core::classifier::render_conversation;
-use triage_gateway::outcomes::Target;
 use triage_gateway::outcomes::signals::{INVALID_TOOL_JSON, TRUNCATED};
-use triage_gateway::outcomes::store::Verdicts;
+use triage_gateway::outcomes::store::{Paired, Verdicts};
+use triage_gateway::outcomes::{PairResult, Target};
 
 /// The `source` of exported rows.
 pub const SOURCE: &str = "outcome_log";
@@ -31,9 +36,11 @@ pub struct LogExport {
     pub path: PathBuf,
     /// Answered requests with text in the log (since the cut-off).
     pub answered: usize,
-    /// Rows written, by where their score came from.
+    /// Rows written, by where their score came from (`preference`: two rows per preference).
     pub by_label: BTreeMap<&'static str, usize>,
     pub models: BTreeSet<String>,
+    /// Preferences left out because both answers came from the same model.
+    pub same_model_preferences: usize,
 }
 
 impl LogExport {
@@ -45,9 +52,9 @@ impl LogExport {
 /// Reads the log (`PATH_OR_URL`) and writes its graded answers to `dir/from_log.jsonl`.
 pub fn export(log: &str, since_ms: i64, dir: &Path) -> Result<LogExport, TrainError> {
     let target = Target::parse(log);
-    let verdicts = target
+    let (verdicts, preferences) = target
         .open_read()
-        .and_then(|mut store| store.verdicts(since_ms))
+        .and_then(|mut store| Ok((store.verdicts(since_ms)?, store.preferences(since_ms)?)))
         .map_err(|e| TrainError::File {
             path: PathBuf::from(target.describe()),
             message: format!("cannot read the outcome log: {e}"),
@@ -80,6 +87,21 @@ pub fn export(log: &str, since_ms: i64, dir: &Path) -> Result<LogExport, TrainEr
         *export.by_label.entry(label).or_default() += 1;
         export.models.insert(v.model.clone());
     }
+    for p in &preferences {
+        if p.model == p.opponent_model {
+            export.same_model_preferences += 1;
+            continue;
+        }
+        let Some(rows) = battle_rows(p) else {
+            continue;
+        };
+        for row in rows {
+            writeln!(file, "{row}").map_err(io)?;
+        }
+        *export.by_label.entry("preference").or_default() += 2;
+        export.models.insert(p.model.clone());
+        export.models.insert(p.opponent_model.clone());
+    }
     file.flush().map_err(io)?;
     export.path = path;
     Ok(export)
@@ -98,6 +120,30 @@ pub fn score_of(v: &Verdicts) -> Option<(f64, &'static str)> {
         .split(',')
         .any(|s| s == TRUNCATED || s == INVALID_TOOL_JSON);
     failed.then_some((0.0, "implicit"))
+}
+
+/// A preference as the two rows of one battle in the shared format, one from each side (score:
+/// win 1, tie 0.5, both bad 0.25, loss 0); `None` without a known result or prompt text.
+pub fn battle_rows(p: &Paired) -> Option<[serde_json::Value; 2]> {
+    let result = p.result?;
+    let prompt = classifier_text(&p.prompt)?;
+    let side = |model: &str, opponent: &str, result: PairResult| {
+        json!({
+            "source": SOURCE,
+            "prompt_id": p.request_id,
+            "battle_id": format!("{}/{}", p.request_id, p.opponent_id),
+            "prompt": prompt,
+            "model": model,
+            "opponent": opponent,
+            "score": result.score(),
+            "label": result.as_str(),
+            "subset": "preference",
+        })
+    };
+    Some([
+        side(&p.model, &p.opponent_model, result),
+        side(&p.opponent_model, &p.model, result.mirrored()),
+    ])
 }
 
 /// The text the classifier saw for a logged `{"system"?, "messages"}`: the same rendering as
@@ -136,6 +182,45 @@ mod tests {
         );
         assert_eq!(score_of(&verdicts("upstream_error", None, None)), None);
         assert_eq!(score_of(&verdicts("", None, None)), None);
+    }
+
+    #[test]
+    fn a_preference_is_one_battle_seen_from_both_sides() {
+        let paired = |result| Paired {
+            request_id: "r1".into(),
+            model: "a/big".into(),
+            prompt: json!({"messages": [{"role": "user", "content": "Sort this list"}]})
+                .to_string(),
+            opponent_id: "r2".into(),
+            opponent_model: "b/small".into(),
+            result,
+        };
+        let [mine, theirs] = battle_rows(&paired(Some(PairResult::Loss))).unwrap();
+        assert_eq!(
+            (
+                &mine["model"],
+                &mine["opponent"],
+                &mine["score"],
+                &mine["label"]
+            ),
+            (
+                &json!("a/big"),
+                &json!("b/small"),
+                &json!(0.0),
+                &json!("loss")
+            )
+        );
+        assert_eq!(
+            (&theirs["model"], &theirs["opponent"], &theirs["score"]),
+            (&json!("b/small"), &json!("a/big"), &json!(1.0))
+        );
+        assert_eq!(mine["prompt"], "Sort this list");
+        let [both_bad, other] = battle_rows(&paired(Some(PairResult::BothBad))).unwrap();
+        assert_eq!(
+            (&both_bad["score"], &other["score"]),
+            (&json!(0.25), &json!(0.25))
+        );
+        assert!(battle_rows(&paired(None)).is_none());
     }
 
     #[test]

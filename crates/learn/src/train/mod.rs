@@ -235,6 +235,12 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
             export.by_label,
             export.models.len()
         ));
+        if export.same_model_preferences > 0 {
+            say(format!(
+                "outcome log: {} preferences between two answers of one model left out (they say nothing about routing)",
+                export.same_model_preferences
+            ));
+        }
     }
     let init = args.init.as_deref().map(materialise_builtin).transpose()?;
     let warm = match &init {
