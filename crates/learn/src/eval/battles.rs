@@ -187,20 +187,15 @@ pub(super) fn evaluate(
     let share = |better: &dyn Fn(&Battle) -> f64| {
         measured.iter().map(|b| better(b)).sum::<f64>() / measured.len() as f64
     };
-    // 1 when the winner is predicted better, ½ on a tie, 0 otherwise.
-    let credit = |winner: f64, loser: f64| match winner.partial_cmp(&loser) {
-        Some(std::cmp::Ordering::Greater) => 1.0,
-        Some(std::cmp::Ordering::Less) => 0.0,
-        _ => 0.5,
-    };
     let predicted = share(&|b| {
         let f = &features[&b.prompt];
-        credit(
+        winner_credit(
             predicted_quality(abilities[&b.winner], f),
             predicted_quality(abilities[&b.loser], f),
         )
     });
-    let ability_only = share(&|b| credit(mean(abilities[&b.winner]), mean(abilities[&b.loser])));
+    let ability_only =
+        share(&|b| winner_credit(mean(abilities[&b.winner]), mean(abilities[&b.loser])));
     let decided = measured.len();
     let results = BattleResults {
         decided,
@@ -256,5 +251,27 @@ impl fmt::Display for BattleResults {
             100.0 * self.ability_only
         )?;
         writeln!(f, "  a coin                    50.0%")
+    }
+}
+
+/// A battle's credit to a prediction: 1 when the winner is predicted better, ½ on a predicted
+/// tie, 0 otherwise. Training's dev metric counts the same way.
+pub fn winner_credit(winner: f64, loser: f64) -> f64 {
+    match winner.partial_cmp(&loser) {
+        Some(std::cmp::Ordering::Greater) => 1.0,
+        Some(std::cmp::Ordering::Less) => 0.0,
+        _ => 0.5,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_predicted_tie_earns_half_a_battle() {
+        assert_eq!(winner_credit(0.7, 0.4), 1.0);
+        assert_eq!(winner_credit(0.4, 0.7), 0.0);
+        assert_eq!(winner_credit(0.5, 0.5), 0.5);
     }
 }

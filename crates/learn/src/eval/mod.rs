@@ -12,7 +12,7 @@
 //! Not for: training (`train`) or serving. Nothing here does network I/O.
 
 pub mod abilities;
-mod battles;
+pub(crate) mod battles;
 pub mod classifier;
 pub mod data;
 pub mod knn;

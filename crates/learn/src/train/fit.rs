@@ -31,6 +31,7 @@ use super::metrics::{self, OutcomeRows, OutcomeSummary};
 use super::params::Params;
 use super::progress::Progress;
 use super::recipe::Recipe;
+use crate::eval::battles::winner_credit;
 use triage_core::classifier::{
     ATTENTION_QUERIES, HIDDEN_LAYER, LENGTH_WEIGHT, StaticEmbedding, TOOL_LAYER, fold_tool_need,
     length_feature, mean_pool, member_prefix, pad_batch,
@@ -732,7 +733,7 @@ impl Model {
         let (mut outcome_loss, mut outcome_weight) = (0.0, 0.0);
         let (mut skill_loss, mut skill_hits, mut skill_n) = (0.0, 0usize, 0usize);
         let (mut tool_scores, mut tool_labels, mut tool_loss) = (vec![], vec![], 0.0);
-        let (mut pair_hits, mut blind_hits, mut pair_n) = (0usize, 0usize, 0usize);
+        let (mut pair_hits, mut blind_hits, mut pair_n) = (0.0, 0.0, 0usize);
         let mean_ability: Vec<f64> = theta
             .iter()
             .map(|t| t.iter().map(|&v| f64::from(v)).sum::<f64>() / t.len().max(1) as f64)
@@ -762,12 +763,13 @@ impl Model {
                 skill_hits += usize::from(best == Some(label));
             }
             for &(a, b, t) in prompt.pairs.iter().filter(|pair| pair.2 != 0.5) {
-                let qa = quality(&theta[a as usize], &pred.mix, pred.difficulty);
-                let qb = quality(&theta[b as usize], &pred.mix, pred.difficulty);
+                // Winner first, credited as `eval --battles` credits it (a predicted tie ½).
+                let (w, l) = if t > 0.5 { (a, b) } else { (b, a) };
+                let q = |m: u32| quality(&theta[m as usize], &pred.mix, pred.difficulty);
+                let ability = |m: u32| mean_ability[m as usize];
                 pair_n += 1;
-                pair_hits += usize::from((qa > qb) == (t > 0.5));
-                blind_hits +=
-                    usize::from((mean_ability[a as usize] > mean_ability[b as usize]) == (t > 0.5));
+                pair_hits += winner_credit(q(w), q(l));
+                blind_hits += winner_credit(ability(w), ability(l));
             }
             if let Some(t) = prompt.tool {
                 tool_scores.push(pred.tool_need as f64);
@@ -788,8 +790,8 @@ impl Model {
             outcome: rows.summary(),
             tool_auc: crate::eval::metrics::roc_auc(&tool_scores, &tool_labels),
             skill_accuracy: (skill_n > 0).then(|| skill_hits as f64 / skill_n as f64),
-            pair_accuracy: (pair_n > 0).then(|| pair_hits as f64 / pair_n as f64),
-            pair_accuracy_model_only: (pair_n > 0).then(|| blind_hits as f64 / pair_n as f64),
+            pair_accuracy: (pair_n > 0).then(|| pair_hits / pair_n as f64),
+            pair_accuracy_model_only: (pair_n > 0).then(|| blind_hits / pair_n as f64),
             per_source: metrics::by_key(&by_source),
         })
     }
