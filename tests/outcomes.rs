@@ -401,14 +401,14 @@ async fn a_preference_between_two_answers_to_one_prompt_is_stored_and_read_back(
         ("local/small", "local/big")
     );
     assert!(paired[0].prompt.contains("hello there"));
-    let seen = |id: &str| {
-        let found = Store::open_read(&tmp.path().join("triage.db"))
+    let found = |id: &str| {
+        Store::open_read(&tmp.path().join("triage.db"))
             .unwrap()
             .request(id)
             .unwrap()
-            .unwrap();
-        found.preferences
+            .unwrap()
     };
+    let seen = |id: &str| found(id).preferences;
     let from_big = seen(&big);
     assert_eq!(
         (
@@ -420,6 +420,14 @@ async fn a_preference_between_two_answers_to_one_prompt_is_stored_and_read_back(
     );
     assert_eq!(seen(&small)[0].result, "loss");
     assert!(seen(&other).is_empty());
+    // The dashboard offers the other answers to the same prompt to compare with.
+    let same: Vec<(String, String)> = found(&small)
+        .same_prompt
+        .into_iter()
+        .map(|o| (o.id, o.model))
+        .collect();
+    assert_eq!(same, [(big.clone(), "local/big".to_string())]);
+    assert!(found(&other).same_prompt.is_empty());
     let usage: Value = h.get("/v1/usage").await.json().await.unwrap();
     assert_eq!(usage["labels"]["compared"], 2, "{usage}");
 }

@@ -341,7 +341,7 @@ def test_dashboard_endpoints_refuse_router_keys_and_bad_input(served):
     assert viewer.value.code == 401
 
 
-def test_a_preference_between_two_answers_shows_on_each_side(browser, served):
+def test_a_preference_between_two_answers_is_given_and_shown_on_each_side(browser, served, shots):
     """Runs last: its two requests are not part of the traffic the other tests count."""
     triage, _ = served
     ids = {}
@@ -351,14 +351,17 @@ def test_a_preference_between_two_answers_shows_on_each_side(browser, served):
                 model=model, messages=[{"role": "user", "content": "which answer is better?"}]
             )
             ids[model] = raw.headers["x-triage-request-id"]
-    stored = call(
-        triage,
-        "/v1/feedback",
-        key=ROUTER_KEY,
-        body={"id": ids["mock/big"], "opponent": ids["mock/small"], "result": "win", "comment": "A/B"},
-    )
-    assert (stored["opponent"], stored["result"]) == (ids["mock/small"], "win")
     page = signed_in(browser, triage, ADMIN_KEY)
+    # The small answer's page offers the big one, the other answer to its prompt.
+    page.goto(f"{triage.router_url}/ui#requests/{ids['mock/small']}")
+    ready(page, "requests/detail")
+    expect(page.locator('[data-table="same-prompt"] td[data-col="model"]')).to_have_text(["mock/big"])
+    page.screenshot(path=str(shots / "compare.png"), full_page=True)
+    page.fill('input[aria-label="feedback comment"]', "A/B")
+    page.click('[data-table="same-prompt"] [data-prefer="loss"]')
+    ready(page, "requests/detail")
+    stored = call(triage, f"/v1/dashboard/requests/{ids['mock/small']}")["preferences"]
+    assert [(p["opponent"], p["result"], p["comment"]) for p in stored] == [(ids["mock/big"], "loss", "A/B")]
     for model, other, result in [("mock/small", "mock/big", "loss"), ("mock/big", "mock/small", "win")]:
         page.goto(f"{triage.router_url}/ui#requests/{ids[model]}")
         ready(page, "requests/detail")

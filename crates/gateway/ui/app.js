@@ -468,6 +468,22 @@ async function requestPage(root, id) {
       el("button", { type: "button", "data-feedback": "up", onclick: () => send("up"), text: "✓ Good answer" }),
       el("button", { type: "button", class: "secondary", "data-feedback": "down", onclick: () => send("down"), text: "✗ Bad answer" }),
       comment, status));
+    // A preference between this answer and another to the same prompt (an A/B test's pair).
+    const prefer = (other, result) => api("/v1/feedback", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(Object.assign({ id: r.id, opponent: other.id, result }, comment.value ? { comment: comment.value } : {})),
+    }).then(() => { status.textContent = "Stored."; return render(); }).catch((e) => { status.textContent = e.message; });
+    const choices = [["win", "This one is better"], ["loss", "That one is better"], ["tie", "Tie"], ["both_bad", "Both bad"]];
+    if (r.same_prompt.length) {
+      verdicts.append(el("h2", { text: "Compare with another answer to this prompt" }),
+        table([
+          { id: "other", title: "Request", value: (o) => el("a", { href: `#/requests/${encodeURIComponent(o.id)}`, class: "mono", text: o.id }) },
+          { id: "model", title: "Model", value: (o) => o.model },
+          { id: "when", title: "When (UTC)", value: (o) => fmt.time(o.ts_ms) },
+          { id: "prefer", title: "", value: (o) => el("span", { class: "feedback-form" }, choices.map(([result, label]) =>
+            el("button", { type: "button", class: result === "win" ? null : "secondary", "data-prefer": result, onclick: () => prefer(o, result), text: label }))) },
+        ], r.same_prompt, { "data-table": "same-prompt" }));
+    }
   }
   root.append(verdicts);
 }

@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::Store;
 use super::report::{Savings, SavingsSum};
 use super::store::{
-    LoggedRow, RequestLine, RequestVerdicts, StoreError, StoredFeedback, StoredLabel,
+    LoggedRow, RequestLine, RequestVerdicts, SamePrompt, StoreError, StoredFeedback, StoredLabel,
     StoredPreference,
 };
 use triage_core::catalog::Catalog;
@@ -514,6 +514,8 @@ pub struct RequestView {
     /// Preferences between this answer and another to the same prompt, from this side.
     pub preferences: Vec<StoredPreference>,
     pub labels: Vec<StoredLabel>,
+    /// Other answers to the same prompt logged within a day, to compare this one with.
+    pub same_prompt: Vec<SamePrompt>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -566,6 +568,7 @@ impl RequestView {
             feedback: found.feedback,
             preferences: found.preferences,
             labels: found.labels,
+            same_prompt: found.same_prompt,
         }
     }
 }

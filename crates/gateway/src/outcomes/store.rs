@@ -95,6 +95,13 @@ const REQUEST_PREFERENCES: &str =
     a.model, b.model FROM preferences p JOIN outcomes a ON a.id = p.request_id
     JOIN outcomes b ON b.id = p.opponent_id
     WHERE p.request_id = $1 OR p.opponent_id = $1 ORDER BY p.seq";
+/// Other answered requests with the same prompt text as `$1`, logged within a day of it (the
+/// window keeps the lookup on the time index; an A/B test asks both models at once), newest
+/// first, at most 20.
+const SAME_PROMPT: &str = "SELECT o.id, o.model, o.ts_ms FROM outcomes o, outcomes r
+    WHERE r.id = $1 AND o.ts_ms BETWEEN r.ts_ms - 86400000 AND r.ts_ms + 86400000
+    AND o.prompt = r.prompt AND o.id <> r.id AND o.status = 200 AND o.model IS NOT NULL
+    ORDER BY o.ts_ms DESC, o.id LIMIT 20";
 const REQUEST_LABELS: &str =
     "SELECT judge, ts_ms, rating, score FROM labels WHERE request_id = $1 ORDER BY ts_ms, judge";
 
@@ -235,6 +242,14 @@ pub struct StoredPreference {
     pub comment: Option<String>,
 }
 
+/// Another answer to the same prompt, which a preference may compare this one with.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SamePrompt {
+    pub id: String,
+    pub model: String,
+    pub ts_ms: i64,
+}
+
 /// A preference between two logged answers, for training: both sides' models and the prompt.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Paired {
@@ -264,6 +279,8 @@ pub struct RequestVerdicts {
     pub feedback: Vec<StoredFeedback>,
     pub preferences: Vec<StoredPreference>,
     pub labels: Vec<StoredLabel>,
+    /// Other answers to the same prompt, logged within a day of it.
+    pub same_prompt: Vec<SamePrompt>,
 }
 
 /// A logged answer waiting for a judge's grade.
@@ -605,11 +622,13 @@ impl Store {
             .map(|row| row.seen_from(id))
             .collect();
         let labels = self.all(REQUEST_LABELS, &[&id])?;
+        let same_prompt = self.all(SAME_PROMPT, &[&id])?;
         Ok(Some(RequestVerdicts {
             request,
             feedback,
             preferences,
             labels,
+            same_prompt,
         }))
     }
 
@@ -910,6 +929,16 @@ impl FromRow for PreferenceRow {
             result: r.cell(3)?,
             comment: r.cell(4)?,
             models: (r.cell(5)?, r.cell(6)?),
+        })
+    }
+}
+
+impl FromRow for SamePrompt {
+    fn from_row(r: &impl Cells) -> Result<Self, StoreError> {
+        Ok(SamePrompt {
+            id: r.cell(0)?,
+            model: r.cell(1)?,
+            ts_ms: r.cell(2)?,
         })
     }
 }
