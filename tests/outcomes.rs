@@ -227,6 +227,13 @@ async fn old_rows_are_pruned_at_start() {
             [now],
         )
         .unwrap();
+        // A preference whose opponent is the old request goes with it too.
+        conn.execute(
+            "INSERT INTO preferences (request_id, opponent_id, ts_ms, result)
+             VALUES ('req_recent', 'req_old', ?1, 'win')",
+            [now],
+        )
+        .unwrap();
     }
     let h = Harness::start_with(&log_config(tmp.path(), "retention_days = 2")).await;
     flush(&h).await;
@@ -236,6 +243,10 @@ async fn old_rows_are_pruned_at_start() {
         .query_row("SELECT COUNT(*) FROM feedback", [], |r| r.get(0))
         .unwrap();
     assert_eq!(orphans, 0, "feedback goes with its request");
+    let orphans: i64 = db(tmp.path())
+        .query_row("SELECT COUNT(*) FROM preferences", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(orphans, 0, "a preference goes with either of its requests");
 }
 
 #[tokio::test]
