@@ -184,21 +184,46 @@ async fn retrain_and_reload(h: &Harness, dir: &Path) -> triage_learn::train::fro
     summary.log.unwrap()
 }
 
-type Routes = [(String, f64)];
+type Routes = Vec<(String, f64)>;
 
-/// Each domain's share routed to the big model and mean quality gap, before → after.
-fn gaps(code: (&Routes, &Routes), chat: (&Routes, &Routes)) -> String {
-    format!(
+/// Routes of the held-out Python questions and capital-city questions.
+async fn held_out_routes(h: &Harness) -> (Routes, Routes) {
+    let held_code: Vec<String> = HELD_OUT_TASKS.iter().map(|t| code(t)).collect();
+    let held_chat: Vec<String> = HELD_OUT_COUNTRIES.iter().map(|c| capital(c)).collect();
+    (routes(h, &held_code).await, routes(h, &held_chat).await)
+}
+
+/// The retrained domain (Python) moves from the cheap model to the big one, its quality gap
+/// widening by more than 0.1 and ending more than 0.1 above the other domain's, which stays on
+/// the cheap model.
+fn only_python_moved_to_big(before: &(Routes, Routes), after: &(Routes, Routes)) {
+    let ((code_before, chat_before), (code_after, chat_after)) = (before, after);
+    let figures = format!(
         "Python: big share {:.2} → {:.2}, gap {:.3} → {:.3}; capitals: big share {:.2} → {:.2}, gap {:.3} → {:.3}",
-        share_to_big(code.0),
-        share_to_big(code.1),
-        mean_gap(code.0),
-        mean_gap(code.1),
-        share_to_big(chat.0),
-        share_to_big(chat.1),
-        mean_gap(chat.0),
-        mean_gap(chat.1),
-    )
+        share_to_big(code_before),
+        share_to_big(code_after),
+        mean_gap(code_before),
+        mean_gap(code_after),
+        share_to_big(chat_before),
+        share_to_big(chat_after),
+        mean_gap(chat_before),
+        mean_gap(chat_after),
+    );
+    eprintln!("{figures}");
+    assert!(share_to_big(code_before) < 0.5, "{figures}");
+    assert!(share_to_big(code_after) > 0.5, "{figures}");
+    assert!(
+        mean_gap(code_after) - mean_gap(code_before) > 0.1,
+        "the retrained domain's quality gap widened: {figures}"
+    );
+    assert!(
+        mean_gap(code_after) > mean_gap(chat_after) + 0.1,
+        "and more than the other domain's: {figures}"
+    );
+    assert!(
+        share_to_big(chat_after) <= 0.5,
+        "the other domain stays on the cheap model: {figures}"
+    );
 }
 
 /// For each prompt: (chosen model, predicted quality of big minus small), choosing between the
@@ -247,9 +272,7 @@ async fn feedback_and_judge_grades_retrain_the_router_for_that_domain() {
         contains: vec![],
         content: "Correct and complete. Rating: [[9]]".into(),
     });
-    let held_code: Vec<String> = HELD_OUT_TASKS.iter().map(|t| code(t)).collect();
-    let held_chat: Vec<String> = HELD_OUT_COUNTRIES.iter().map(|c| capital(c)).collect();
-    let (code_before, chat_before) = (routes(&h, &held_code).await, routes(&h, &held_chat).await);
+    let before = held_out_routes(&h).await;
 
     // Traffic: every prompt to both models, explicitly. Clients give feedback on a third.
     let prompts: Vec<(String, bool)> = TASKS
@@ -342,23 +365,7 @@ async fn feedback_and_judge_grades_retrain_the_router_for_that_domain() {
         "θ learned for a catalog id"
     );
 
-    let (code_after, chat_after) = (routes(&h, &held_code).await, routes(&h, &held_chat).await);
-    let figures = gaps((&code_before, &code_after), (&chat_before, &chat_after));
-    eprintln!("{figures}");
-    assert!(share_to_big(&code_before) < 0.5, "{figures}");
-    assert!(share_to_big(&code_after) > 0.5, "{figures}");
-    assert!(
-        mean_gap(&code_after) - mean_gap(&code_before) > 0.1,
-        "the retrained domain's quality gap widened: {figures}"
-    );
-    assert!(
-        mean_gap(&code_after) > mean_gap(&chat_after) + 0.1,
-        "and more than the other domain's: {figures}"
-    );
-    assert!(
-        share_to_big(&chat_after) <= 0.5,
-        "the other domain stays on the cheap model: {figures}"
-    );
+    only_python_moved_to_big(&before, &held_out_routes(&h).await);
 
     // Calibration on the same traffic with the retrained model: a quarter of the requests to
     // the expensive model, then a budget.
@@ -404,9 +411,7 @@ async fn preferences_alone_retrain_the_router_for_that_domain() {
     let tmp = tempfile::tempdir().unwrap();
     copy_default_model(&tmp.path().join("model"));
     let h = Harness::start_full(&config(tmp.path()), Some(&tmp.path().join("model"))).await;
-    let held_code: Vec<String> = HELD_OUT_TASKS.iter().map(|t| code(t)).collect();
-    let held_chat: Vec<String> = HELD_OUT_COUNTRIES.iter().map(|c| capital(c)).collect();
-    let (code_before, chat_before) = (routes(&h, &held_code).await, routes(&h, &held_chat).await);
+    let before = held_out_routes(&h).await;
 
     let prompts = (TASKS.iter().map(|t| (code(t), "win")))
         .chain(COUNTRIES.iter().map(|c| (capital(c), "tie")));
@@ -427,21 +432,5 @@ async fn preferences_alone_retrain_the_router_for_that_domain() {
     let pairs = TASKS.len() + COUNTRIES.len();
     assert_eq!(log.by_label.get("preference"), Some(&(2 * pairs)));
     assert_eq!(log.rows(), 2 * pairs, "no grades: preferences only");
-    let (code_after, chat_after) = (routes(&h, &held_code).await, routes(&h, &held_chat).await);
-    let figures = gaps((&code_before, &code_after), (&chat_before, &chat_after));
-    eprintln!("{figures}");
-    assert!(share_to_big(&code_before) < 0.5, "{figures}");
-    assert!(share_to_big(&code_after) > 0.5, "{figures}");
-    assert!(
-        mean_gap(&code_after) - mean_gap(&code_before) > 0.1,
-        "the quality gap where big wins widened: {figures}"
-    );
-    assert!(
-        mean_gap(&code_after) > mean_gap(&chat_after) + 0.1,
-        "the domain where big wins parts more than the one where they tie: {figures}"
-    );
-    assert!(
-        share_to_big(&chat_after) <= 0.5,
-        "the tied domain stays on the cheap model: {figures}"
-    );
+    only_python_moved_to_big(&before, &held_out_routes(&h).await);
 }

@@ -182,8 +182,6 @@ pub(super) fn evaluate(
         .copied()
         .zip(scorer.features(&texts))
         .collect();
-    let mean =
-        |theta: &[f32]| theta.iter().map(|&t| f64::from(t)).sum::<f64>() / theta.len() as f64;
     let share = |better: &dyn Fn(&Battle) -> f64| {
         measured.iter().map(|b| better(b)).sum::<f64>() / measured.len() as f64
     };
@@ -194,8 +192,12 @@ pub(super) fn evaluate(
             predicted_quality(abilities[&b.loser], f),
         )
     });
-    let ability_only =
-        share(&|b| winner_credit(mean(abilities[&b.winner]), mean(abilities[&b.loser])));
+    let ability_only = share(&|b| {
+        winner_credit(
+            mean_ability(abilities[&b.winner]),
+            mean_ability(abilities[&b.loser]),
+        )
+    });
     let decided = measured.len();
     let results = BattleResults {
         decided,
@@ -252,6 +254,11 @@ impl fmt::Display for BattleResults {
         )?;
         writeln!(f, "  a coin                    50.0%")
     }
+}
+
+/// A model's mean ability: its θ averaged over the skills, the prompt unread.
+pub fn mean_ability(theta: &[f32]) -> f64 {
+    theta.iter().map(|&t| f64::from(t)).sum::<f64>() / theta.len().max(1) as f64
 }
 
 /// A battle's credit to a prediction: 1 when the winner is predicted better, ½ on a predicted

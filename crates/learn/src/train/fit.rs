@@ -31,7 +31,7 @@ use super::metrics::{self, OutcomeRows, OutcomeSummary};
 use super::params::Params;
 use super::progress::Progress;
 use super::recipe::Recipe;
-use crate::eval::battles::winner_credit;
+use crate::eval::battles::{mean_ability, winner_credit};
 use triage_core::classifier::{
     ATTENTION_QUERIES, HIDDEN_LAYER, LENGTH_WEIGHT, StaticEmbedding, TOOL_LAYER, fold_tool_need,
     length_feature, mean_pool, member_prefix, pad_batch,
@@ -734,10 +734,7 @@ impl Model {
         let (mut skill_loss, mut skill_hits, mut skill_n) = (0.0, 0usize, 0usize);
         let (mut tool_scores, mut tool_labels, mut tool_loss) = (vec![], vec![], 0.0);
         let (mut pair_hits, mut blind_hits, mut pair_n) = (0.0, 0.0, 0usize);
-        let mean_ability: Vec<f64> = theta
-            .iter()
-            .map(|t| t.iter().map(|&v| f64::from(v)).sum::<f64>() / t.len().max(1) as f64)
-            .collect();
+        let mean_abilities: Vec<f64> = theta.iter().map(|t| mean_ability(t)).collect();
         for (&p, pred) in order.iter().zip(&predictions) {
             let prompt = &prompts[p];
             let mut prompt_loss = 0.0;
@@ -766,7 +763,7 @@ impl Model {
                 // Winner first, credited as `eval --battles` credits it (a predicted tie ½).
                 let (w, l) = if t > 0.5 { (a, b) } else { (b, a) };
                 let q = |m: u32| quality(&theta[m as usize], &pred.mix, pred.difficulty);
-                let ability = |m: u32| mean_ability[m as usize];
+                let ability = |m: u32| mean_abilities[m as usize];
                 pair_n += 1;
                 pair_hits += winner_credit(q(w), q(l));
                 blind_hits += winner_credit(ability(w), ability(l));

@@ -177,11 +177,12 @@ pub fn run(args: &ReplayArgs) -> Result<Replayed, ReplayError> {
                 }
                 Some((opponent, key, result)) => {
                     let side = |model: &str| format!("replay-{:016x}", stable_hash(key, model));
-                    outcomes.push(answered(side(&row.model), &row.model, &row.text));
-                    outcomes.push(answered(side(opponent), opponent, &row.text));
+                    let (mine, theirs) = (side(&row.model), side(opponent));
+                    outcomes.push(answered(mine.clone(), &row.model, &row.text));
+                    outcomes.push(answered(theirs.clone(), opponent, &row.text));
                     preferences.push(Preference {
-                        request_id: side(&row.model),
-                        opponent_id: side(opponent),
+                        request_id: mine,
+                        opponent_id: theirs,
                         ts_ms,
                         result: *result,
                         comment: comment.clone(),
