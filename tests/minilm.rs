@@ -134,12 +134,24 @@ fn distilled_static_embeddings_train_and_load() {
         dims: 32,
         corpus: vec![data.join("graded.jsonl")],
         max_prompts: 1000,
+        // Tuned on the teacher's sentence vectors of 60 of the 80 distinct prompts.
+        sentences: 60,
+        sentence_tokens: 32,
+        tune_epochs: 3,
+        tune_lr: 1e-3,
+        cache_dir: tmp.path().join("cache"),
         quiet: true,
     })
     .unwrap();
     assert_eq!(summary.vocab, 30522);
     assert!(summary.explained_variance > 0.1 && summary.explained_variance <= 1.0);
     assert_eq!(summary.corpus_prompts, 160);
+    let tuning = summary.tuning.as_ref().expect("tuned");
+    assert_eq!(tuning.sentences + tuning.held_out, 60, "{tuning:?}");
+    assert!(tuning.cosine_before > 0.0, "{tuning:?}");
+    assert!(tuning.cosine_after >= tuning.cosine_before, "{tuning:?}");
+    let config = std::fs::read_to_string(table.join("config.json")).unwrap();
+    assert!(config.contains("Tokenlearn"), "{config}");
 
     let recipe = format!(
         r#"

@@ -22,6 +22,7 @@ mod progress;
 pub mod recipe;
 pub mod replay;
 pub mod static_distill;
+mod static_tune;
 pub mod vocab;
 
 use std::collections::BTreeMap;

@@ -5,6 +5,10 @@
 //! a / (a + p(token)) (SIF), with p the token's frequency in a corpus of prompts, so frequent
 //! function words count little in a mean. No labelled data is needed.
 //!
+//! With `--sentences N` the table is then tuned on the encoder's own sentence vectors of N
+//! corpus prompts (`static_tune`, the Tokenlearn method). The corpus is read as given: name
+//! training sources only, never an evaluation set.
+//!
 //! The output is a static-embedding model directory (`classifier::static_embedding`):
 //! `config.json`, `model.safetensors` (the table, f16) and the encoder's `tokenizer.json`.
 //!
@@ -21,11 +25,15 @@ use nalgebra::{DMatrix, SymmetricEigen};
 use serde_json::json;
 
 use super::TrainError;
-use super::data::for_each_row;
+use super::data::{for_each_row, stable_hash};
+use super::frozen;
 use super::progress::Progress;
+use super::static_tune::{TuneInput, TuneSummary, tune};
 use crate::eval::data::prompt_text;
 use triage_core::classifier::static_embedding::{MODEL_TYPE, StaticConfig, TABLE};
-use triage_core::classifier::{CONFIG_FILE, TOKENIZER_FILE, load_tokenizer, mean_pool, pad_batch};
+use triage_core::classifier::{
+    CONFIG_FILE, TOKENIZER_FILE, load_tokenizer, mean_pool, pad_batch, token_ids,
+};
 
 /// Tokens per encoder batch.
 const BATCH: usize = 256;
@@ -51,6 +59,20 @@ pub struct DistillArgs {
     /// Read at most this many prompts per corpus file.
     #[arg(long, default_value_t = 20_000)]
     pub max_prompts: usize,
+    /// Then tune the table on the teacher's sentence vectors of this many corpus prompts (a
+    /// stable-hash sample; 0: no tuning), the Tokenlearn method (`static_tune`).
+    #[arg(long, default_value_t = 0)]
+    pub sentences: usize,
+    /// Token budget of each tuning prompt (its end is kept, as the classifier does).
+    #[arg(long, default_value_t = 256)]
+    pub sentence_tokens: usize,
+    #[arg(long, default_value_t = 4)]
+    pub tune_epochs: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    pub tune_lr: f64,
+    /// Where the teacher's sentence vectors are cached (shared with `train`'s frozen encoders).
+    #[arg(long, default_value = "target/train-cache")]
+    pub cache_dir: PathBuf,
     #[arg(long)]
     pub quiet: bool,
 }
@@ -66,6 +88,7 @@ pub struct DistillSummary {
     pub corpus_prompts: usize,
     pub corpus_tokens: u64,
     pub seconds: f64,
+    pub tuning: Option<TuneSummary>,
 }
 
 pub fn run(args: &DistillArgs) -> Result<DistillSummary, TrainError> {
@@ -91,19 +114,27 @@ pub fn run(args: &DistillArgs) -> Result<DistillSummary, TrainError> {
 
     let vectors = token_vectors(&args.teacher, &config, vocab, special, args.quiet)?;
     let (projected, explained_variance) = pca(&vectors, vocab, hidden, args.dims);
-    let (counts, corpus_prompts) = token_counts(&tokenizer, &args.corpus, args.max_prompts)?;
+    let texts = corpus_texts(&args.corpus, args.max_prompts)?;
+    let counts = token_counts(&tokenizer, &texts)?;
     let corpus_tokens: u64 = counts.values().sum();
-    let weighted = sif_weighted(projected, args.dims, &counts, corpus_tokens);
+    let mut table = sif_weighted(projected, args.dims, &counts, corpus_tokens);
+    let mut tuning = None;
+    if args.sentences > 0 {
+        let (tuned, summary) = tune_on_sentences(args, &tokenizer, special, &texts, table)?;
+        table = tuned;
+        tuning = Some(summary);
+    }
 
-    write_dir(args, &weighted, vocab)?;
+    write_dir(args, &table, vocab, tuning.is_some())?;
     let summary = DistillSummary {
         vocab,
         teacher_hidden: hidden,
         dims: args.dims,
         explained_variance,
-        corpus_prompts,
+        corpus_prompts: texts.len(),
         corpus_tokens,
         seconds: started.elapsed().as_secs_f64(),
+        tuning,
     };
     let path = args.out.join("distill.json");
     let text = serde_json::to_string_pretty(&json!({
@@ -177,14 +208,9 @@ fn pca(vectors: &[f32], rows: usize, cols: usize, dims: usize) -> (Vec<f32>, f64
     (out, if total > 0.0 { explained / total } else { 0.0 })
 }
 
-/// How often each token id occurs in the corpus prompts, and how many prompts were read.
-fn token_counts(
-    tokenizer: &tokenizers::Tokenizer,
-    corpus: &[PathBuf],
-    max_prompts: usize,
-) -> Result<(HashMap<u32, u64>, usize), TrainError> {
-    let mut counts = HashMap::new();
-    let mut prompts = 0;
+/// The prompts of each corpus file, at most `max_prompts` of each, in file order.
+fn corpus_texts(corpus: &[PathBuf], max_prompts: usize) -> Result<Vec<String>, TrainError> {
+    let mut all = Vec::new();
     for path in corpus {
         let mut texts = Vec::new();
         for_each_row(path, |_, row| {
@@ -195,17 +221,63 @@ fn token_counts(
             }
             Ok(())
         })?;
-        prompts += texts.len();
-        for text in texts {
-            let encoding = tokenizer
-                .encode(text, false)
-                .map_err(|e| TrainError::Tokenizer(e.to_string()))?;
-            for &id in encoding.get_ids() {
-                *counts.entry(id).or_insert(0) += 1;
-            }
+        all.extend(texts);
+    }
+    Ok(all)
+}
+
+/// How often each token id occurs in the corpus prompts.
+fn token_counts(
+    tokenizer: &tokenizers::Tokenizer,
+    texts: &[String],
+) -> Result<HashMap<u32, u64>, TrainError> {
+    let mut counts = HashMap::new();
+    for text in texts {
+        let encoding = tokenizer
+            .encode(text.as_str(), false)
+            .map_err(|e| TrainError::Tokenizer(e.to_string()))?;
+        for &id in encoding.get_ids() {
+            *counts.entry(id).or_insert(0) += 1;
         }
     }
-    Ok((counts, prompts))
+    Ok(counts)
+}
+
+/// Tunes `table` on the teacher's sentence vectors of a stable-hash sample of the distinct
+/// corpus prompts (computed once and cached, as `train` does for frozen encoders).
+fn tune_on_sentences(
+    args: &DistillArgs,
+    tokenizer: &tokenizers::Tokenizer,
+    special: triage_core::classifier::SpecialTokens,
+    texts: &[String],
+    table: Vec<f32>,
+) -> Result<(Vec<f32>, TuneSummary), TrainError> {
+    let mut sample: Vec<&String> = texts.iter().collect();
+    sample.sort_by_cached_key(|t| stable_hash("static-tune", t));
+    sample.dedup();
+    sample.truncate(args.sentences);
+    let tokens = sample
+        .iter()
+        .map(|t| token_ids(tokenizer, special, t, args.sentence_tokens))
+        .collect::<Result<Vec<_>, _>>()?;
+    let keys: Vec<String> = sample.iter().map(|t| t.to_string()).collect();
+    let targets = frozen::embed(
+        &args.teacher,
+        &tokens,
+        &keys,
+        special.pad,
+        &args.cache_dir,
+        args.quiet,
+        &Device::Cpu,
+    )?;
+    let input = TuneInput {
+        table,
+        dims: args.dims,
+        tokens: &tokens,
+        targets,
+        skip: &[special.cls, special.sep, special.pad],
+    };
+    tune(input, args.tune_epochs, args.tune_lr, 0, args.quiet)
 }
 
 /// Scales each row by a / (a + p(token)); a token never seen in the corpus keeps weight 1.
@@ -223,7 +295,12 @@ fn sif_weighted(
     rows
 }
 
-fn write_dir(args: &DistillArgs, table: &[f32], vocab: usize) -> Result<(), TrainError> {
+fn write_dir(
+    args: &DistillArgs,
+    table: &[f32],
+    vocab: usize,
+    tuned: bool,
+) -> Result<(), TrainError> {
     let out = &args.out;
     std::fs::create_dir_all(out).map_err(|e| file_error(out, e))?;
     let config = StaticConfig {
@@ -231,9 +308,17 @@ fn write_dir(args: &DistillArgs, table: &[f32], vocab: usize) -> Result<(), Trai
         vocab_size: vocab,
         hidden_size: args.dims,
         source: format!(
-            "static token embeddings distilled from {} (Model2Vec method: PCA {}, SIF a={SIF_A})",
+            "static token embeddings distilled from {} (Model2Vec method: PCA {}, SIF a={SIF_A}){}",
             teacher_name(&args.teacher),
-            args.dims
+            args.dims,
+            if tuned {
+                format!(
+                    ", tuned on its sentence vectors of {} prompts (Tokenlearn)",
+                    args.sentences
+                )
+            } else {
+                String::new()
+            }
         ),
     };
     let path = out.join(CONFIG_FILE);
