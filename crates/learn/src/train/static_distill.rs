@@ -66,8 +66,10 @@ pub struct DistillArgs {
     /// Token budget of each tuning prompt (its end is kept, as the classifier does).
     #[arg(long, default_value_t = 256)]
     pub sentence_tokens: usize,
+    /// Passes over the tuning prompts; the epoch with the best held-out cosine is kept.
     #[arg(long, default_value_t = 4)]
     pub tune_epochs: usize,
+    /// AdamW learning rate of the table and the map while tuning.
     #[arg(long, default_value_t = 1e-3)]
     pub tune_lr: f64,
     /// Where the teacher's sentence vectors are cached (shared with `train`'s frozen encoders).
