@@ -5,7 +5,7 @@
 //!
 //! Not for: distilling the table (that is `train`), or the heads on top (`classifier`).
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{D, DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
@@ -107,40 +107,56 @@ impl StaticEmbedding {
         let device = queries.device();
         let (batch, heads) = (ids.len(), queries.dim(0)?);
         let kept: Vec<Vec<u32>> = ids.iter().map(|row| self.kept(row)).collect();
-        let len = kept.iter().map(Vec::len).max().unwrap_or(0).max(1);
-        let (mut flat, mut keep) = (Vec::with_capacity(batch * len), Vec::new());
-        for row in &kept {
-            for j in 0..len {
-                flat.push(row.get(j).copied().unwrap_or(0));
-                keep.push(if j < row.len() { 1f32 } else { 0.0 });
-            }
-        }
-        let index = Tensor::from_vec(flat, batch * len, self.table.device())?;
-        let keep = Tensor::from_vec(keep, (batch, len, 1), device)?;
-        // Padding: a zero vector, and a score far below any real one.
-        let vectors = self
-            .table
-            .index_select(&index, 0)?
-            .reshape((batch, len, self.hidden))?
-            .to_device(device)?
-            .broadcast_mul(&keep)?;
-        // [batch, len, queries]: scores, then weights over the tokens (dimension 1).
+        let rows: Vec<&[u32]> = kept.iter().map(Vec::as_slice).collect();
+        let (vectors, keep) = gather_padded(&self.table, &rows)?;
+        let (vectors, keep) = (vectors.to_device(device)?, keep.to_device(device)?);
+        // [batch, len, queries]: scores, then weights over the tokens (dimension 1); padding
+        // scores far below any real one.
         let scores = vectors
             .broadcast_matmul(&queries.t()?)?
             .affine(1.0 / (self.hidden as f64).sqrt(), 0.0)?
             .broadcast_add(&keep.affine(1e9, -1e9)?)?;
         let weights = candle_nn::ops::softmax(&scores, 1)?;
         let pooled = weights.transpose(1, 2)?.contiguous()?.matmul(&vectors)?;
-        let norm = pooled
-            .sqr()?
-            .sum_keepdim(2)?
-            .sqrt()?
-            .clamp(1e-12, f32::MAX)?;
-        pooled
-            .broadcast_div(&norm)?
-            .affine((self.hidden as f64).sqrt(), 0.0)?
-            .reshape((batch, heads * self.hidden))
+        to_root_norm(&pooled)?.reshape((batch, heads * self.hidden))
     }
+}
+
+/// `([batch, len, hidden], [batch, len, 1])`: each token list's rows of `table`, padded to the
+/// longest list with zero vectors, and the mask that is 1 on real tokens and 0 on padding (a
+/// list with no token is one padding position). Differentiable in `table`.
+pub fn gather_padded(table: &Tensor, rows: &[&[u32]]) -> candle_core::Result<(Tensor, Tensor)> {
+    let batch = rows.len();
+    let len = rows.iter().map(|r| r.len()).max().unwrap_or(0).max(1);
+    let (mut flat, mut keep) = (Vec::with_capacity(batch * len), Vec::new());
+    for row in rows {
+        for j in 0..len {
+            flat.push(row.get(j).copied().unwrap_or(0));
+            keep.push(if j < row.len() { 1f32 } else { 0.0 });
+        }
+    }
+    let device = table.device();
+    let index = Tensor::from_vec(flat, batch * len, device)?;
+    let keep = Tensor::from_vec(keep, (batch, len, 1), device)?;
+    let vectors = table
+        .index_select(&index, 0)?
+        .reshape((batch, len, table.dim(1)?))?
+        .broadcast_mul(&keep)?;
+    Ok((vectors, keep))
+}
+
+/// `vectors` scaled along their last dimension to norm √(its size), the scale the heads read
+/// (zero stays zero).
+pub fn to_root_norm(vectors: &Tensor) -> candle_core::Result<Tensor> {
+    let hidden = vectors.dim(D::Minus1)?;
+    let norm = vectors
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12, f32::MAX)?;
+    vectors
+        .broadcast_div(&norm)?
+        .affine((hidden as f64).sqrt(), 0.0)
 }
 
 #[cfg(test)]

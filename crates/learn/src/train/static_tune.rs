@@ -15,6 +15,7 @@ use rand::seq::SliceRandom;
 
 use super::TrainError;
 use super::progress::Progress;
+use triage_core::classifier::static_embedding::{gather_padded, to_root_norm};
 
 /// Prompts per step.
 const BATCH: usize = 256;
@@ -162,26 +163,9 @@ fn index(rows: &[usize], device: &Device) -> candle_core::Result<Tensor> {
 /// `[batch, dims]`: for each chosen prompt, the mean of its token vectors scaled to norm √dims,
 /// as `StaticEmbedding::pool` computes it, but differentiable in `table`.
 fn pooled(table: &Tensor, rows: &[Vec<u32>], chosen: &[usize]) -> candle_core::Result<Tensor> {
-    let dims = table.dim(1)?;
-    let len = chosen.iter().map(|&i| rows[i].len()).max().unwrap_or(1);
-    let (mut flat, mut keep) = (Vec::new(), Vec::new());
-    for &i in chosen {
-        for j in 0..len {
-            flat.push(rows[i].get(j).copied().unwrap_or(0));
-            keep.push(if j < rows[i].len() { 1f32 } else { 0.0 });
-        }
-    }
-    let device = table.device();
-    let index = Tensor::from_vec(flat, chosen.len() * len, device)?;
-    let keep = Tensor::from_vec(keep, (chosen.len(), len, 1), device)?;
+    let chosen: Vec<&[u32]> = chosen.iter().map(|&i| rows[i].as_slice()).collect();
     // The mean's scale drops out in the normalisation: the sum will do.
-    let sum = table
-        .index_select(&index, 0)?
-        .reshape((chosen.len(), len, dims))?
-        .broadcast_mul(&keep)?
-        .sum(1)?;
-    let norm = sum.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f32::MAX)?;
-    sum.broadcast_div(&norm)?.affine((dims as f64).sqrt(), 0.0)
+    to_root_norm(&gather_padded(table, &chosen)?.0.sum(1)?)
 }
 
 /// `[batch]`: the cosine between matching rows of `a` and `b`.
