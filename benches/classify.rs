@@ -2,7 +2,8 @@
 //!
 //! `cargo bench --bench classify`. Models: the shipped default (`models/default`), and
 //! all-MiniLM-L6-v2 when `TRIAGE_MINILM_DIR` points at its files (`scripts/fetch-minilm.sh`),
-//! timed with zero heads (latency only: the heads are a handful of multiply-adds).
+//! timed with zero heads (latency only: the heads are a handful of multiply-adds), and any model
+//! directory `TRIAGE_BENCH_MODEL` names (a recipe variant, to compare with the default).
 //! Threads follow `RAYON_NUM_THREADS` (the server uses 1 per request; set it to compare).
 
 use std::hint::black_box;
@@ -43,6 +44,12 @@ fn models() -> Vec<(String, Classifier)> {
     let default = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default");
     if let Ok(c) = Classifier::load_dir(&default, &Device::Cpu) {
         models.push(("default".to_string(), c));
+    }
+    if let Some(dir) = std::env::var_os("TRIAGE_BENCH_MODEL").map(PathBuf::from) {
+        match Classifier::load_dir(&dir, &Device::Cpu) {
+            Ok(c) => models.push((dir.display().to_string().replace('/', "_"), c)),
+            Err(e) => eprintln!("TRIAGE_BENCH_MODEL not benchmarked: {e}"),
+        }
     }
     if let Some(dir) = std::env::var_os("TRIAGE_MINILM_DIR").map(PathBuf::from) {
         match minilm_with_zero_heads(&dir) {

@@ -162,6 +162,8 @@ skills = ["math", "chat", "tool_use"]
 encoder = "static:{table}"
 head_hidden = 16
 attention_queries = 2
+context_dims = 16
+context_window = 8
 tool_hidden = 8
 ensemble = 2
 [optim]
@@ -256,6 +258,19 @@ contains = ["theorem", "recurrence"]
             );
             assert_eq!(heads[&format!("{member}.tool.weight")].dims(), [1, 8]);
         }
+        // One contextual layer under all members' queries: 16 wide, windows of 8 tokens, its
+        // output moved off the zeros it starts from (so serving, checked above, reads through a
+        // trained layer).
+        assert_eq!(heads["heads.context.query_positions"].dims(), [8, 16]);
+        assert_eq!(heads["heads.context.output.weight"].dims(), [32, 16]);
+        let moved = heads["heads.context.output.weight"]
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(moved > 0.0, "the context layer did not train");
         heads
     };
     let heads = member_heads(&out);
@@ -274,8 +289,12 @@ contains = ["theorem", "recurrence"]
         let single: std::collections::HashMap<String, candle_core::Tensor> = heads
             .iter()
             .filter_map(|(name, t)| {
-                name.strip_prefix(&prefix)
-                    .map(|rest| (format!("heads.{rest}"), t.clone()))
+                let own = name
+                    .strip_prefix(&prefix)
+                    .map(|rest| format!("heads.{rest}"));
+                // The context layer is shared: every member reads through it.
+                let shared = name.starts_with("heads.context.").then(|| name.clone());
+                own.or(shared).map(|name| (name, t.clone()))
             })
             .collect();
         candle_core::safetensors::save(&single, dir.join("heads.safetensors")).unwrap();
@@ -296,12 +315,13 @@ contains = ["theorem", "recurrence"]
         assert!((skill - (first.skills[i] + second.skills[i]) / 2.0).abs() < 1e-4);
     }
 
-    // Fine-tuning from the directory keeps its shared layer, attention queries, tool layer and
-    // ensemble, whatever the recipe says.
+    // Fine-tuning from the directory keeps its shared layer, attention queries, context layer,
+    // tool layer and ensemble, whatever the recipe says.
     let plain = std::fs::read_to_string(&recipe_path)
         .unwrap()
         .replace("head_hidden = 16\n", "")
         .replace("attention_queries = 2\n", "")
+        .replace("context_dims = 16\ncontext_window = 8\n", "")
         .replace("tool_hidden = 8\n", "")
         .replace("ensemble = 2\n", "");
     std::fs::write(&recipe_path, plain).unwrap();

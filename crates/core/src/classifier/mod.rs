@@ -11,6 +11,7 @@
 //! the weights is `train`'s.
 
 pub mod builtin;
+pub mod context;
 mod input;
 pub mod static_embedding;
 
@@ -23,6 +24,7 @@ use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
+pub use context::ContextLayer;
 pub use input::{ClassifierInput, render_conversation};
 pub use static_embedding::{StaticConfig, StaticEmbedding};
 
@@ -131,6 +133,9 @@ pub struct Classifier {
     members: Vec<Heads>,
     /// Every member's attention queries, stacked, so the tokens are gathered once.
     queries: Option<Tensor>,
+    /// The contextual layer the queries read through, in models trained with `context_dims`
+    /// (one for all members).
+    context: Option<ContextLayer>,
     tokenizer: Tokenizer,
     special: SpecialTokens,
     pub metadata: Metadata,
@@ -325,6 +330,13 @@ impl Classifier {
         } else {
             None
         };
+        let context = ContextLayer::load(&vb.pp(CONTEXT_PREFIX), hidden)
+            .map_err(|e| load_error(format!("context layer: {e}")))?;
+        if context.is_some() && queries.is_none() {
+            return Err(load_error(
+                "a context layer without attention pooling queries: nothing would read it".into(),
+            ));
+        }
         if queries.is_some() && !matches!(encoder, Encoder::Static(_)) {
             return Err(load_error(
                 "attention pooling queries on a transformer encoder: only static models pool by attention".into(),
@@ -334,6 +346,7 @@ impl Classifier {
             encoder,
             members,
             queries,
+            context,
             tokenizer,
             special,
             metadata,
@@ -357,7 +370,9 @@ impl Classifier {
             .collect::<Result<Vec<_>, _>>()?;
         let (pooled, lengths) = self.embed_ids(&ids)?;
         let attended = match (&self.encoder, &self.queries) {
-            (Encoder::Static(table), Some(queries)) => Some(table.attend(&ids, queries)?),
+            (Encoder::Static(table), Some(queries)) => {
+                Some(table.attend(&ids, queries, self.context.as_ref())?)
+            }
             _ => None,
         };
         // Every member is trained with the same recipe: they all read the length, or none does.
@@ -521,6 +536,9 @@ pub const TOOL_LAYER: &str = "tool_hidden";
 
 /// Name, under `heads.`, of attention pooling's queries (static encoders only).
 pub const ATTENTION_QUERIES: &str = "attention.queries";
+
+/// Where the optional contextual layer keeps its tensors (`context`): shared by all members.
+pub const CONTEXT_PREFIX: &str = "heads.context";
 
 /// Name, under `heads.`, of the difficulty head's length weight.
 pub const LENGTH_WEIGHT: &str = "length.weight";

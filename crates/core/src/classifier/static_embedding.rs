@@ -9,6 +9,8 @@ use candle_core::{D, DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
+use super::context::ContextLayer;
+
 /// `model_type` in `config.json` of a static-embedding model directory.
 pub const MODEL_TYPE: &str = "static";
 /// Name of the table in `model.safetensors`.
@@ -101,15 +103,26 @@ impl StaticEmbedding {
     /// `[batch, queries × hidden]`: attention pooling over each token list's vectors, one
     /// softmax-weighted mean per learned query (`queries`: `[queries, hidden]`), each scaled to
     /// norm √hidden like [`Self::pool`]. A query learns which words to look at ("prove",
-    /// "weather", a code keyword) where the plain mean weighs every word alike. Differentiable in
-    /// `queries` (training calls it with a variable); zero for a list with no token.
-    pub fn attend(&self, ids: &[Vec<u32>], queries: &Tensor) -> candle_core::Result<Tensor> {
+    /// "weather", a code keyword) where the plain mean weighs every word alike. With `context`,
+    /// the queries read the token vectors after that layer (`context`). Differentiable in
+    /// `queries` and the layer (training calls it with variables); zero for a list with no
+    /// token.
+    pub fn attend(
+        &self,
+        ids: &[Vec<u32>],
+        queries: &Tensor,
+        context: Option<&ContextLayer>,
+    ) -> candle_core::Result<Tensor> {
         let device = queries.device();
         let (batch, heads) = (ids.len(), queries.dim(0)?);
         let kept: Vec<Vec<u32>> = ids.iter().map(|row| self.kept(row)).collect();
         let rows: Vec<&[u32]> = kept.iter().map(Vec::as_slice).collect();
         let (vectors, keep) = gather_padded(&self.table, &rows)?;
         let (vectors, keep) = (vectors.to_device(device)?, keep.to_device(device)?);
+        let vectors = match context {
+            Some(layer) => layer.forward(&vectors, &keep)?,
+            None => vectors,
+        };
         // [batch, len, queries]: scores, then weights over the tokens (dimension 1); padding
         // scores far below any real one.
         let scores = vectors
@@ -194,7 +207,7 @@ mod tests {
         // A query along the second axis, and one that looks nowhere in particular.
         let queries = Tensor::new(&[[0f32, 50.], [0., 0.]], &Device::Cpu).unwrap();
         let pooled = embedding
-            .attend(&[vec![3, 1, 2, 3], vec![3]], &queries)
+            .attend(&[vec![3, 1, 2, 3], vec![3]], &queries, None)
             .unwrap()
             .to_vec2::<f32>()
             .unwrap();

@@ -32,9 +32,10 @@ use super::params::Params;
 use super::progress::Progress;
 use super::recipe::Recipe;
 use crate::eval::battles::{mean_ability, winner_credit};
+use triage_core::classifier::context::{self as ctx, ContextLayer};
 use triage_core::classifier::{
-    ATTENTION_QUERIES, HIDDEN_LAYER, LENGTH_WEIGHT, StaticEmbedding, TOOL_LAYER, fold_tool_need,
-    length_feature, mean_pool, member_prefix, pad_batch,
+    ATTENTION_QUERIES, CONTEXT_PREFIX, HIDDEN_LAYER, LENGTH_WEIGHT, StaticEmbedding, TOOL_LAYER,
+    fold_tool_need, length_feature, mean_pool, member_prefix, pad_batch,
 };
 
 /// Name of the ability table among the variables (kept out of the safetensors).
@@ -64,6 +65,9 @@ pub struct Model {
     lengths: Option<Vec<f32>>,
     /// The static table that attention pooling reads (`attention_queries`).
     attention_table: Option<StaticEmbedding>,
+    /// The contextual layer between the table and attention pooling (`context_dims`), shared
+    /// by the members.
+    context: Option<ContextLayer>,
     /// The teacher's predictions, when the recipe distils.
     pub distill: Option<Targets>,
     /// Per skill class, and for the negative and positive tool and level labels: weights that
@@ -201,6 +205,42 @@ pub struct GradientCoverage {
     pub with_gradient: usize,
     pub total: usize,
     pub without_gradient: Vec<String>,
+}
+
+/// The contextual layer's variables under `heads.context` (from `warm`'s tensors when their
+/// shapes match). The output projection starts small, so training starts close to the model
+/// without context and the layer adds what the losses ask of it (not at zero: then nothing
+/// under it would get a gradient on the first step).
+fn new_context(
+    params: &mut Params,
+    hidden: usize,
+    recipe: &Recipe,
+    warm: Option<&Warm>,
+    rng: &mut StdRng,
+) -> Result<ContextLayer, TrainError> {
+    let (dims, window) = (recipe.context_dims, recipe.context_window);
+    let projection = Init::Normal((1.0 / hidden as f32).sqrt());
+    let mut make = |name: &str, shape: &[usize], init: Init| {
+        let name = format!("{CONTEXT_PREFIX}.{name}");
+        match warm.and_then(|w| w.heads.get(&name)) {
+            Some(t) if t.dims() == shape => params.insert(&name, t.clone()),
+            _ => params.create(&name, shape, init, rng),
+        }
+    };
+    let query = make(ctx::QUERY, &[dims, hidden], projection)?;
+    let key = make(ctx::KEY, &[dims, hidden], projection)?;
+    let value = make(ctx::VALUE, &[dims, hidden], projection)?;
+    let output = make(ctx::OUTPUT, &[hidden, dims], Init::Normal(0.01))?;
+    let query_positions = make(ctx::QUERY_POSITIONS, &[window, dims], Init::Normal(0.02))?;
+    let key_positions = make(ctx::KEY_POSITIONS, &[window, dims], Init::Normal(0.02))?;
+    Ok(ContextLayer::new(
+        query,
+        key,
+        value,
+        output,
+        query_positions,
+        key_positions,
+    )?)
 }
 
 impl Member {
@@ -382,6 +422,9 @@ impl Model {
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let context = (queries > 0 && recipe.context_dims > 0)
+            .then(|| new_context(&mut params, hidden, recipe, warm, rng))
+            .transpose()?;
         let lengths = recipe.length_input.then(|| {
             data.prompts
                 .iter()
@@ -403,6 +446,7 @@ impl Model {
             pad,
             lengths,
             attention_table: attention_table.filter(|_| queries > 0),
+            context,
             distill: None,
             balance: if recipe.loss.balance_classes {
                 Balance::of(data, k)
@@ -453,7 +497,7 @@ impl Model {
                     .filter_map(|m| m.queries.as_ref())
                     .collect();
                 let ids: Vec<Vec<u32>> = batch.iter().map(|&i| tokens[i].clone()).collect();
-                Some(table.attend(&ids, &Tensor::cat(&queries, 0)?)?)
+                Some(table.attend(&ids, &Tensor::cat(&queries, 0)?, self.context.as_ref())?)
             }
             None => None,
         };

@@ -263,6 +263,15 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
             recipe.tool_hidden = warm.heads.get(&tool).map_or(0, |w| w.dims()[0]);
             let queries = format!("{first}.{}", classifier::ATTENTION_QUERIES);
             recipe.attention_queries = warm.heads.get(&queries).map_or(0, |q| q.dims()[0]);
+            let positions = format!(
+                "{}.{}",
+                classifier::CONTEXT_PREFIX,
+                classifier::context::QUERY_POSITIONS
+            );
+            (recipe.context_window, recipe.context_dims) = warm
+                .heads
+                .get(&positions)
+                .map_or((recipe.context_window, 0), |p| (p.dims()[0], p.dims()[1]));
             choice = if is_static_dir(dir) {
                 EncoderChoice::Static(dir.clone())
             } else {
@@ -297,6 +306,18 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
         return Err(TrainError::Invalid(
             "attention_queries needs a static encoder (encoder = \"static:DIR\")".into(),
         ));
+    }
+    if recipe.context_dims > 0 && recipe.attention_queries == 0 {
+        return Err(TrainError::Invalid(
+            "context_dims needs attention_queries: only attention pooling reads the context layer"
+                .into(),
+        ));
+    }
+    if recipe.context_dims % classifier::context::HEAD_DIMS != 0 || recipe.context_window == 0 {
+        return Err(TrainError::Invalid(format!(
+            "context_dims must be a multiple of {} and context_window at least 1",
+            classifier::context::HEAD_DIMS
+        )));
     }
     let mut attention_table = None;
     let encoder = match &choice {

@@ -32,6 +32,14 @@ pub struct Recipe {
     /// only; 0: the mean alone). See `StaticEmbedding::attend`.
     #[serde(default)]
     pub attention_queries: usize,
+    /// Width of a contextual self-attention layer over the static token vectors, under the
+    /// attention pooling (0: none; a multiple of `classifier::context::HEAD_DIMS`). See
+    /// `classifier::context`.
+    #[serde(default)]
+    pub context_dims: usize,
+    /// Tokens per window of the contextual layer: a token attends only within its window.
+    #[serde(default = "default_context_window")]
+    pub context_window: usize,
     /// Head sets trained side by side on one θ, each from its own initialisation, and averaged
     /// when predicting (1: a single set). They share the batch order, so averaging steadies
     /// what the initialisation decides, not what the order does (training/README.md).
@@ -316,6 +324,10 @@ pub struct SkillRule {
 
 fn default_dev_fraction() -> f64 {
     0.1
+}
+
+fn default_context_window() -> usize {
+    32
 }
 
 fn yes() -> bool {
