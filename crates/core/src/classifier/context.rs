@@ -191,7 +191,7 @@ mod tests {
         );
         let layer = layer(2, 0.0);
         // Windows of two: [a b] [c], and [a c] [c].
-        let (x, keep) = tokens(&[&[a, b, c], &[a, c, c], &[a]]);
+        let (x, keep) = tokens(&[&[a, b, c], &[a, c, c], &[a], &[]]);
         let out = layer.forward(&x, &keep).unwrap().to_vec3::<f32>().unwrap();
         // The same token in a different window differs: "a" beside "b" is not "a" beside "c".
         assert!(out[0][0] != out[1][0], "context did not change the vector");
@@ -199,6 +199,11 @@ mod tests {
         assert_eq!(out[0][2], out[1][2]);
         // Padding stays zero, and a prompt padded in a batch reads as it does alone.
         assert_eq!(out[2][1], [0.0; 4]);
+        assert_eq!(
+            out[3],
+            vec![vec![0.0; 4]; 3],
+            "a prompt with no token stays zero"
+        );
         let (alone, keep_alone) = tokens(&[&[a]]);
         let single = layer
             .forward(&alone, &keep_alone)

@@ -313,7 +313,9 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
                 .into(),
         ));
     }
-    if recipe.context_dims % classifier::context::HEAD_DIMS != 0 || recipe.context_window == 0 {
+    if recipe.context_dims > 0
+        && (recipe.context_dims % classifier::context::HEAD_DIMS != 0 || recipe.context_window == 0)
+    {
         return Err(TrainError::Invalid(format!(
             "context_dims must be a multiple of {} and context_window at least 1",
             classifier::context::HEAD_DIMS
