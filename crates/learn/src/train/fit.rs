@@ -207,6 +207,22 @@ pub struct GradientCoverage {
     pub without_gradient: Vec<String>,
 }
 
+/// The variable `name`: `warm`'s tensor of that name when fine-tuning and its shape is `dims`,
+/// else a new one drawn from `init`.
+fn warm_or_new(
+    params: &mut Params,
+    warm: Option<&Warm>,
+    name: &str,
+    dims: &[usize],
+    init: Init,
+    rng: &mut StdRng,
+) -> Result<Tensor, TrainError> {
+    match warm.and_then(|w| w.heads.get(name)) {
+        Some(t) if t.dims() == dims => params.insert(name, t.clone()),
+        _ => params.create(name, dims, init, rng),
+    }
+}
+
 /// The contextual layer's variables under `heads.context` (from `warm`'s tensors when their
 /// shapes match). The output projection starts small, so training starts close to the model
 /// without context and the layer adds what the losses ask of it (not at zero: then nothing
@@ -221,11 +237,14 @@ fn new_context(
     let (dims, window) = (recipe.context_dims, recipe.context_window);
     let projection = Init::Normal((1.0 / hidden as f32).sqrt());
     let mut make = |name: &str, shape: &[usize], init: Init| {
-        let name = format!("{CONTEXT_PREFIX}.{name}");
-        match warm.and_then(|w| w.heads.get(&name)) {
-            Some(t) if t.dims() == shape => params.insert(&name, t.clone()),
-            _ => params.create(&name, shape, init, rng),
-        }
+        warm_or_new(
+            params,
+            warm,
+            &format!("{CONTEXT_PREFIX}.{name}"),
+            shape,
+            init,
+            rng,
+        )
     };
     let query = make(ctx::QUERY, &[dims, hidden], projection)?;
     let key = make(ctx::KEY, &[dims, hidden], projection)?;
@@ -258,11 +277,8 @@ impl Member {
         warm: Option<&Warm>,
         rng: &mut StdRng,
     ) -> Result<Member, TrainError> {
-        let mut make = |name: String, dims: &[usize], init: Init, rng: &mut StdRng| match warm
-            .and_then(|w| w.heads.get(&name))
-        {
-            Some(t) if t.dims() == dims => params.insert(&name, t.clone()),
-            _ => params.create(&name, dims, init, rng),
+        let mut make = |name: String, dims: &[usize], init: Init, rng: &mut StdRng| {
+            warm_or_new(params, warm, &name, dims, init, rng)
         };
         let queries = (queries > 0)
             .then(|| {

@@ -73,16 +73,8 @@ pub fn tune(
         })
         .collect();
     let usable: Vec<usize> = (0..rows.len()).filter(|&i| !rows[i].is_empty()).collect();
-    let held: Vec<usize> = usable
-        .iter()
-        .copied()
-        .filter(|i| i % HOLD_OUT_EVERY == 0)
-        .collect();
-    let mut train: Vec<usize> = usable
-        .iter()
-        .copied()
-        .filter(|i| i % HOLD_OUT_EVERY != 0)
-        .collect();
+    let (held, mut train): (Vec<usize>, Vec<usize>) =
+        usable.iter().partition(|&&i| i % HOLD_OUT_EVERY == 0);
     if train.is_empty() || held.is_empty() {
         return Err(TrainError::Invalid(format!(
             "tuning the static table needs prompts to fit and to hold out; {} have tokens",
