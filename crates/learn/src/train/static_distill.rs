@@ -127,7 +127,7 @@ pub fn run(args: &DistillArgs) -> Result<DistillSummary, TrainError> {
         tuning = Some(summary);
     }
 
-    write_dir(args, &table, vocab, tuning.is_some())?;
+    write_dir(args, &table, vocab, tuning.as_ref())?;
     let summary = DistillSummary {
         vocab,
         teacher_hidden: hidden,
@@ -301,7 +301,7 @@ fn write_dir(
     args: &DistillArgs,
     table: &[f32],
     vocab: usize,
-    tuned: bool,
+    tuning: Option<&TuneSummary>,
 ) -> Result<(), TrainError> {
     let out = &args.out;
     std::fs::create_dir_all(out).map_err(|e| file_error(out, e))?;
@@ -313,13 +313,13 @@ fn write_dir(
             "static token embeddings distilled from {} (Model2Vec method: PCA {}, SIF a={SIF_A}){}",
             teacher_name(&args.teacher),
             args.dims,
-            if tuned {
-                format!(
+            // The prompts the tuning read, which a small corpus can make fewer than asked for.
+            match tuning {
+                Some(t) => format!(
                     ", tuned on its sentence vectors of {} prompts (Tokenlearn)",
-                    args.sentences
-                )
-            } else {
-                String::new()
+                    t.sentences + t.held_out
+                ),
+                None => String::new(),
             }
         ),
     };
