@@ -29,7 +29,8 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// default mimalloc hands freed memory back to the OS, and the kernel zeroes each page again when
 /// it comes back: under `perf`, half of a training step of the shipped recipe (2026-12-06). The
 /// learning commands keep freed memory instead: the shipped recipe trains 1.6× as fast with the
-/// same result, peak RSS 1.6 GB instead of 0.9 (training/README.md, "Allocator"). `MIMALLOC_PURGE_DELAY` in the environment still wins.
+/// same result, peak RSS 1.6 GB instead of 0.9 (training/README.md, "Allocator").
+/// `MIMALLOC_PURGE_DELAY` in the environment still wins.
 #[cfg(feature = "learn")]
 fn keep_freed_memory() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
