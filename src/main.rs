@@ -21,7 +21,8 @@ use triage_gateway::server::{self, AppState};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// mimalloc's `mi_option_purge_delay` (its `mimalloc.h`, v2 and v3): how many milliseconds freed
-/// memory waits before it goes back to the OS; -1 keeps it.
+/// memory waits before it goes back to the OS; -1 keeps it. `libmimalloc-sys` does not export it;
+/// a test recognises it by its default.
 #[cfg(feature = "learn")]
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
@@ -734,5 +735,22 @@ mod tests {
         assert!(missing_command("mock-upstream").contains("`mock` feature"));
         assert!(missing_command("train").contains("`learn` feature"));
         assert!(missing_command("serv").contains("not a triage command"));
+    }
+
+    /// `MI_OPTION_PURGE_DELAY` is a bare number: `libmimalloc-sys` does not export the option.
+    /// The purge delay is the only option whose default is 1,000 ms (v3) or 10 ms (v2); its
+    /// neighbours default to 0 or 1. A crate upgrade that renumbers the options fails here
+    /// instead of silently setting another one.
+    #[test]
+    fn the_purge_delay_option_is_the_purge_delay() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            return; // the environment sets the value this test reads
+        }
+        // SAFETY: reads an allocator option.
+        let default = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+        assert!(
+            matches!(default, 10 | 1000),
+            "option {MI_OPTION_PURGE_DELAY} defaults to {default}"
+        );
     }
 }
