@@ -367,8 +367,13 @@ impl Recipe {
 
     /// Parses a recipe; `base = "other.toml"` (relative to `dir`) starts from another recipe,
     /// whose tables this one's keys override (arrays, such as `files`, are replaced whole).
+    /// Then `drop_files` removes entries of the merged `files`, and a `positive_contains` that
+    /// is a string names a list of `[word_lists]`: so a variant of a recipe states what it
+    /// changes instead of repeating the rest.
     pub fn parse_in(text: &str, dir: &Path) -> Result<Recipe, String> {
-        let value = merged_value(text, dir, 0)?;
+        let mut value = merged_value(text, dir, 0)?;
+        drop_files(&mut value)?;
+        expand_word_lists(&mut value)?;
         let recipe: Recipe = value
             .try_into()
             .map_err(|e: toml::de::Error| e.to_string())?;
@@ -491,6 +496,63 @@ fn merged_value(text: &str, dir: &Path, depth: usize) -> Result<toml::Table, Str
     Ok(merged)
 }
 
+/// Removes the `files` entries whose `path` is one of `drop_files` (every entry of that path),
+/// refusing a name that matches none, which would be a typo that silently changes nothing.
+fn drop_files(table: &mut toml::Table) -> Result<(), String> {
+    let Some(drop) = table.remove("drop_files") else {
+        return Ok(());
+    };
+    let drop: Vec<String> = drop
+        .try_into()
+        .map_err(|_| "drop_files must be a list of file paths".to_string())?;
+    let Some(toml::Value::Array(files)) = table.get_mut("files") else {
+        return Err("drop_files: the recipe has no [[files]]".into());
+    };
+    let path_of = |file: &toml::Value| {
+        file.get("path")
+            .and_then(toml::Value::as_str)
+            .map(str::to_owned)
+    };
+    for name in &drop {
+        if !files
+            .iter()
+            .any(|file| path_of(file).as_ref() == Some(name))
+        {
+            return Err(format!("drop_files: no [[files]] entry has path {name:?}"));
+        }
+    }
+    files.retain(|file| path_of(file).is_none_or(|path| !drop.contains(&path)));
+    Ok(())
+}
+
+/// Replaces each `[[files]] positive_contains = "name"` with the words of `[word_lists] name`,
+/// so one cue list serves every entry (and every recipe built on this one) that filters by it.
+/// The lists are consumed: the parsed recipe holds the words themselves.
+fn expand_word_lists(table: &mut toml::Table) -> Result<(), String> {
+    let lists = match table.remove("word_lists") {
+        None => toml::Table::new(),
+        Some(toml::Value::Table(lists)) => lists,
+        Some(_) => return Err("word_lists must be a table of lists of words".into()),
+    };
+    let Some(toml::Value::Array(files)) = table.get_mut("files") else {
+        return Ok(());
+    };
+    for file in files.iter_mut().filter_map(toml::Value::as_table_mut) {
+        let Some(toml::Value::String(name)) = file.get("positive_contains") else {
+            continue;
+        };
+        let words = lists
+            .get(name)
+            .filter(|words| words.is_array())
+            .ok_or_else(|| {
+                format!("positive_contains names {name:?}, which is not a list of [word_lists]")
+            })?
+            .clone();
+        file.insert("positive_contains".into(), words);
+    }
+    Ok(())
+}
+
 /// Makes each `[[ability_maps]] scores` file relative to the recipe that names it, so a recipe
 /// built on a `base` in another folder still finds the base's scores file.
 ///
@@ -573,6 +635,52 @@ contains = ["def "]
         assert_eq!(recipe.optim.epochs, 9);
         assert_eq!(recipe.optim.batch_size, 32);
         assert_eq!(recipe.skill_rules.len(), 1);
+    }
+
+    const WITH_CUES: &str = r#"
+seed = 1
+max_tokens = 64
+skills = ["code", "tool_use"]
+encoder = "scratch"
+[word_lists]
+cues = ["weather", "my "]
+[[files]]
+path = "a.jsonl"
+[[files]]
+path = "tools.jsonl"
+kind = "tool_need"
+positive_contains = "cues"
+[[files]]
+path = "b.jsonl"
+"#;
+
+    #[test]
+    fn a_file_entry_can_name_a_word_list() {
+        let recipe = Recipe::parse(WITH_CUES).unwrap();
+        assert_eq!(recipe.files[1].positive_contains, ["weather", "my "]);
+        let missing = WITH_CUES.replace("\"cues\"\n[[files]]", "\"clues\"\n[[files]]");
+        assert!(Recipe::parse(&missing).unwrap_err().contains("clues"));
+    }
+
+    #[test]
+    fn a_variant_drops_files_and_replaces_a_word_list() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("base.toml"), WITH_CUES).unwrap();
+        let text = "base = \"base.toml\"\ndrop_files = [\"a.jsonl\"]\n[word_lists]\ncues = []\n";
+        let recipe = Recipe::parse_in(text, dir.path()).unwrap();
+        let paths: Vec<&str> = recipe.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["tools.jsonl", "b.jsonl"],
+            "the base's order is kept"
+        );
+        assert!(recipe.files[0].positive_contains.is_empty());
+        let typo = "base = \"base.toml\"\ndrop_files = [\"c.jsonl\"]\n";
+        assert!(
+            Recipe::parse_in(typo, dir.path())
+                .unwrap_err()
+                .contains("c.jsonl")
+        );
     }
 
     #[test]
