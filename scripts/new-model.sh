@@ -4,7 +4,8 @@
 # the shipped recipe (`exclude_models`), as if it had just appeared; then N of its RouterBench
 # outcomes arrive as judged traffic (`triage replay --model`), `train --from-log --init` learns
 # its θ, and we measure how far θ is from the θ that the full data gives, and how `auto` routes
-# RouterBench's test prompts (real per-call costs) before and after. One line per N.
+# RouterBench's test prompts (real per-call costs) before and after. One line per N (NS, default
+# "50 100 200 300 600 1200").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${DATA_DIR:-../shared/datasets}
@@ -38,7 +39,7 @@ print(f"{label:>14}: {dist}; auto: {new} share {share:.3f}, quality {quality:.3f
 ' "$2" "$NEW" "$1"
 }
 measure target/new-model/base "held back"
-for n in 50 100 200 300 600 1200; do
+for n in ${NS:-50 100 200 300 600 1200}; do
     log=target/new-model/traffic-$n.db
     rm -f "$log" "$log"-*
     fraction=$(python3 -c "print(min(1.0, $n / 3178))")

@@ -288,7 +288,8 @@ pub struct FileSpec {
     /// tool_need only: keep a positive only when its lowercased text contains one of these
     /// (words of live data, the user's own records or an action). MetaTool labels a request
     /// positive when some plugin could serve it ("tell me a joke", "what is a stock?"), which is
-    /// not "cannot be answered without a tool". Empty: every positive.
+    /// not "cannot be answered without a tool". Empty: every positive. In a recipe file a string
+    /// names a list of its `[word_lists]` instead (`Recipe::parse_in`).
     #[serde(default)]
     pub positive_contains: Vec<String>,
 }
