@@ -45,7 +45,10 @@ for n in ${NS:-50 100 200 300 600 1200}; do
     fraction=$(python3 -c "print(min(1.0, $n / 3178))")
     $B replay --data "$D/routerbench_slice.jsonl.gz" --model "$NEW" --fraction "$fraction" \
         --salt new-model --log "$log" >/dev/null
-    $B train --from-log "$log" --init target/new-model/base --out "target/new-model/$n" --quiet
+    # The retrain reads the held-back recipe too: the default recipe would bring back all of
+    # NEW's public outcomes beside the N in the log.
+    $B train --from-log "$log" --recipe target/new-model/recipe.toml --init target/new-model/base \
+        --out "target/new-model/$n" --quiet
     measure "target/new-model/$n" "$n outcomes"
 done
 measure models/default "full data"

@@ -260,9 +260,12 @@ fn read_outcomes(
         let source = required_str(row, "source")?;
         let model = required_str(row, "model")?;
         let opponent = row.get("opponent").and_then(Value::as_str);
-        if exclude
-            .iter()
-            .any(|m| m == model || Some(m.as_str()) == opponent)
+        // A held-back model is held back from the public data; the deployment's own log of it
+        // is what a retrain learns it from, so the log's rows always count.
+        if source != super::from_log::SOURCE
+            && exclude
+                .iter()
+                .any(|m| m == model || Some(m.as_str()) == opponent)
         {
             return Ok(());
         }
@@ -833,6 +836,32 @@ skill = "chat"
         assert_eq!(level("hello there"), None);
         let bad = recipe_with_level("medium");
         assert!(Recipe::parse(&bad).unwrap_err().contains("medium"));
+    }
+
+    #[test]
+    fn a_held_back_model_is_left_out_of_public_rows_but_not_of_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = [
+            r#"{"source": "bench", "prompt": "p1", "model": "new", "score": 1.0}"#,
+            r#"{"source": "bench", "prompt": "p1", "model": "old", "score": 0.0}"#,
+            r#"{"source": "arena", "prompt": "p2", "model": "old", "opponent": "new", "score": 0.0}"#,
+            r#"{"source": "outcome_log", "prompt": "p3", "model": "new", "score": 1.0}"#,
+        ];
+        std::fs::write(dir.path().join("o.jsonl"), rows.join("\n")).unwrap();
+        let recipe = Recipe::parse(
+            "seed = 1\nmax_tokens = 8\nskills = [\"code\"]\nencoder = \"scratch\"\n\
+             exclude_models = [\"new\"]\n[[files]]\npath = \"o.jsonl\"\n",
+        )
+        .unwrap();
+        let data = Dataset::load(&recipe, dir.path()).unwrap();
+        let texts: Vec<&str> = data.prompts.iter().map(|p| p.text.as_str()).collect();
+        assert!(texts.contains(&"p1"), "the other model's row stays");
+        assert!(
+            !texts.contains(&"p2"),
+            "a battle the held-back model fought goes"
+        );
+        assert!(texts.contains(&"p3"), "the log's rows of it stay");
+        assert_eq!(data.models, ["new", "old"]);
     }
 
     fn recipe_with_level(level: &str) -> String {

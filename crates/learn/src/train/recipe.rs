@@ -59,7 +59,8 @@ pub struct Recipe {
     #[serde(default = "yes")]
     pub tool_positives_skill: bool,
     /// Outcome rows of these models (as the data names them) are left out, and so are battles
-    /// they fought: a model held back as "new" (the new-model experiment).
+    /// they fought: a model held back as "new" (the new-model experiment). The outcome log's
+    /// rows (`train --from-log`) are kept: they are what a retrain learns the model from.
     #[serde(default)]
     pub exclude_models: Vec<String>,
     #[serde(default)]
