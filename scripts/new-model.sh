@@ -4,8 +4,9 @@
 # the shipped recipe (`exclude_models`), as if it had just appeared; then N of its RouterBench
 # outcomes arrive as judged traffic (`triage replay --model`), `train --from-log --init` learns
 # its θ, and we measure how far θ is from the θ that the full data gives, and how `auto` routes
-# RouterBench's test prompts (real per-call costs) before and after. One line per N (NS, default
-# "50 100 200 300 600 1200").
+# RouterBench's test prompts (real per-call costs) before and after: the `auto` profile's
+# operating point, and the policy's whole cost-quality curve (AIQ, saving at 95% of the best
+# model's quality). One line per N (NS, default "50 100 200 300 600 1200").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${DATA_DIR:-../shared/datasets}
@@ -35,7 +36,9 @@ else:
     mad = sum(abs(a - b) for a, b in zip(theta, ref)) / len(ref)
     dist = f"θ vs full-data θ: cosine {cos:.3f}, mean |Δ| {mad:.3f}"
 share, quality, cost = auto["calls"].get(new, 0), auto["quality"], auto["cost"]
-print(f"{label:>14}: {dist}; auto: {new} share {share:.3f}, quality {quality:.3f}, $/call {cost:.5f}")
+aiq, saving = r["routers"]["triage"]["aiq"], r["routers"]["triage"]["saving_at_95"] or 0.0
+print(f"{label:>14}: {dist}; auto: {new} share {share:.3f}, quality {quality:.3f}, $/call {cost:.5f}; "
+      f"policy curve: AIQ {aiq:.3f}, saving at 95% {saving:.3f}")
 ' "$2" "$NEW" "$1"
 }
 measure target/new-model/base "held back"

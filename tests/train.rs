@@ -358,6 +358,52 @@ fn ability_maps_fit_published_scores_and_list_the_training_prompts() {
     assert!(!hashes.contains(&triage_learn::eval::prompt_hash("never seen")));
 }
 
+#[test]
+fn a_retrain_from_a_directory_reads_the_recipe_it_was_trained_with() {
+    // The base holds the weak model back; a retrain that names no recipe must keep it out
+    // (the default recipe would bring its public outcomes back).
+    let text = recipe("scratch", 1, 16).replace(
+        "seed = 7",
+        &format!("seed = 7\nexclude_models = [\"{WEAK}\"]"),
+    );
+    let (run, base) = train_with(&text, None);
+    base.unwrap();
+    let retrain = |out: &Path| {
+        let args = TrainArgs {
+            recipe: None,
+            init: Some(run.out.clone()),
+            cache_dir: run.out.join("cache"),
+            quiet: true,
+            ..TrainArgs::new(PathBuf::new(), run.data.clone(), out.to_path_buf())
+        };
+        train::run(&args)
+    };
+    let out = run.out.with_file_name("retrained");
+    retrain(&out).unwrap();
+    let metadata = triage_core::classifier::load_metadata(&out).unwrap();
+    assert!(metadata.abilities.contains_key(STRONG));
+    assert!(
+        !metadata.abilities.contains_key(WEAK),
+        "the held-back model came back: {:?}",
+        metadata.abilities.keys()
+    );
+    let recipe_file = metadata.training["recipe_file"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(recipe_file.ends_with("recipe.toml"), "{recipe_file}");
+
+    // Without its recipe the retrain says which file is missing instead of reading another.
+    std::fs::remove_file(&recipe_file).unwrap();
+    let message = retrain(&run.out.with_file_name("again"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains(&recipe_file) && message.contains("--recipe"),
+        "{message}"
+    );
+}
+
 /// Rewrites the outcomes so that they say nothing about the prompts: the weak model scores 0.5
 /// on every one of them.
 fn flatten_weak_scores(data: &Path) {

@@ -60,6 +60,9 @@ pub struct Dataset {
     /// Mean score of each model (as named in the data) over all rows of each outcome file,
     /// before any removal: the file's own benchmark accuracy.
     pub model_means: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Graded answers per model (after aliases) in the outcome log (`--from-log`), counted
+    /// before a logged prompt merges with the same prompt of a public file.
+    pub log_graded: BTreeMap<String, usize>,
     pub report: DataReport,
 }
 
@@ -122,6 +125,7 @@ impl Dataset {
         let mut pair_rows: Vec<Vec<(String, String, f64)>> = Vec::new();
         let mut explicit_skills: Vec<Option<String>> = Vec::new();
         let mut model_means = BTreeMap::new();
+        let mut log_graded: BTreeMap<String, usize> = BTreeMap::new();
         for (file_index, spec) in recipe.files.iter().enumerate() {
             let path = data_dir.join(&spec.path);
             let (pending, mut file_report) = match spec.kind {
@@ -141,6 +145,12 @@ impl Dataset {
                 {
                     *file_report.removed_overlap.entry(held.clone()).or_default() += 1;
                     continue;
+                }
+                if p.source == super::from_log::SOURCE {
+                    for (model, _) in &p.outcomes {
+                        let model = recipe.aliases.get(model).unwrap_or(model);
+                        *log_graded.entry(model.clone()).or_default() += 1;
+                    }
                 }
                 let key = normalise(&p.text);
                 if let Some(&earlier) = by_key.get(&key) {
@@ -212,6 +222,7 @@ impl Dataset {
             prompts,
             models,
             model_means,
+            log_graded,
             report,
         })
     }
@@ -862,6 +873,31 @@ skill = "chat"
         );
         assert!(texts.contains(&"p3"), "the log's rows of it stay");
         assert_eq!(data.models, ["new", "old"]);
+    }
+
+    #[test]
+    fn the_log_s_graded_answers_are_counted_per_model_even_on_a_public_prompt() {
+        let dir = tempfile::tempdir().unwrap();
+        let public = r#"{"source": "bench", "prompt": "p1", "model": "old", "score": 0.0}"#;
+        let log = [
+            r#"{"source": "outcome_log", "prompt": "p1", "model": "new-v1", "score": 1.0}"#,
+            r#"{"source": "outcome_log", "prompt": "p2", "model": "new-v1", "score": 0.0}"#,
+        ];
+        std::fs::write(dir.path().join("o.jsonl"), public).unwrap();
+        std::fs::write(dir.path().join("log.jsonl"), log.join("\n")).unwrap();
+        let recipe = Recipe::parse(
+            "seed = 1\nmax_tokens = 8\nskills = [\"code\"]\nencoder = \"scratch\"\n\
+             [[files]]\npath = \"o.jsonl\"\n[[files]]\npath = \"log.jsonl\"\n\
+             [aliases]\n\"new-v1\" = \"new\"\n",
+        )
+        .unwrap();
+        let data = Dataset::load(&recipe, dir.path()).unwrap();
+        assert_eq!(
+            data.prompts.len(),
+            2,
+            "p1's log row joins the public prompt"
+        );
+        assert_eq!(data.log_graded, [("new".to_string(), 2)].into());
     }
 
     fn recipe_with_level(level: &str) -> String {

@@ -58,6 +58,8 @@ pub struct Model {
     /// The head sets (`ensemble`), each trained on its own loss against the shared θ.
     members: Vec<Member>,
     theta: Tensor,
+    /// Per model, the weight of its θ spread penalty ([`spread_weights`]).
+    spread: Vec<f32>,
     tool_index: Option<usize>,
     num_skills: usize,
     pad: u32,
@@ -457,6 +459,7 @@ impl Model {
             encoder,
             members,
             theta,
+            spread: spread_weights(recipe.loss.theta_spread, data),
             tool_index: recipe.skills.iter().position(|s| s == "tool_use"),
             num_skills: k,
             pad,
@@ -556,14 +559,16 @@ impl Model {
         };
         let outputs = self.outputs(batch, tokens, &mut dropout)?;
         let mut total = (self.theta.sqr()?.mean_all()? * recipe.loss.theta_l2)?;
-        if recipe.loss.theta_spread > 0.0 {
-            // Each model's per-skill deviation from its own mean ability.
+        if self.spread.iter().any(|&w| w > 0.0) {
+            // Each model's per-skill deviation from its own mean ability, weighted per model.
+            let weights = Tensor::from_slice(&self.spread, (self.spread.len(), 1), &Device::Cpu)?;
             let spread = self
                 .theta
                 .broadcast_sub(&self.theta.mean_keepdim(1)?)?
                 .sqr()?
+                .broadcast_mul(&weights)?
                 .mean_all()?;
-            total = (total + (spread * recipe.loss.theta_spread)?)?;
+            total = (total + spread)?;
         }
         let share = 1.0 / outputs.len() as f64;
         for out in &outputs {
@@ -841,7 +846,7 @@ impl Model {
             + recipe.loss.skill * mean(skill_loss, skill_n as f64)
             + recipe.loss.tool * mean(tool_loss, tool_labels.len() as f64)
             + recipe.loss.theta_l2 * theta_l2
-            + recipe.loss.theta_spread * theta_spread(&theta);
+            + theta_spread(&theta, &self.spread);
         Ok(DevMetrics {
             loss,
             outcome: rows.summary(),
@@ -1144,18 +1149,39 @@ pub fn epoch_line(m: &EpochMetrics, epochs: usize) -> String {
     )
 }
 
-/// Mean squared deviation of each model's per-skill abilities from that model's mean ability.
-fn theta_spread(theta: &[Vec<f32>]) -> f64 {
+/// Mean squared deviation of each model's per-skill abilities from that model's mean ability,
+/// each model's weighted by its `weights` entry (the penalty [`Model::loss`] adds).
+fn theta_spread(theta: &[Vec<f32>], weights: &[f32]) -> f64 {
     let (mut sum, mut n) = (0.0, 0usize);
-    for row in theta {
+    for (row, &weight) in theta.iter().zip(weights) {
         let mean = row.iter().map(|&t| f64::from(t)).sum::<f64>() / row.len().max(1) as f64;
-        sum += row
-            .iter()
-            .map(|&t| (f64::from(t) - mean).powi(2))
-            .sum::<f64>();
+        sum += f64::from(weight)
+            * row
+                .iter()
+                .map(|&t| (f64::from(t) - mean).powi(2))
+                .sum::<f64>();
         n += row.len();
     }
     if n == 0 { 0.0 } else { sum / n as f64 }
+}
+
+/// Graded answers of a model in the outcome log at which its θ spread penalty is halved
+/// (chosen against 1,000 and 0: `release_theta_spread` in `train`).
+pub const SPREAD_RELEASE_ROWS: f64 = 100.0;
+
+/// Per model, the weight of the penalty on its skills' spread around its mean ability: the
+/// recipe's `theta_spread`, faded for a model the outcome log grades n times to K / (K + n)
+/// of it, K = [`SPREAD_RELEASE_ROWS`]: the log is the deployment's own evidence on it, and
+/// the penalty gives way as that evidence grows. Models the log does not grade keep it, so a
+/// retrain does not part the skills of models it has no new evidence on.
+pub fn spread_weights(recipe: f64, data: &Dataset) -> Vec<f32> {
+    data.models
+        .iter()
+        .map(|m| {
+            let n = data.log_graded.get(m).copied().unwrap_or(0) as f64;
+            (recipe * SPREAD_RELEASE_ROWS / (SPREAD_RELEASE_ROWS + n)) as f32
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -1182,9 +1208,28 @@ mod tests {
 
     #[test]
     fn theta_spread_measures_skills_around_each_models_mean() {
-        assert_eq!(theta_spread(&[vec![1.0, 1.0], vec![-2.0, -2.0]]), 0.0);
+        assert_eq!(
+            theta_spread(&[vec![1.0, 1.0], vec![-2.0, -2.0]], &[1.0, 1.0]),
+            0.0
+        );
         // Deviations ±1 and ±0.5 around means 1 and 0.
-        let spread = theta_spread(&[vec![0.0, 2.0], vec![-0.5, 0.5]]);
+        let spread = theta_spread(&[vec![0.0, 2.0], vec![-0.5, 0.5]], &[1.0, 1.0]);
         assert!((spread - (1.0 + 1.0 + 0.25 + 0.25) / 4.0).abs() < 1e-12);
+        // Each model's share is weighted by its own entry.
+        let spread = theta_spread(&[vec![0.0, 2.0], vec![-0.5, 0.5]], &[0.0, 2.0]);
+        assert!((spread - 2.0 * (0.25 + 0.25) / 4.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_spread_penalty_fades_only_for_the_models_the_log_grades() {
+        let data = Dataset {
+            prompts: Vec::new(),
+            models: vec!["graded".into(), "public".into()],
+            model_means: Default::default(),
+            log_graded: [("graded".to_string(), SPREAD_RELEASE_ROWS as usize)].into(),
+            report: Default::default(),
+        };
+        // K graded answers halve it.
+        assert_eq!(spread_weights(1.0, &data), vec![0.5, 1.0]);
     }
 }

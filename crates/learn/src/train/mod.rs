@@ -78,9 +78,11 @@ pub enum TrainError {
 /// `triage train` options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TrainArgs {
-    /// Recipe: data files, weights and caps, encoder, optimiser.
-    #[arg(long, default_value = "training/default.toml")]
-    pub recipe: PathBuf,
+    /// Recipe: data files, weights and caps, encoder, optimiser. Default: with `--init`, the
+    /// recipe that directory was trained with (its `triage.json` names it), else
+    /// `training/default.toml`.
+    #[arg(long)]
+    pub recipe: Option<PathBuf>,
     /// Directory holding the files the recipe names.
     #[arg(long, default_value = "../shared/datasets")]
     pub data_dir: PathBuf,
@@ -135,7 +137,7 @@ impl TrainArgs {
     /// The defaults of the command line, for `out`.
     pub fn new(recipe: PathBuf, data_dir: PathBuf, out: PathBuf) -> TrainArgs {
         TrainArgs {
-            recipe,
+            recipe: Some(recipe),
             data_dir,
             out,
             epochs: None,
@@ -151,6 +153,40 @@ impl TrainArgs {
             prompt_list_only: false,
             refit_ability_maps: false,
         }
+    }
+
+    /// The recipe file named, or the default one.
+    pub fn recipe_file(&self) -> &Path {
+        self.recipe.as_deref().unwrap_or(Path::new(DEFAULT_RECIPE))
+    }
+}
+
+/// The recipe a run reads when none is named and no `--init` directory names one.
+pub const DEFAULT_RECIPE: &str = "training/default.toml";
+
+/// The recipe a run reads: `--recipe`; else, with `--init`, the one that directory was trained
+/// with, so that a retrain on new traffic keeps its base's data (a model the base held back
+/// stays held back); else the default.
+fn recipe_path(args: &TrainArgs, init: Option<&Path>) -> Result<PathBuf, TrainError> {
+    if let Some(path) = &args.recipe {
+        return Ok(path.clone());
+    }
+    let Some(dir) = init else {
+        return Ok(PathBuf::from(DEFAULT_RECIPE));
+    };
+    let metadata = classifier::load_metadata(dir)?;
+    match metadata
+        .training
+        .get("recipe_file")
+        .and_then(|v| v.as_str())
+    {
+        Some(file) if Path::new(file).is_file() => Ok(PathBuf::from(file)),
+        Some(file) => Err(TrainError::Invalid(format!(
+            "--init {}: it was trained with the recipe {file}, which is not here; name one with --recipe",
+            dir.display()
+        ))),
+        // Trained before `triage.json` recorded its recipe.
+        None => Ok(PathBuf::from(DEFAULT_RECIPE)),
     }
 }
 
@@ -181,14 +217,20 @@ pub struct SamplePrediction {
 /// `--prompt-list-only`: reads the recipe's data and writes `training_prompts.bin` into
 /// `--out`; returns how many prompts it lists.
 pub fn list_prompts(args: &TrainArgs) -> Result<usize, TrainError> {
-    let recipe = Recipe::load(&args.recipe)?;
+    let recipe = Recipe::load(args.recipe_file())?;
     let data = Dataset::load(&recipe, &args.data_dir)?;
     write_training_prompts(&args.out, &data)
 }
 
 pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
     let started = Instant::now();
-    let mut recipe = Recipe::load(&args.recipe)?;
+    let init = args.init.as_deref().map(materialise_builtin).transpose()?;
+    let inherited = args.recipe.is_none() && init.is_some();
+    let args = &TrainArgs {
+        recipe: Some(recipe_path(args, init.as_deref())?),
+        ..args.clone()
+    };
+    let mut recipe = Recipe::load(args.recipe_file())?;
     if let Some(epochs) = args.epochs {
         recipe.optim.epochs = epochs.max(1);
     }
@@ -206,7 +248,7 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
     let mut choice = recipe
         .encoder_choice()
         .map_err(|message| TrainError::Recipe {
-            path: args.recipe.clone(),
+            path: args.recipe_file().to_path_buf(),
             message,
         })?;
     let say = |line: String| {
@@ -214,26 +256,16 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
             eprintln!("{line}");
         }
     };
+    if inherited {
+        say(format!(
+            "recipe: {}, the one --init was trained with",
+            args.recipe_file().display()
+        ));
+    }
     let log = match &args.from_log {
         Some(log) => Some(add_log_file(args, log, &mut recipe)?),
         None => None,
     };
-    if let Some(export) = &log
-        && recipe.loss.theta_spread > 0.0
-    {
-        let kept = log_theta_spread(recipe.loss.theta_spread, export);
-        say(if kept > 0.0 {
-            format!(
-                "outcome log: θ's skills held together (recipe theta_spread {kept} kept: the log holds preferences)"
-            )
-        } else {
-            format!(
-                "outcome log: θ's skills free to part (recipe theta_spread {} not applied)",
-                recipe.loss.theta_spread
-            )
-        });
-        recipe.loss.theta_spread = kept;
-    }
     if let Some(export) = &log {
         say(format!(
             "outcome log: {} answered requests with text, {} graded rows {:?} over {} models",
@@ -249,7 +281,6 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
             ));
         }
     }
-    let init = args.init.as_deref().map(materialise_builtin).transpose()?;
     let warm = match &init {
         Some(dir) => {
             let warm = warm_start(dir, &recipe)?;
@@ -281,8 +312,13 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
         }
         None => None,
     };
-    let data = Dataset::load(&recipe, &args.data_dir)?;
+    let mut data = Dataset::load(&recipe, &args.data_dir)?;
     say(data_lines(&data));
+    if let Some(export) = &log
+        && recipe.loss.theta_spread > 0.0
+    {
+        say(release_theta_spread(export, &mut data));
+    }
 
     let mut rng = StdRng::seed_from_u64(recipe.seed);
     let (tokenizer, shape) = tokenizer_and_shape(&recipe, &choice, &data)?;
@@ -433,20 +469,34 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
     Ok(summary)
 }
 
-/// The θ spread penalty for a retrain on `export`. The penalty stands in for data the public
-/// sets lack; a log of graded answers is the deployment's own traffic, and the per-skill
-/// differences it shows between models are what the retrain is for, so it is released (20% of
-/// RouteLLM MMLU replayed: APGR 0.577 without it, 0.550 with). Preferences constrain only the
-/// difference between two models along the prompt's mix, with no difficulty to absorb the rest:
-/// with the penalty released, the skills drift apart on them (Chatbot Arena battles, 40%
-/// replayed: the predicted winner won 63.9% without it, 71.1% with), so a log that holds
-/// preferences keeps the recipe's.
-fn log_theta_spread(recipe: f64, export: &from_log::LogExport) -> f64 {
+/// How the retrain on `export` applies the recipe's θ spread penalty ([`fit::spread_weights`]).
+/// The penalty stands in for data the public sets lack. For the models the log grades it fades
+/// with their graded answers: the log is the deployment's own evidence on them (20% of RouteLLM
+/// MMLU replayed, 2,833 answers of each of two models: APGR 0.592 faded, 0.574 with K = 1000,
+/// 0.597 released for every model). Released outright on a few hundred answers, a model's
+/// skills overfit them (200 of Yi-34B's RouterBench answers: `auto` sent Yi 86% of calls at
+/// quality 0.812, below its 0.845 target; faded, 12% at 0.886, near the full data's 18% at
+/// 0.885). The models the log does not grade keep it: nothing new moves them. Preferences
+/// constrain only the difference between two models along the prompt's mix, with no difficulty
+/// to absorb the rest; released, the skills drifted apart on them (Chatbot Arena battles, 40%
+/// replayed: the predicted winner won 63.9% instead of 71.1%), so a log that holds preferences
+/// keeps it for every model.
+fn release_theta_spread(export: &from_log::LogExport, data: &mut Dataset) -> String {
     if export.by_label.contains_key("preference") {
-        recipe
-    } else {
-        0.0
+        data.log_graded.clear();
+        return "outcome log: θ's skills held together for every model (the log holds preferences)"
+            .into();
     }
+    let graded: Vec<String> = data
+        .log_graded
+        .iter()
+        .map(|(model, n)| format!("{model} ({n})"))
+        .collect();
+    format!(
+        "outcome log: θ's spread penalty fades with graded answers (K/(K+n), K = {}) for {}; the other models keep the recipe's",
+        fit::SPREAD_RELEASE_ROWS,
+        graded.join(", ")
+    )
 }
 
 /// Exports the log's graded answers and adds them to the recipe as one more outcome file.
@@ -647,7 +697,7 @@ fn metadata(
         .map(|(_, v)| v.elem_count())
         .sum();
     let training = json!({
-        "recipe_file": args.recipe,
+        "recipe_file": args.recipe_file(),
         "recipe": recipe,
         "data_dir": args.data_dir,
         "data": summary.data,
@@ -727,7 +777,7 @@ fn map_accuracies(
 /// `--refit-ability-maps`: fits the recipe's maps again on the θ stored in `--out` and rewrites
 /// its `triage.json` (weights untouched); for a new public score file or a new map.
 pub fn refit_ability_maps(args: &TrainArgs) -> Result<Metadata, TrainError> {
-    let recipe = Recipe::load(&args.recipe)?;
+    let recipe = Recipe::load(args.recipe_file())?;
     let data = Dataset::load(&recipe, &args.data_dir)?;
     let mut metadata = classifier::load_metadata(&args.out)?;
     let (first, rest) = fit_ability_maps(&recipe, &data, &metadata.abilities)?;
@@ -737,7 +787,7 @@ pub fn refit_ability_maps(args: &TrainArgs) -> Result<Metadata, TrainError> {
         training.insert(
             "ability_maps_refit".into(),
             json!({
-                "recipe_file": args.recipe,
+                "recipe_file": args.recipe_file(),
                 "command": std::env::args().collect::<Vec<_>>().join(" "),
                 "git_revision": git_revision(),
             }),
@@ -1008,11 +1058,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_log_with_preferences_keeps_the_theta_spread_and_a_graded_one_frees_it() {
+    fn a_log_with_preferences_keeps_the_theta_spread_and_a_graded_one_frees_its_models() {
+        let mut data = Dataset {
+            prompts: Vec::new(),
+            models: vec!["graded".into(), "public".into()],
+            model_means: Default::default(),
+            log_graded: [("graded".to_string(), 40)].into(),
+            report: Default::default(),
+        };
         let mut export = from_log::LogExport::default();
         export.by_label.insert("feedback", 40);
-        assert_eq!(log_theta_spread(1.0, &export), 0.0);
+        release_theta_spread(&export, &mut data);
+        let faded = fit::SPREAD_RELEASE_ROWS / (fit::SPREAD_RELEASE_ROWS + 40.0);
+        assert_eq!(fit::spread_weights(1.0, &data), vec![faded as f32, 1.0]);
         export.by_label.insert("preference", 2);
-        assert_eq!(log_theta_spread(1.0, &export), 1.0);
+        release_theta_spread(&export, &mut data);
+        assert_eq!(fit::spread_weights(1.0, &data), vec![1.0, 1.0]);
     }
 }
