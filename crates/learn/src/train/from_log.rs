@@ -49,7 +49,9 @@ impl LogExport {
     }
 }
 
-/// Reads the log (`PATH_OR_URL`) and writes its graded answers to `dir/from_log.jsonl`.
+/// Reads the log (`PATH_OR_URL`) and writes its graded answers to
+/// `dir/from_log-<pid>-<n>.jsonl`: one file per run, so two retrains sharing a cache directory
+/// do not read each other's.
 pub fn export(log: &str, since_ms: i64, dir: &Path) -> Result<LogExport, TrainError> {
     let target = Target::parse(log);
     let (verdicts, preferences) = target
@@ -59,7 +61,9 @@ pub fn export(log: &str, since_ms: i64, dir: &Path) -> Result<LogExport, TrainEr
             path: PathBuf::from(target.describe()),
             message: format!("cannot read the outcome log: {e}"),
         })?;
-    let path = dir.join("from_log.jsonl");
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!("from_log-{}-{run}.jsonl", std::process::id()));
     let io = |e: std::io::Error| TrainError::File {
         path: path.clone(),
         message: e.to_string(),

@@ -313,6 +313,10 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
         None => None,
     };
     let mut data = Dataset::load(&recipe, &args.data_dir)?;
+    if let Some(export) = &log {
+        // Read once; the export is this run's alone (`from_log::export`).
+        let _ = std::fs::remove_file(&export.path);
+    }
     say(data_lines(&data));
     if let Some(export) = &log
         && recipe.loss.theta_spread > 0.0
