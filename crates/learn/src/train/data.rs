@@ -148,8 +148,7 @@ impl Dataset {
                 }
                 if p.source == super::from_log::SOURCE {
                     for (model, _) in &p.outcomes {
-                        let model = recipe.aliases.get(model).unwrap_or(model);
-                        *log_graded.entry(model.clone()).or_default() += 1;
+                        *log_graded.entry(alias(recipe, model)).or_default() += 1;
                     }
                 }
                 let key = normalise(&p.text);
@@ -528,6 +527,15 @@ fn read_prompt_texts(path: &Path) -> Result<HashMap<String, String>, TrainError>
     Ok(texts)
 }
 
+/// The θ row a model's data trains: its name in the recipe's `[aliases]`, or its own.
+fn alias(recipe: &Recipe, name: &str) -> String {
+    recipe
+        .aliases
+        .get(name)
+        .cloned()
+        .unwrap_or_else(|| name.to_string())
+}
+
 /// Assigns θ rows: every model name (after aliases), sorted.
 fn intern_models(
     recipe: &Recipe,
@@ -535,13 +543,7 @@ fn intern_models(
     model_rows: Vec<Vec<(String, f64)>>,
     pair_rows: Vec<Vec<(String, String, f64)>>,
 ) -> Vec<String> {
-    let alias = |name: &str| {
-        recipe
-            .aliases
-            .get(name)
-            .cloned()
-            .unwrap_or_else(|| name.to_string())
-    };
+    let alias = |name: &str| alias(recipe, name);
     let names: BTreeSet<String> = model_rows
         .iter()
         .flatten()

@@ -14,6 +14,7 @@
 //!
 //! Not for: reading data or writing the model directory.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use candle_core::{D, DType, Device, Module, Tensor};
@@ -58,8 +59,9 @@ pub struct Model {
     /// The head sets (`ensemble`), each trained on its own loss against the shared θ.
     members: Vec<Member>,
     theta: Tensor,
-    /// Per model, the weight of its θ spread penalty ([`spread_weights`]).
-    spread: Vec<f32>,
+    /// Per model, the weight of its θ spread penalty ([`spread_weights`]): the recipe's for
+    /// every model unless a retrain from the outcome log fades it.
+    pub spread: Vec<f32>,
     tool_index: Option<usize>,
     num_skills: usize,
     pad: u32,
@@ -459,7 +461,7 @@ impl Model {
             encoder,
             members,
             theta,
-            spread: spread_weights(recipe.loss.theta_spread, data),
+            spread: spread_weights(recipe.loss.theta_spread, &data.models, &BTreeMap::new()),
             tool_index: recipe.skills.iter().position(|s| s == "tool_use"),
             num_skills: k,
             pad,
@@ -1170,15 +1172,19 @@ fn theta_spread(theta: &[Vec<f32>], weights: &[f32]) -> f64 {
 pub const SPREAD_RELEASE_ROWS: f64 = 100.0;
 
 /// Per model, the weight of the penalty on its skills' spread around its mean ability: the
-/// recipe's `theta_spread`, faded for a model the outcome log grades n times to K / (K + n)
-/// of it, K = [`SPREAD_RELEASE_ROWS`]: the log is the deployment's own evidence on it, and
-/// the penalty gives way as that evidence grows. Models the log does not grade keep it, so a
-/// retrain does not part the skills of models it has no new evidence on.
-pub fn spread_weights(recipe: f64, data: &Dataset) -> Vec<f32> {
-    data.models
+/// recipe's `theta_spread`, faded for a model with n answers of evidence in `evidence` to
+/// K / (K + n) of it, K = [`SPREAD_RELEASE_ROWS`]: the outcome log is the deployment's own
+/// evidence on it, and the penalty gives way as that evidence grows. Models without evidence
+/// keep it, so a retrain does not part the skills of models it has nothing new on.
+pub fn spread_weights(
+    recipe: f64,
+    models: &[String],
+    evidence: &BTreeMap<String, usize>,
+) -> Vec<f32> {
+    models
         .iter()
         .map(|m| {
-            let n = data.log_graded.get(m).copied().unwrap_or(0) as f64;
+            let n = evidence.get(m).copied().unwrap_or(0) as f64;
             (recipe * SPREAD_RELEASE_ROWS / (SPREAD_RELEASE_ROWS + n)) as f32
         })
         .collect()
@@ -1222,14 +1228,13 @@ mod tests {
 
     #[test]
     fn the_spread_penalty_fades_only_for_the_models_the_log_grades() {
-        let data = Dataset {
-            prompts: Vec::new(),
-            models: vec!["graded".into(), "public".into()],
-            model_means: Default::default(),
-            log_graded: [("graded".to_string(), SPREAD_RELEASE_ROWS as usize)].into(),
-            report: Default::default(),
-        };
-        // K graded answers halve it.
-        assert_eq!(spread_weights(1.0, &data), vec![0.5, 1.0]);
+        let models = ["graded".to_string(), "public".to_string()];
+        let evidence = [("graded".to_string(), SPREAD_RELEASE_ROWS as usize)].into();
+        // K graded answers halve it; no evidence keeps it whole.
+        assert_eq!(spread_weights(1.0, &models, &evidence), vec![0.5, 1.0]);
+        assert_eq!(
+            spread_weights(2.0, &models, &BTreeMap::new()),
+            vec![2.0, 2.0]
+        );
     }
 }

@@ -312,17 +312,20 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
         }
         None => None,
     };
-    let mut data = Dataset::load(&recipe, &args.data_dir)?;
+    let data = Dataset::load(&recipe, &args.data_dir)?;
     if let Some(export) = &log {
         // Read once; the export is this run's alone (`from_log::export`).
         let _ = std::fs::remove_file(&export.path);
     }
     say(data_lines(&data));
-    if let Some(export) = &log
-        && recipe.loss.theta_spread > 0.0
-    {
-        say(release_theta_spread(export, &mut data));
-    }
+    let spread_evidence = match &log {
+        Some(export) if recipe.loss.theta_spread > 0.0 => {
+            let (evidence, line) = spread_evidence(export, &data);
+            say(line);
+            Some(evidence)
+        }
+        _ => None,
+    };
 
     let mut rng = StdRng::seed_from_u64(recipe.seed);
     let (tokenizer, shape) = tokenizer_and_shape(&recipe, &choice, &data)?;
@@ -402,6 +405,9 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
         attention_table,
         &mut rng,
     )?;
+    if let Some(evidence) = &spread_evidence {
+        model.spread = fit::spread_weights(recipe.loss.theta_spread, &data.models, evidence);
+    }
     if let Some(spec) = &recipe.distill {
         let targets = distill::teacher_targets(
             spec,
@@ -473,8 +479,9 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
     Ok(summary)
 }
 
-/// How the retrain on `export` applies the recipe's θ spread penalty ([`fit::spread_weights`]).
-/// The penalty stands in for data the public sets lack. For the models the log grades it fades
+/// The evidence that fades the recipe's θ spread penalty in the retrain on `export`
+/// ([`fit::spread_weights`]): the log's graded answers per model, or none, and a line that
+/// says which. The penalty stands in for data the public sets lack. For the models the log grades it fades
 /// with their graded answers: the log is the deployment's own evidence on them (20% of RouteLLM
 /// MMLU replayed, 2,833 answers of each of two models: APGR 0.592 faded, 0.574 with K = 1000,
 /// 0.597 released for every model). Released outright on a few hundred answers, a model's
@@ -485,22 +492,26 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
 /// to absorb the rest; released, the skills drifted apart on them (Chatbot Arena battles, 40%
 /// replayed: the predicted winner won 63.9% instead of 71.1%), so a log that holds preferences
 /// keeps it for every model.
-fn release_theta_spread(export: &from_log::LogExport, data: &mut Dataset) -> String {
+fn spread_evidence(
+    export: &from_log::LogExport,
+    data: &Dataset,
+) -> (BTreeMap<String, usize>, String) {
     if export.by_label.contains_key("preference") {
-        data.log_graded.clear();
-        return "outcome log: θ's skills held together for every model (the log holds preferences)"
-            .into();
+        let line =
+            "outcome log: θ's skills held together for every model (the log holds preferences)";
+        return (BTreeMap::new(), line.into());
     }
     let graded: Vec<String> = data
         .log_graded
         .iter()
         .map(|(model, n)| format!("{model} ({n})"))
         .collect();
-    format!(
+    let line = format!(
         "outcome log: θ's spread penalty fades with graded answers (K/(K+n), K = {}) for {}; the other models keep the recipe's",
         fit::SPREAD_RELEASE_ROWS,
         graded.join(", ")
-    )
+    );
+    (data.log_graded.clone(), line)
 }
 
 /// Exports the log's graded answers and adds them to the recipe as one more outcome file.
@@ -1063,7 +1074,7 @@ mod tests {
 
     #[test]
     fn a_log_with_preferences_keeps_the_theta_spread_and_a_graded_one_frees_its_models() {
-        let mut data = Dataset {
+        let data = Dataset {
             prompts: Vec::new(),
             models: vec!["graded".into(), "public".into()],
             model_means: Default::default(),
@@ -1072,11 +1083,18 @@ mod tests {
         };
         let mut export = from_log::LogExport::default();
         export.by_label.insert("feedback", 40);
-        release_theta_spread(&export, &mut data);
+        let (evidence, _) = spread_evidence(&export, &data);
         let faded = fit::SPREAD_RELEASE_ROWS / (fit::SPREAD_RELEASE_ROWS + 40.0);
-        assert_eq!(fit::spread_weights(1.0, &data), vec![faded as f32, 1.0]);
+        assert_eq!(
+            fit::spread_weights(1.0, &data.models, &evidence),
+            vec![faded as f32, 1.0]
+        );
         export.by_label.insert("preference", 2);
-        release_theta_spread(&export, &mut data);
-        assert_eq!(fit::spread_weights(1.0, &data), vec![1.0, 1.0]);
+        let (evidence, line) = spread_evidence(&export, &data);
+        assert_eq!(
+            fit::spread_weights(1.0, &data.models, &evidence),
+            vec![1.0, 1.0]
+        );
+        assert!(line.contains("preferences"), "{line}");
     }
 }
