@@ -1168,7 +1168,7 @@ fn theta_spread(theta: &[Vec<f32>], weights: &[f32]) -> f64 {
 }
 
 /// Graded answers of a model in the outcome log at which its θ spread penalty is halved
-/// (chosen against 1,000 and 0: `release_theta_spread` in `train`).
+/// (chosen against 1,000 and 0: `spread_evidence` in `train`).
 pub const SPREAD_RELEASE_ROWS: f64 = 100.0;
 
 /// Per model, the weight of the penalty on its skills' spread around its mean ability: the

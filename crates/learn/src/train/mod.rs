@@ -481,15 +481,18 @@ pub fn run(args: &TrainArgs) -> Result<TrainSummary, TrainError> {
 
 /// The evidence that fades the recipe's θ spread penalty in the retrain on `export`
 /// ([`fit::spread_weights`]): the log's graded answers per model, or none, and a line that
-/// says which. The penalty stands in for data the public sets lack. For the models the log grades it fades
+/// says which.
+///
+/// The penalty stands in for data the public sets lack. For the models the log grades it fades
 /// with their graded answers: the log is the deployment's own evidence on them (20% of RouteLLM
 /// MMLU replayed, 2,833 answers of each of two models: APGR 0.592 faded, 0.574 with K = 1000,
 /// 0.597 released for every model). Released outright on a few hundred answers, a model's
 /// skills overfit them (200 of Yi-34B's RouterBench answers: `auto` sent Yi 86% of calls at
 /// quality 0.812, below its 0.845 target; faded, 12% at 0.886, near the full data's 18% at
-/// 0.885). The models the log does not grade keep it: nothing new moves them. Preferences
-/// constrain only the difference between two models along the prompt's mix, with no difficulty
-/// to absorb the rest; released, the skills drifted apart on them (Chatbot Arena battles, 40%
+/// 0.885; 10% of AlpacaEval replayed: gpt-3.5/alpaca-7b APGR 0.445 released, 0.589 faded).
+/// The models the log does not grade keep it: nothing new moves them. Preferences constrain
+/// only the difference between two models along the prompt's mix, with no difficulty to
+/// absorb the rest; released, the skills drifted apart on them (Chatbot Arena battles, 40%
 /// replayed: the predicted winner won 63.9% instead of 71.1%), so a log that holds preferences
 /// keeps it for every model.
 fn spread_evidence(
