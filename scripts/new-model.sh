@@ -12,13 +12,14 @@ cd "$(dirname "$0")/.."
 D=${DATA_DIR:-../shared/datasets}
 B=target/release/triage
 NEW=${NEW:-zero-one-ai/Yi-34B-Chat}
+W=target/new-model/${NEW//\//_} # one directory per held-back model: two can run side by side
 cargo build --release -q
-mkdir -p target/new-model
-cat >target/new-model/recipe.toml <<RECIPE
+mkdir -p "$W"
+cat >"$W/recipe.toml" <<RECIPE
 base = "$PWD/training/default.toml"
 exclude_models = ["$NEW"]
 RECIPE
-$B train --recipe target/new-model/recipe.toml --out target/new-model/base --quiet
+$B train --recipe "$W/recipe.toml" --out "$W/base" --quiet
 measure() { # model dir, label
     $B eval --model "$1" --data "$D/routerbench_slice.jsonl.gz" \
         --filter subset=arc_challenge_test,winograde_test,mbpp_test --keep-seen --json 2>/dev/null |
@@ -41,17 +42,17 @@ print(f"{label:>14}: {dist}; auto: {new} share {share:.3f}, quality {quality:.3f
       f"policy curve: AIQ {aiq:.3f}, saving at 95% {saving:.3f}")
 ' "$2" "$NEW" "$1"
 }
-measure target/new-model/base "held back"
+measure "$W/base" "held back"
 for n in ${NS:-50 100 200 300 600 1200}; do
-    log=target/new-model/traffic-$n.db
+    log=$W/traffic-$n.db
     rm -f "$log" "$log"-*
     fraction=$(python3 -c "print(min(1.0, $n / 3178))")
     $B replay --data "$D/routerbench_slice.jsonl.gz" --model "$NEW" --fraction "$fraction" \
         --salt new-model --log "$log" >/dev/null
     # The retrain reads the held-back recipe too: the default recipe would bring back all of
     # NEW's public outcomes beside the N in the log.
-    $B train --from-log "$log" --recipe target/new-model/recipe.toml --init target/new-model/base \
-        --out "target/new-model/$n" --quiet
-    measure "target/new-model/$n" "$n outcomes"
+    $B train --from-log "$log" --recipe "$W/recipe.toml" --init "$W/base" \
+        --out "$W/$n" --quiet
+    measure "$W/$n" "$n outcomes"
 done
 measure models/default "full data"
