@@ -16,38 +16,13 @@ APGR is RouteLLM's: the mean, over every share of prompts sent to the strong mod
 """
 
 import collections
-import gzip
-import json
-import random
 import sys
 from pathlib import Path
 
+from apgr import apgr, rows
+
 STRONG = "gpt-4-1106-preview"
 WEAK = "mistralai/Mixtral-8x7B-Instruct-v0.1"
-
-
-def rows(path):
-    with gzip.open(path, "rt") as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)
-
-
-def apgr(score, strong, weak, tie_orders=20):
-    """Strong model for the highest scores first; ties in random order, averaged over several
-    orders (a 0/1 score ties half the prompts, and one order moves APGR by ±0.01)."""
-    gap = sum(strong) - sum(weak)
-    total = 0.0
-    for seed in range(tie_orders):
-        rng = random.Random(seed)
-        order = sorted(range(len(score)), key=lambda i: (-score[i], rng.random()))
-        gained, area = 0.0, 0.0
-        for i in order:
-            before = gained
-            gained += strong[i] - weak[i]
-            area += (before + gained) / 2
-        total += area / len(order) / gap
-    return total / tie_orders
 
 
 def show(router, score, strong, weak):

@@ -13,12 +13,11 @@ most from the strong model).
 """
 
 import collections
-import gzip
-import json
 import math
-import random
 import sys
 from pathlib import Path
+
+from apgr import apgr, rows
 
 SOURCES = [  # (file, prompt file for sources that keep prompts apart, split rows by)
     ("mmlu_pro_outcomes.jsonl.gz", "mmlu_pro_prompts.jsonl.gz", "source"),
@@ -26,28 +25,7 @@ SOURCES = [  # (file, prompt file for sources that keep prompts apart, split row
     ("routerbench_slice.jsonl.gz", None, "subset"),
     ("routellm_mmlu_gsm8k.jsonl.gz", None, "source"),  # held out: the pair triage is measured on
 ]
-
-
 ROUTELLM_STRONG = "gpt-4-1106-preview"
-
-
-def rows(path):
-    with gzip.open(path, "rt") as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)
-
-
-def apgr(score, strong, weak):
-    """RouteLLM's APGR of routing the highest scores to the strong model first."""
-    gap = sum(strong) - sum(weak)
-    order = sorted(range(len(score)), key=lambda i: (-score[i], random.Random(i).random()))
-    gained, area = 0.0, 0.0
-    for i in order:
-        before = gained
-        gained += strong[i] - weak[i]
-        area += (before + gained) / 2
-    return area / len(order) / gap
 
 
 def groups(data_dir, file, prompt_file, split):
