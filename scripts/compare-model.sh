@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=${1:-models/default}
-D=${DATASETS:-../shared/datasets}
+D=${DATA_DIR:-../shared/datasets}
 triage=target/release/triage
 
 # The figures at the JSON paths in `$1` (python syntax after `d`, comma-separated) of the eval

@@ -55,8 +55,6 @@ def report(name, texts, by_prompt):
     if ROUTELLM_STRONG in ranked and mixtral:
         pairs.append((ROUTELLM_STRONG, mixtral[0]))
     for strong, weak in dict.fromkeys(pairs):
-        if weak == strong:
-            continue
         ids = [p for p, m in by_prompt.items() if strong in m and weak in m]
         figure = apgr([len(texts[p]) for p in ids], [by_prompt[p][strong] for p in ids],
                       [by_prompt[p][weak] for p in ids])
